@@ -1,0 +1,38 @@
+# Each target is idempotent: it creates .venv when missing and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned here, before the project, so pip never swaps in another build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup data demo test lint bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# Fashion-MNIST ships as a Debian package; elsewhere torchvision downloads it when online.
+data:
+	@bash scripts/install-data.sh
+
+demo: setup
+	$(PY) study/teachers.py --dataset fashion_mnist --arch resnet20 --epochs 8 --n-train 10000
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/data_path.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

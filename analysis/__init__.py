@@ -1,0 +1,1 @@
+"""Turning a run folder into tables, plots and reports (reads only the files a run wrote)."""

@@ -1,0 +1,291 @@
+"""The training loop: one epoch, evaluation, and a complete resumable state. Ray-free.
+
+Per step the loop stays on the device: losses and accuracy are summed as tensors and read once
+per epoch, so a GPU never waits on the host mid-epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import distributed as dist
+from torch import nn
+
+from sdkd_core.data import BatchLoader, ImageData
+from sdkd_core.distillers.base import Distiller
+from sdkd_core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained. Milestones are fractions of `epochs` (0.5 = halfway)."""
+
+    epochs: int = 8
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    batch_size: int = 64
+    schedule: Literal["step", "cosine"] = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        checks = [
+            (self.epochs >= 1, f"epochs={self.epochs} must be at least 1"),
+            (self.lr > 0, f"lr={self.lr} must be positive"),
+            (0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
+            (self.batch_size >= 2, f"batch_size={self.batch_size} must be at least 2"),
+            (self.schedule in ("step", "cosine"),
+             f"schedule='{self.schedule}' must be step or cosine"),
+            (all(0 < m < 1 for m in self.milestones),
+             f"milestones={list(self.milestones)} must be fractions of the epochs in (0, 1)"),
+            (0 < self.gamma <= 1, f"gamma={self.gamma} must be in (0, 1]"),
+            (0 <= self.warmup_epochs < self.epochs,
+             f"warmup_epochs={self.warmup_epochs} must be in [0, epochs)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown recipe keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """Multiplier of the base lr at optimizer step `step` (linear warm-up, then decay)."""
+        epoch = step / steps_per_epoch
+        if epoch < self.warmup_epochs:
+            return (step + 1) / (self.warmup_epochs * steps_per_epoch)
+        if self.schedule == "cosine":
+            progress = (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        passed = sum(epoch >= m * self.epochs for m in self.milestones)
+        return self.gamma**passed
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"training diverged in epoch {epoch}: loss {loss}")
+        self.epoch, self.loss = epoch, loss
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' requested but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def _sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+@dataclass
+class Engine:
+    """Trains a `Distiller` on `data` with `recipe`; `wrap` lets a caller add DDP.
+
+    `epoch` counts finished epochs; `state_dict()` after any epoch resumes exactly.
+    """
+
+    method: Distiller
+    data: ImageData
+    recipe: Recipe
+    device: str | torch.device = "auto"
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[nn.Module], nn.Module] | None = None
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.device = select_device(str(self.device))
+        self.cuda = self.device.type == "cuda"
+        # bf16 autocast and channels_last are the fast path on GPUs; the CPU runs plain fp32.
+        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.method.to(self.device, memory_format=memory_format)
+        self.train_module = self.wrap(self.method) if self.wrap else self.method
+        common = dict(info=self.data.info, batch_size=self.recipe.batch_size, device=self.device,
+                      rank=self.rank, world_size=self.world_size, channels_last=self.cuda)
+        self.train_loader = BatchLoader(self.data.train_x, self.data.train_y, train=True,
+                                        seed=self.seed, **common)
+        self.test_loader = BatchLoader(self.data.test_x, self.data.test_y, **common)
+        steps = len(self.train_loader)
+        if steps == 0:
+            raise UserError(
+                f"batch_size={self.recipe.batch_size} is larger than the "
+                f"{self.train_loader.num_images} training images per worker; lower it"
+            )
+        r = self.recipe
+        self.optimizers = {
+            group: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum,
+                                   weight_decay=r.weight_decay, nesterov=r.nesterov)
+            for group, params in self.method.optim_groups().items()
+        }
+        self.schedulers = {
+            group: torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: r.lr_factor(step, steps))
+            for group, opt in self.optimizers.items()
+        }
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training shard; returns mean losses, accuracy and throughput."""
+        self.train_module.train()
+        self.train_loader.set_epoch(self.epoch)
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        for x, y in self.train_loader:
+            with self._autocast():
+                logits, losses = self.train_module(x, y, self.epoch)
+                loss = sum(losses.values())
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in self.optimizers.values():
+                opt.step()
+            for sched in self.schedulers.values():
+                sched.step()
+            n = len(y)
+            seen += n
+            for name, value in (("loss", loss), *losses.items()):
+                sums[name] = sums.get(name, 0) + value.detach().float() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+        if self.cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        names = list(sums)
+        totals = _sum_across_ranks(torch.stack([*(sums[k] for k in names), correct,
+                                                torch.tensor(float(seen), device=self.device)]))
+        totals = totals.tolist()
+        count = totals[-1]
+        stats = {("train_loss" if k == "loss" else f"loss_{k}"): v / count
+                 for k, v in zip(names, totals, strict=False)}
+        stats["train_acc"] = 100.0 * totals[-2] / count
+        stats["images_per_s"] = count / elapsed
+        stats["train_s"] = elapsed
+        stats["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+        if not math.isfinite(stats["train_loss"]):
+            raise DivergedError(self.epoch + 1, stats["train_loss"])
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Top-1 accuracy (%) and mean cross-entropy on the full test set (summed over ranks)."""
+        model = model if model is not None else self.method.eval_model()
+        was_training = model.training
+        model.eval()
+        totals = torch.zeros(3, device=self.device)
+        for x, y in self.test_loader:
+            with self._autocast():
+                logits = model(x).logits.float()
+            totals[0] += (logits.argmax(1) == y).sum()
+            totals[1] += nn.functional.cross_entropy(logits, y, reduction="sum")
+            totals[2] += len(y)
+        model.train(was_training)
+        correct, loss, count = _sum_across_ranks(totals).tolist()
+        return {"test_acc": 100.0 * correct / count, "test_loss": loss / count}
+
+    def run_epoch(self) -> dict[str, float]:
+        """Train one epoch, evaluate, and append the row to `history`."""
+        stats = {"epoch": self.epoch + 1, **self.train_epoch(), **self.evaluate()}
+        self.epoch += 1
+        best = max([row["test_acc"] for row in self.history] + [stats["test_acc"]])
+        stats["test_acc_best"] = best
+        self.history.append(stats)
+        return stats
+
+    def fit(self, on_epoch: Callable[[dict[str, float]], None] | None = None):
+        """Run the remaining epochs; `on_epoch` sees each epoch's row (and may checkpoint)."""
+        while self.epoch < self.recipe.epochs:
+            stats = self.run_epoch()
+            if on_epoch is not None:
+                on_epoch(stats)
+        return self.history
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizers, schedules, RNG, history."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.cuda:
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "recipe": self.recipe.to_dict(),
+            "method": self.method.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "rng": rng,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["recipe"] != self.recipe.to_dict():
+            raise UserError("checkpoint was made with a different recipe; start a new run")
+        self.method.load_state_dict(state["method"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][k])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_as_python_rng_state(state["rng"]["python"]))
+        if self.cuda and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+
+
+def _as_python_rng_state(state):
+    # random.setstate wants tuples; a round trip through torch.save keeps them, JSON would not.
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with weights_only=True: a checkpoint can carry tensors and plain data, never code."""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,6 @@
+"""CIFAR-style model zoo whose forward pass also returns per-stage feature maps."""
+
+from sdkd_core.models.base import ModelOutput, StagedNet
+from sdkd_core.models.registry import MODEL_NAMES, UnknownModelError, build_model
+
+__all__ = ["MODEL_NAMES", "ModelOutput", "StagedNet", "UnknownModelError", "build_model"]

@@ -1,0 +1,105 @@
+"""Common shape of every zoo model: a stem, N stages and a linear head, with feature taps."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ModelOutput(NamedTuple):
+    """What a forward pass returns; `feats[0]` is the stem output, `feats[-1]` the last stage."""
+
+    logits: Tensor
+    feats: list[Tensor]
+    pooled: Tensor
+
+
+def _infer_out_channels(module: nn.Module) -> int:
+    """Best-effort channels for subclasses that never declared theirs: the last conv/BN wins."""
+    found: int | None = None
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.conv._ConvNd):
+            found = sub.out_channels
+        elif isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            found = sub.num_features
+    if found is None:
+        raise ValueError(
+            f"cannot infer output channels of {type(module).__name__}; "
+            "call _finish(stage_channels) in the model constructor"
+        )
+    return found
+
+
+class StagedNet(nn.Module):
+    """Base for staged CNNs.
+
+    Subclasses assign `self.stem`, `self.stages` (nn.ModuleList), `self.classifier` (nn.Linear)
+    and `self.name`, then call `self._finish(stage_channels)` to record channels and init weights.
+    Forward is pure (no attribute mutation) so it works under functional_call and DDP.
+    """
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    classifier: nn.Linear
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__()
+        self.name = name
+        self._stage_channels: tuple[int, ...] | None = None
+
+    def _finish(self, stage_channels: list[int]) -> None:
+        """Check the declared channels against the modules and initialise weights."""
+        if len(stage_channels) != len(self.stages) + 1:
+            raise ValueError(
+                f"{self.name}: {len(stage_channels)} stage channels for "
+                f"{len(self.stages)} stages plus stem"
+            )
+        if self.classifier.in_features != stage_channels[-1]:
+            raise ValueError(
+                f"{self.name}: classifier takes {self.classifier.in_features} "
+                f"features but the last stage has {stage_channels[-1]} channels"
+            )
+        self._stage_channels = tuple(stage_channels)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """He init (fan_out) for convs, identity BN; Linear keeps torch's default init."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages, not counting the stem."""
+        return len(self.stages)
+
+    @property
+    def stage_channels(self) -> list[int]:
+        """Channels of feats[0..N] (stem first)."""
+        if self._stage_channels is not None:
+            return list(self._stage_channels)
+        return [_infer_out_channels(m) for m in (self.stem, *self.stages)]
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        # Routing through forward_from keeps both paths bit-identical.
+        return self.forward_from(0, self.stem(x))
+
+    def forward_from(self, i: int, h: Tensor) -> ModelOutput:
+        """Run stages i+1..N and the head on `h`, a map shaped like feats[i] (i == N: head only)."""
+        n = len(self.stages)
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
+            raise ValueError(f"{self.name}: stage index must be an int in 0..{n}, got {i!r}")
+        feats = [h]
+        for k, stage in enumerate(self.stages):
+            if k >= i:
+                h = stage(h)
+                feats.append(h)
+        pooled = F.adaptive_avg_pool2d(h, 1).flatten(1)
+        return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled)

@@ -1,0 +1,86 @@
+"""ShuffleNetV2 (Ma et al. 2018), CIFAR variant (stride-1 stem, no max-pool), net_size 1."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sdkd_core.models.base import StagedNet
+
+
+def conv_bn(
+    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> list[nn.Module]:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    return [*layers, nn.ReLU(inplace=True)] if relu else layers
+
+
+def channel_shuffle(x: Tensor, groups: int = 2) -> Tensor:
+    """Interleave channel groups so the two branches mix in the next block."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class DownBlock(nn.Module):
+    """Stride-2 unit: both branches see all input channels, each yields half the output."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cout // 2
+        self.left = nn.Sequential(
+            *conv_bn(cin, cin, 3, 2, groups=cin, relu=False), *conv_bn(cin, mid, 1)
+        )
+        self.right = nn.Sequential(
+            *conv_bn(cin, mid, 1),
+            *conv_bn(mid, mid, 3, 2, groups=mid, relu=False),
+            *conv_bn(mid, mid, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1))
+
+
+class BasicUnit(nn.Module):
+    """Stride-1 unit: half the channels pass through untouched, the other half are convolved."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.half = half
+        self.right = nn.Sequential(
+            *conv_bn(half, half, 1),
+            *conv_bn(half, half, 3, groups=half, relu=False),
+            *conv_bn(half, half, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        left, right = x[:, : self.half], x[:, self.half :]
+        return channel_shuffle(torch.cat([left, self.right(right)], dim=1))
+
+
+class ShuffleV2(StagedNet):
+    """Stem 3x3 -> 24, three stages (116, 232, 464) with 3/7/3 units; last stage adds 1x1->1024."""
+
+    OUT_CHANNELS = (116, 232, 464)
+    NUM_BLOCKS = (3, 7, 3)
+    HEAD_CHANNELS = 1024
+
+    def __init__(self, num_classes: int, in_channels: int = 3, name: str = "ShuffleV2") -> None:
+        super().__init__(name)
+        stem_width = 24
+        self.stem = nn.Sequential(*conv_bn(in_channels, stem_width, 3))
+        stages = []
+        cin = stem_width
+        for cout, blocks in zip(self.OUT_CHANNELS, self.NUM_BLOCKS, strict=True):
+            stages.append(
+                nn.Sequential(DownBlock(cin, cout), *[BasicUnit(cout) for _ in range(blocks)])
+            )
+            cin = cout
+        # Head conv sits in the last stage so feats[-1] is the map the classifier pools.
+        stages[-1].extend(conv_bn(cin, self.HEAD_CHANNELS, 1))
+        self.stages = nn.ModuleList(stages)
+        self.classifier = nn.Linear(self.HEAD_CHANNELS, num_classes)
+        self._finish([stem_width, *self.OUT_CHANNELS[:-1], self.HEAD_CHANNELS])

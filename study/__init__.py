@@ -1,0 +1,1 @@
+"""Running experiments: teachers, trials and sweeps (this package owns Ray)."""

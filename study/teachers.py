@@ -1,0 +1,275 @@
+"""Teacher pretraining with a content-addressed cache.
+
+A teacher is identified by a hash of (dataset, subset sizes, architecture, recipe, seed). Its
+weights are a state_dict (loaded with weights_only=True) next to a JSON card with the recipe,
+the test accuracy and the weights' SHA-256, so a truncated or tampered file is noticed and the
+teacher retrained. A sweep asks the cache and never trains the same teacher twice.
+
+    python study/teachers.py --dataset fashion_mnist --arch resnet20 --epochs 8 --n-train 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdkd_core.engine import Recipe
+from sdkd_core.errors import UserError, unknown_choice
+from sdkd_core.models import MODEL_NAMES, StagedNet, build_model
+
+CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SDKD_CACHE", Path.home() / ".cache" / "sdkd"))
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Everything that determines a teacher's weights (the data root does not)."""
+
+    dataset: str
+    arch: str
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+
+    def __post_init__(self):
+        if self.arch not in MODEL_NAMES:
+            raise unknown_choice("model", self.arch, MODEL_NAMES)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "format": CACHE_FORMAT,
+            "dataset": self.dataset,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "arch": self.arch,
+            "recipe": self.recipe.to_dict(),
+            "seed": self.seed,
+        }
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return f"{self.dataset}-{self.arch}-{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class TeacherCache:
+    """Teachers under `<cache_dir>/teachers/<key>.pt` with a card `<key>.json`."""
+
+    def __init__(self, cache_dir: str | Path | None = None):
+        self.root = Path(cache_dir or default_cache_dir()) / "teachers"
+
+    def paths(self, spec: TeacherSpec) -> tuple[Path, Path]:
+        return self.root / f"{spec.key}.pt", self.root / f"{spec.key}.json"
+
+    def load(self, spec: TeacherSpec) -> tuple[StagedNet, dict[str, Any]] | None:
+        """The cached teacher in eval mode, or None when absent or damaged (with a warning)."""
+        weights, card_path = self.paths(spec)
+        if not card_path.exists():
+            return None
+        try:
+            card = json.loads(card_path.read_text())
+            if card.get("identity") != spec.identity():
+                raise ValueError("its card describes another teacher")
+            if not weights.exists() or file_sha256(weights) != card["weights_sha256"]:
+                raise ValueError("the weights file is missing or does not match its recorded hash")
+            model = build_model(spec.arch, card["num_classes"], card["in_channels"])
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as err:  # noqa: BLE001 - any damage means: retrain
+            print(f"warning: cached teacher {spec.key} is unusable ({err}); retraining it",
+                  file=sys.stderr)
+            return None
+        model.eval().requires_grad_(False)
+        return model, card
+
+    def save(self, spec: TeacherSpec, model: StagedNet, card: dict[str, Any]) -> dict[str, Any]:
+        """Write weights, then the card naming their hash; the card's presence marks completion."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        weights, card_path = self.paths(spec)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        _write_atomic(weights, lambda p: torch.save(state, p))
+        card = {**card, "identity": spec.identity(), "key": spec.key,
+                "weights": weights.name, "weights_sha256": file_sha256(weights)}
+        _write_atomic(card_path, lambda p: p.write_text(json.dumps(card, indent=2) + "\n"))
+        return card
+
+    def get(
+        self,
+        spec: TeacherSpec,
+        data=None,
+        data_root: str | Path | None = None,
+        device: str = "auto",
+        log=print,
+    ) -> tuple[StagedNet, dict[str, Any], bool]:
+        """(teacher, card, was_cached): from the cache, or trained now and cached."""
+        cached = self.load(spec)
+        if cached is not None:
+            return (*cached, True)
+        model, card = train_teacher(spec, data=data, data_root=data_root, device=device, log=log)
+        return model, self.save(spec, model, card), False
+
+
+def train_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):
+    """Train a teacher from scratch; returns (model in eval mode, card without hashes)."""
+    from sdkd_core.data import load_dataset
+    from sdkd_core.distillers.vanilla import Vanilla
+    from sdkd_core.engine import Engine
+
+    if data is None:
+        data = load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.arch, data.num_classes, data.in_channels)
+    engine = Engine(Vanilla(model), data, spec.recipe, device=device, seed=spec.seed)
+    log(f"training teacher {spec.arch} on {spec.dataset} ({len(data.train_y)} train / "
+        f"{len(data.test_y)} test images, {spec.recipe.epochs} epochs, {engine.device})")
+    start = time.perf_counter()
+    engine.fit(on_epoch=lambda row: log(progress_line(row, spec.recipe.epochs, start)))
+    last = engine.history[-1]
+    card = {
+        "arch": spec.arch,
+        "dataset": spec.dataset,
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+        "n_train": len(data.train_y),
+        "n_test": len(data.test_y),
+        "seed": spec.seed,
+        "recipe": spec.recipe.to_dict(),
+        "test_acc": last["test_acc"],
+        "test_acc_best": last["test_acc_best"],
+        "history": engine.history,
+        "train_s": round(time.perf_counter() - start, 1),
+        "device": str(engine.device),
+        "torch": torch.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return model.cpu().eval().requires_grad_(False), card
+
+
+def progress_line(row: dict[str, float], epochs: int, start: float) -> str:
+    done = int(row["epoch"])
+    elapsed = time.perf_counter() - start
+    eta = elapsed / done * (epochs - done)
+    return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"train {row['train_acc']:5.2f}%  test {row['test_acc']:5.2f}%  "
+            f"{row['images_per_s']:7.0f} img/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+# ---------------------------------------------------------------- CLI
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fraction_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers like 0.5,0.75") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Recipe()
+    p = OneLineParser(prog="teachers.py",
+                      description="Pretrain a teacher, or fetch it from the cache.")
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="fashion_mnist (default), cifar10, cifar100 or synthetic")
+    p.add_argument("--arch", default="resnet20", help=f"model name: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="stratified subset of the training set (default: all of it)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="stratified subset of the test set (default: all of it)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, subsets and batches")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"default {d.weight_decay}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
+                   help="learning-rate decay: step (at --milestones) or cosine (default step)")
+    p.add_argument("--milestones", type=_fraction_list, default=d.milestones,
+                   help="step decay points as fractions of the epochs (default 0.5,0.75)")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="step decay factor (default 0.1)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="linear learning-rate warm-up, in epochs (default 0)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the dataset files (default: Debian package folder, "
+                        "then $SDKD_DATA or ~/.cache/sdkd/data)")
+    p.add_argument("--cache-dir", default=None,
+                   help="teacher cache folder (default $SDKD_CACHE or ~/.cache/sdkd)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--retrain", action="store_true", help="ignore a cached teacher and retrain")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from sdkd_core.data import DATASETS
+        from sdkd_core.engine import select_device
+
+        if args.dataset not in DATASETS:
+            raise unknown_choice("dataset", args.dataset, DATASETS)
+        if args.data_root is not None and not Path(args.data_root).is_dir():
+            raise UserError(f"data folder '{args.data_root}' does not exist; pass an existing "
+                            "folder with --data-root or leave it out")
+        select_device(args.device)
+        recipe = Recipe(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
+                        weight_decay=args.weight_decay, batch_size=args.batch_size,
+                        schedule=args.schedule, milestones=args.milestones, gamma=args.gamma,
+                        warmup_epochs=args.warmup_epochs)
+        spec = TeacherSpec(args.dataset, args.arch, recipe, args.seed, args.n_train, args.n_test)
+        cache = TeacherCache(args.cache_dir)
+        if args.retrain:
+            for path in cache.paths(spec):
+                path.unlink(missing_ok=True)
+        _, card, cached = cache.get(spec, data_root=args.data_root, device=args.device)
+    except UserError as err:
+        print(f"teachers.py: error: {err}", file=sys.stderr)
+        return 2
+    source = "from the cache" if cached else f"trained in {card['train_s']:.0f} s"
+    print(f"teacher {card['arch']} on {card['dataset']}: test accuracy {card['test_acc']:.2f}% "
+          f"(best epoch {card['test_acc_best']:.2f}%, {card['n_test']} test images), {source}")
+    print(f"weights: {cache.paths(spec)[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fmnist_small():
+    """A real 2,000 / 1,000-image stratified slice of Fashion-MNIST."""
+    from sdkd_core.data import load_dataset
+
+    return load_dataset("fashion_mnist", n_train=2000, n_test=1000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    from sdkd_core.data import load_dataset
+
+    return load_dataset("synthetic")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
+    """Run a project script as a user would: `python <script> args...` from the repository root."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,125 @@
+"""Shape, feature-tap, size and gradient checks for every model in the zoo."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sdkd_core.models import (
+    MODEL_NAMES,
+    ModelOutput,
+    StagedNet,
+    UnknownModelError,
+    build_model,
+)
+
+# (in_channels, side, num_classes): a MNIST-like and a CIFAR-100-like setting.
+INPUTS = [(1, 28, 10), (3, 32, 100)]
+
+# Reference sizes (millions of parameters at 100 classes) from the KD literature.
+EXPECTED_PARAMS = {
+    "resnet8x4": 1.23,
+    "resnet32x4": 7.43,
+    "wrn_40_2": 2.25,
+    "resnet56": 0.86,
+    "resnet20": 0.278,
+    "vgg8": 3.96,
+}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize(("in_channels", "side", "num_classes"), INPUTS)
+def test_forward_taps_and_resume(name: str, in_channels: int, side: int, num_classes: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_classes, in_channels).eval()
+    assert isinstance(model, StagedNet)
+    x = torch.randn(2, in_channels, side, side)
+    with torch.no_grad():
+        out = model(x)
+        assert isinstance(out, ModelOutput)
+        assert out.logits.shape == (2, num_classes)
+        assert len(out.feats) == model.num_stages + 1
+        assert [f.shape[1] for f in out.feats] == model.stage_channels
+        assert out.pooled.shape == (2, model.stage_channels[-1])
+        # Resuming from any tap must reproduce the full pass bit for bit.
+        for i, feat in enumerate(out.feats):
+            resumed = model.forward_from(i, feat)
+            assert len(resumed.feats) == model.num_stages + 1 - i
+            assert resumed.feats[0] is feat
+            assert torch.equal(resumed.logits, out.logits)
+            assert torch.equal(resumed.feats[-1], out.feats[-1])
+
+
+@pytest.mark.parametrize(("name", "millions"), sorted(EXPECTED_PARAMS.items()))
+def test_parameter_count(name: str, millions: float) -> None:
+    count = count_params(build_model(name, 100))
+    assert abs(count - millions * 1e6) <= 0.03 * millions * 1e6, count
+
+
+def test_unknown_name_suggests_close_match() -> None:
+    with pytest.raises(UnknownModelError, match="did you mean 'resnet20'") as info:
+        build_model("resnet21", 10)
+    message = str(info.value)
+    assert "\n" not in message and "resnet110" in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_unknown_name_without_close_match() -> None:
+    with pytest.raises(UnknownModelError) as info:
+        build_model("transformer", 10)
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(("num_classes", "in_channels"), [(1, 3), (10, 0)])
+def test_bad_sizes_rejected(num_classes: int, in_channels: int) -> None:
+    with pytest.raises(ValueError, match=">= "):
+        build_model("resnet8", num_classes, in_channels)
+
+
+def test_forward_from_rejects_bad_index() -> None:
+    model = build_model("resnet8", 10)
+    h = torch.zeros(1, 16, 8, 8)
+    for bad in (-1, model.num_stages + 1):
+        with pytest.raises(ValueError, match="stage index"):
+            model.forward_from(bad, h)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_parameter_gets_a_gradient(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 10).train()
+    model(torch.randn(2, 3, 32, 32)).logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+def test_functional_call_matches_module() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    out = torch.func.functional_call(model, state, (x,))
+    assert torch.equal(out.logits, model(x).logits)
+
+
+class _ToyNet(StagedNet):
+    """A subclass that only assigns the modules, as third-party models may do."""
+
+    def __init__(self) -> None:
+        super().__init__("toy")
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.stages = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 6, 3, 2, 1), nn.BatchNorm2d(6))])
+        self.classifier = nn.Linear(6, 5)
+
+
+def test_plain_subclass_infers_channels() -> None:
+    model = _ToyNet().eval()
+    assert model.stage_channels == [4, 6] and model.num_stages == 1
+    out = model(torch.randn(2, 3, 8, 8))
+    assert out.logits.shape == (2, 5) and out.feats[-1].shape == (2, 6, 4, 4)
+    assert torch.equal(model.forward_from(1, out.feats[1]).logits, out.logits)

@@ -1,0 +1,91 @@
+import json
+import time
+
+import pytest
+import torch
+
+from sdkd_core.engine import Recipe
+from study.teachers import TeacherCache, TeacherSpec
+from tests.conftest import run_cli
+
+SMALL = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2", "--n-train", "600",
+         "--n-test", "200"]
+
+
+def test_cli_trains_then_serves_from_cache(tmp_path):
+    cache = ["--cache-dir", str(tmp_path)]
+    first = run_cli("study/teachers.py", *SMALL, *cache)
+    assert first.returncode == 0, first.stderr
+    assert "epoch   2/2" in first.stdout and "img/s" in first.stdout and "ETA" in first.stdout
+    assert "trained in" in first.stdout
+    cards = list((tmp_path / "teachers").glob("*.json"))
+    assert len(cards) == 1
+    card = json.loads(cards[0].read_text())
+    assert card["test_acc"] > 30.0 and len(card["history"]) == 2 and card["n_train"] == 600
+
+    start = time.perf_counter()
+    second = run_cli("study/teachers.py", *SMALL, *cache)
+    assert second.returncode == 0 and "from the cache" in second.stdout
+    assert "epoch" not in second.stdout  # nothing was trained again
+    assert time.perf_counter() - start < 30  # generous: this only guards against retraining
+    assert f"{card['test_acc']:.2f}%" in second.stdout
+
+
+def test_cache_key_changes_with_everything_that_shapes_the_weights():
+    base = TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), seed=0, n_train=600)
+    variants = [
+        TeacherSpec("synthetic", "resnet14", Recipe(epochs=2), seed=0, n_train=600),
+        TeacherSpec("synthetic", "resnet8", Recipe(epochs=3), seed=0, n_train=600),
+        TeacherSpec("synthetic", "resnet8", Recipe(epochs=2, lr=0.1), seed=0, n_train=600),
+        TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), seed=1, n_train=600),
+        TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), seed=0, n_train=700),
+        TeacherSpec("fashion_mnist", "resnet8", Recipe(epochs=2), seed=0, n_train=600),
+    ]
+    keys = {base.key, *(v.key for v in variants)}
+    assert len(keys) == len(variants) + 1
+    assert TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), 0, 600).key == base.key
+
+
+def test_corrupted_cache_is_retrained_with_a_warning(tmp_path, synthetic, capsys):
+    spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1), n_train=None)
+    cache = TeacherCache(tmp_path)
+    model, card, cached = cache.get(spec, data=synthetic, device="cpu", log=lambda _: None)
+    assert not cached
+    weights, _ = cache.paths(spec)
+    again, _, cached = cache.get(spec, data=synthetic, device="cpu")
+    assert cached and not again.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))
+
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte
+    weights.write_bytes(bytes(blob))
+    _, card2, cached = cache.get(spec, data=synthetic, device="cpu", log=lambda _: None)
+    assert not cached
+    assert "does not match its recorded hash; retraining" in capsys.readouterr().err
+    assert cache.load(spec) is not None  # the retrained teacher is cached again
+
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    assert cache.load(spec) is None
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--arch", "resnet21"], "did you mean 'resnet20'"),
+        (["--data-root", "/no/such/dir"], "data folder '/no/such/dir' does not exist"),
+        (["--n-train", "70000"], "n_train=70000 is larger than the 60000"),
+        (["--epochs", "zero"], "invalid int value"),
+        (["--epochs", "0"], "epochs=0 must be at least 1"),
+        (["--milestones", "half"], "comma-separated"),
+        (["--device", "cuda"], "no CUDA GPU"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, fragment):
+    result = run_cli("study/teachers.py", "--cache-dir", str(tmp_path), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
