@@ -56,6 +56,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
 }
 DATASETS = tuple(DATASET_INFO)
 SYNTHETIC_SIZES = (2000, 500)  # train, test
+CHUNK_BATCHES = 32  # batches augmented together
 
 
 @dataclass
@@ -254,7 +255,7 @@ def _synthetic(name: str, root, download: bool):
 
     def draw(n: int):
         y = torch.arange(n) % info.num_classes
-        noise = torch.randn(n, c, size, size, generator=gen) * 0.35
+        noise = torch.randn(n, c, size, size, generator=gen) * 0.25
         x = (templates[y] + noise).clamp(0, 1) * 255
         return x.to(torch.uint8), y
 
@@ -273,26 +274,21 @@ def derive_seed(*parts: object) -> int:
 
 
 def augment_batch(x: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:
-    """Random crop (after padding with 0) and horizontal flip, a different one per image.
-
-    One gather does both: output column j of image b reads padded column dx_b + j, or
-    dx_b + W-1-j when b is flipped.
-    """
-    b, c, h, w = x.shape
+    """Random crop (after padding with 0) and horizontal flip, a different one per image."""
+    b, _, h, w = x.shape
     dev = x.device
     if pad:
-        x = F.pad(x, (pad, pad, pad, pad))  # 0 is the background of the uint8 image
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
-    rows = dy + torch.arange(h, device=dev)
-    cols = torch.arange(w, device=dev).expand(b, w)
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+        # Every crop of every image as a view [B, C, 2p+1, 2p+1, H, W]; pick one per image.
+        windows = F.pad(x, (pad, pad, pad, pad)).unfold(2, h, 1).unfold(3, w, 1)
+        x = windows[torch.arange(b, device=dev), :, dy, dx]  # 0 is the uint8 background
+    else:
+        x = x.clone()
     if flip:
-        flipped = torch.rand(b, 1, generator=generator, device=dev) < 0.5
-        cols = torch.where(flipped, w - 1 - cols, cols)
-    cols = cols + dx
-    bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
-    ci = torch.arange(c, device=dev).view(1, c, 1, 1)
-    return x[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+        flipped = torch.rand(b, generator=generator, device=dev) < 0.5
+        x[flipped] = x[flipped].flip(-1)
+    return x
 
 
 class BatchLoader:
@@ -363,12 +359,18 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         idx = self._indices().to(self.device)  # one host-to-device copy per epoch
+        augment = self.train and (self.info.pad or self.info.flip)
         gen = None
-        if self.train:
+        if augment:
             gen = torch.Generator(device=self.device).manual_seed(self._seed("augment"))
-        for i in range(len(self)):
-            batch = idx[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.x[batch]
-            if gen is not None and (self.info.pad or self.info.flip):
+        # Augment and normalise CHUNK_BATCHES batches at once: a few large ops instead of
+        # many small ones per batch, then hand out views.
+        bs, span = self.batch_size, self.batch_size * CHUNK_BATCHES
+        for start in range(0, len(self) * bs, span):
+            chunk = idx[start : min(start + span, len(self) * bs, len(idx))]
+            x = self.x[chunk]
+            if augment:
                 x = augment_batch(x, self.info.pad, self.info.flip, gen)
-            yield self.normalise(x), self.y[batch]
+            x, y = self.normalise(x), self.y[chunk]
+            for i in range(0, len(chunk), bs):
+                yield x[i : i + bs], y[i : i + bs]

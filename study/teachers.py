@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {d.weight_decay}")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
-                   help="learning-rate decay: step (at --milestones) or cosine (default step)")
+                   help="learning-rate decay: cosine (default) or step (at --milestones)")
     p.add_argument("--milestones", type=_fraction_list, default=d.milestones,
                    help="step decay points as fractions of the epochs (default 0.5,0.75)")
     p.add_argument("--gamma", type=float, default=d.gamma, help="step decay factor (default 0.1)")

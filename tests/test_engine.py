@@ -69,7 +69,7 @@ def test_checkpoint_refuses_code(tmp_path):
 
 
 def test_step_schedule_and_warmup():
-    r = Recipe(epochs=10, lr=0.1, milestones=(0.5, 0.8), warmup_epochs=1)
+    r = Recipe(epochs=10, lr=0.1, schedule="step", milestones=(0.5, 0.8), warmup_epochs=1)
     spe = 10
     assert r.lr_factor(0, spe) == pytest.approx(0.1)  # first step of the warm-up
     assert r.lr_factor(9, spe) == pytest.approx(1.0)
@@ -82,7 +82,7 @@ def test_step_schedule_and_warmup():
 
 
 def test_scheduler_reaches_the_optimizer(synthetic):
-    engine = make_engine(synthetic, epochs=2, lr=0.2, milestones=(0.5,))
+    engine = make_engine(synthetic, epochs=2, lr=0.2, schedule="step", milestones=(0.5,))
     first = engine.run_epoch()
     second = engine.run_epoch()
     assert first["lr"] == pytest.approx(0.02) and second["lr"] == pytest.approx(0.02)
