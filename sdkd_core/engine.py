@@ -164,6 +164,7 @@ class Engine:
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training shard; returns mean losses, accuracy and throughput."""
         self.train_module.train()
+        self.method.begin_epoch(self.epoch, self.recipe.epochs)
         self.train_loader.set_epoch(self.epoch)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
@@ -199,26 +200,36 @@ class Engine:
         stats["images_per_s"] = count / elapsed
         stats["train_s"] = elapsed
         stats["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+        stats.update(self.method.epoch_metrics())
         if not math.isfinite(stats["train_loss"]):
             raise DivergedError(self.epoch + 1, stats["train_loss"])
         return stats
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
-        """Top-1 accuracy (%) and mean cross-entropy on the full test set (summed over ranks)."""
-        model = model if model is not None else self.method.eval_model()
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(3, device=self.device)
+    def evaluate(self) -> dict[str, float]:
+        """Top-1 accuracy (%) and mean cross-entropy of the student on the full test set, and
+        `test_acc_<head>` for each extra head the method scores (summed over ranks)."""
+        was_training = self.method.training
+        self.method.eval()
+        names: list[str] = []
+        totals = None
         for x, y in self.test_loader:
             with self._autocast():
-                logits = model(x).logits.float()
-            totals[0] += (logits.argmax(1) == y).sum()
-            totals[1] += nn.functional.cross_entropy(logits, y, reduction="sum")
-            totals[2] += len(y)
-        model.train(was_training)
-        correct, loss, count = _sum_across_ranks(totals).tolist()
-        return {"test_acc": 100.0 * correct / count, "test_loss": loss / count}
+                heads = self.method.eval_logits(x)
+            if totals is None:
+                names = list(heads)
+                totals = torch.zeros(len(names) + 2, device=self.device)
+            for i, name in enumerate(names):
+                totals[i] += (heads[name].argmax(1) == y).sum()
+            totals[-2] += nn.functional.cross_entropy(heads["student"].float(), y, reduction="sum")
+            totals[-1] += len(y)
+        self.method.train(was_training)
+        values = _sum_across_ranks(totals).tolist()
+        count = values[-1]
+        stats = {"test_acc": 100.0 * values[0] / count, "test_loss": values[-2] / count}
+        stats.update({f"test_acc_{n}": 100.0 * v / count
+                      for n, v in zip(names[1:], values[1:-2], strict=True)})
+        return stats
 
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate, and append the row to `history`."""

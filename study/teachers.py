@@ -24,8 +24,18 @@ from typing import Any
 import torch
 
 from sdkd_core.engine import Recipe
-from sdkd_core.errors import UserError, unknown_choice
+from sdkd_core.errors import unknown_choice
 from sdkd_core.models import MODEL_NAMES, StagedNet, build_model
+from study.cli import (
+    OneLineParser,
+    add_data_args,
+    add_recipe_args,
+    add_runtime_args,
+    check_common,
+    progress_line,
+    recipe_from_args,
+    run_main,
+)
 
 CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
 
@@ -172,103 +182,40 @@ def train_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", l
     return model.cpu().eval().requires_grad_(False), card
 
 
-def progress_line(row: dict[str, float], epochs: int, start: float) -> str:
-    done = int(row["epoch"])
-    elapsed = time.perf_counter() - start
-    eta = elapsed / done * (epochs - done)
-    return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"train {row['train_acc']:5.2f}%  test {row['test_acc']:5.2f}%  "
-            f"{row['images_per_s']:7.0f} img/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}"
-
-
 # ---------------------------------------------------------------- CLI
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _fraction_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a comma-separated list of numbers like 0.5,0.75") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    d = Recipe()
     p = OneLineParser(prog="teachers.py",
                       description="Pretrain a teacher, or fetch it from the cache.")
-    p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), cifar10, cifar100 or synthetic")
     p.add_argument("--arch", default="resnet20", help=f"model name: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--n-train", type=int, default=None,
-                   help="stratified subset of the training set (default: all of it)")
-    p.add_argument("--n-test", type=int, default=None,
-                   help="stratified subset of the test set (default: all of it)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, subsets and batches")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
-    p.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help=f"default {d.weight_decay}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
-                   help="learning-rate decay: cosine (default) or step (at --milestones)")
-    p.add_argument("--milestones", type=_fraction_list, default=d.milestones,
-                   help="step decay points as fractions of the epochs (default 0.5,0.75)")
-    p.add_argument("--gamma", type=float, default=d.gamma, help="step decay factor (default 0.1)")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
-                   help="linear learning-rate warm-up, in epochs (default 0)")
-    p.add_argument("--data-root", default=None,
-                   help="folder holding the dataset files (default: Debian package folder, "
-                        "then $SDKD_DATA or ~/.cache/sdkd/data)")
-    p.add_argument("--cache-dir", default=None,
-                   help="teacher cache folder (default $SDKD_CACHE or ~/.cache/sdkd)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    add_data_args(p)
+    add_recipe_args(p)
+    add_runtime_args(p)
     p.add_argument("--retrain", action="store_true", help="ignore a cached teacher and retrain")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from sdkd_core.data import DATASETS
-        from sdkd_core.engine import select_device
 
-        if args.dataset not in DATASETS:
-            raise unknown_choice("dataset", args.dataset, DATASETS)
-        if args.data_root is not None and not Path(args.data_root).is_dir():
-            raise UserError(f"data folder '{args.data_root}' does not exist; pass an existing "
-                            "folder with --data-root or leave it out")
-        select_device(args.device)
-        recipe = Recipe(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
-                        weight_decay=args.weight_decay, batch_size=args.batch_size,
-                        schedule=args.schedule, milestones=args.milestones, gamma=args.gamma,
-                        warmup_epochs=args.warmup_epochs)
+    def body() -> int:
+        check_common(args)
+        recipe = recipe_from_args(args)
         spec = TeacherSpec(args.dataset, args.arch, recipe, args.seed, args.n_train, args.n_test)
         cache = TeacherCache(args.cache_dir)
         if args.retrain:
             for path in cache.paths(spec):
                 path.unlink(missing_ok=True)
         _, card, cached = cache.get(spec, data_root=args.data_root, device=args.device)
-    except UserError as err:
-        print(f"teachers.py: error: {err}", file=sys.stderr)
-        return 2
-    source = "from the cache" if cached else f"trained in {card['train_s']:.0f} s"
-    print(f"teacher {card['arch']} on {card['dataset']}: test accuracy {card['test_acc']:.2f}% "
-          f"(best epoch {card['test_acc_best']:.2f}%, {card['n_test']} test images), {source}")
-    print(f"weights: {cache.paths(spec)[0]}")
-    return 0
+        source = "from the cache" if cached else f"trained in {card['train_s']:.0f} s"
+        print(f"teacher {card['arch']} on {card['dataset']}: test accuracy "
+              f"{card['test_acc']:.2f}% (best epoch {card['test_acc_best']:.2f}%, "
+              f"{card['n_test']} test images), {source}")
+        print(f"weights: {cache.paths(spec)[0]}")
+        return 0
+
+    return run_main("teachers.py", body)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,34 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor, nn
 
+from sdkd_core.config import MethodConfig
+from sdkd_core.errors import UserError
 from sdkd_core.models import StagedNet
+
+
+class NoConfig(MethodConfig):
+    pass
 
 
 class Distiller(nn.Module, ABC):
     name = "base"
+    Config: type[MethodConfig] = NoConfig
+    needs_teacher = True  # a pretrained teacher must be passed in
 
-    def __init__(self, student: StagedNet, teacher: StagedNet | None = None):
+    def __init__(self, student: StagedNet, teacher: StagedNet | None = None,
+                 config: MethodConfig | None = None):
         super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise UserError(f"method '{self.name}' needs a teacher")
         self.student = student
-        self._frozen = [teacher] if teacher is not None else []
+        self.config = config if config is not None else self.Config()
+        self._frozen: list[StagedNet] = []
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+            self._frozen.append(teacher)
 
     @property
     def teacher(self) -> StagedNet | None:
@@ -38,14 +54,30 @@ class Distiller(nn.Module, ABC):
             frozen.eval()  # a teacher never updates its BatchNorm statistics
         return self
 
+    def teacher_output(self, x: Tensor):
+        with torch.no_grad():
+            return self.teacher(x)
+
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer; each group gets its own optimizer and schedule."""
         return {"student": list(self.student.parameters())}
 
-    def eval_model(self) -> nn.Module:
-        """The model whose test accuracy is reported."""
-        return self.student
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (0-based) with the run's total epochs."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra per-epoch numbers to log (e.g. SDKD's k)."""
+        return {}
+
+    def eval_logits(self, x: Tensor) -> dict[str, Tensor]:
+        """Logits to score on the test set: the student, plus any extra heads by name."""
+        return {"student": self.student(x).logits}
 
     @abstractmethod
     def forward(self, x: Tensor, y: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         """The student's logits and the named losses for one training batch."""
+
+
+def teacher_stage(j: int, student: StagedNet, teacher: StagedNet) -> int:
+    """The teacher stage matching student stage j, by relative depth (equal when counts match)."""
+    return round(j * teacher.num_stages / student.num_stages)

@@ -81,6 +81,14 @@ class StagedNet(nn.Module):
         return len(self.stages)
 
     @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    @property
+    def in_channels(self) -> int:
+        return next(m for m in self.stem.modules() if isinstance(m, nn.Conv2d)).in_channels
+
+    @property
     def stage_channels(self) -> list[int]:
         """Channels of feats[0..N] (stem first)."""
         if self._stage_channels is not None:

@@ -1,0 +1,112 @@
+"""Pieces every command-line tool shares: one-line usage errors, recipe flags, progress lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sdkd_core.engine import Recipe
+from sdkd_core.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fraction_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers like 0.5,0.75") from None
+
+
+def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None) -> None:
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="fashion_mnist (default), cifar10, cifar100 or synthetic")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the dataset files (default: Debian package folder, "
+                        "then $SDKD_DATA or ~/.cache/sdkd/data)")
+    what = "all of it" if n_train_default is None else str(n_train_default)
+    p.add_argument("--n-train", type=int, default=n_train_default,
+                   help=f"stratified subset of the training set (default: {what})")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="stratified subset of the test set (default: all of it)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, subsets and batches")
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    d = Recipe()
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"default {d.weight_decay}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
+                   help="learning-rate decay: cosine (default) or step (at --milestones)")
+    p.add_argument("--milestones", type=fraction_list, default=d.milestones,
+                   help="step decay points as fractions of the epochs (default 0.5,0.75)")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="step decay factor (default 0.1)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="linear learning-rate warm-up, in epochs (default 0)")
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=None,
+                   help="teacher cache folder (default $SDKD_CACHE or ~/.cache/sdkd)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    return Recipe(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
+                  weight_decay=args.weight_decay, batch_size=args.batch_size,
+                  schedule=args.schedule, milestones=args.milestones, gamma=args.gamma,
+                  warmup_epochs=args.warmup_epochs)
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """Checks that need no data: dataset name, data folder, device."""
+    from sdkd_core.data import DATASETS
+    from sdkd_core.engine import select_device
+    from sdkd_core.errors import unknown_choice
+
+    if args.dataset not in DATASETS:
+        raise unknown_choice("dataset", args.dataset, DATASETS)
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise UserError(f"data folder '{args.data_root}' does not exist; pass an existing "
+                        "folder with --data-root or leave it out")
+    select_device(args.device)
+
+
+def run_main(prog: str, body: Callable[[], int]) -> int:
+    """Run `body`; bad input becomes one line on stderr and exit code 2."""
+    try:
+        return body()
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def progress_line(row: dict[str, float], epochs: int, start: float) -> str:
+    done = int(row["epoch"])
+    elapsed = time.perf_counter() - start
+    eta = elapsed / done * (epochs - done)
+    extra = "".join(f"  {k[9:]} {v:5.2f}%" for k, v in row.items() if k.startswith("test_acc_")
+                    and k != "test_acc_best")
+    if "k" in row:
+        extra += f"  k {row['k']:.0f}"
+    return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"train {row['train_acc']:5.2f}%  test {row['test_acc']:5.2f}%{extra}  "
+            f"{row['images_per_s']:7.0f} img/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"

@@ -1,0 +1,158 @@
+"""Train one student with one method, the teacher coming from the cache (pretrained if missing).
+
+    python study/distill.py --method sdkd --teacher resnet20 --student resnet8 \
+        --dataset fashion_mnist --set sdkd.lambda=2
+
+Writes `<output>/epochs.csv` (one row per epoch, the columns a sweep writes) and
+`<output>/result.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdkd_core.distillers import METHODS, build_distiller, get_method
+from sdkd_core.engine import Engine, Recipe
+from sdkd_core.models import MODEL_NAMES, build_model
+from study.cli import (
+    OneLineParser,
+    add_data_args,
+    add_recipe_args,
+    add_runtime_args,
+    check_common,
+    progress_line,
+    recipe_from_args,
+    run_main,
+)
+from study.records import write_csv
+from study.teachers import TeacherCache, TeacherSpec
+
+TEACHER_EPOCHS = 4  # on all training images: the teacher is trained once and cached
+
+
+@dataclass
+class DistillRun:
+    """One student trained with one method: everything a sweep trial needs to reproduce it."""
+
+    method: str
+    teacher: str
+    student: str
+    dataset: str
+    recipe: Recipe
+    seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=TEACHER_EPOCHS))
+    teacher_n_train: int | None = None
+    data_root: str | None = None
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.method}-{self.teacher}-{self.student}-s{self.seed}"
+
+    def teacher_spec(self) -> TeacherSpec:
+        return TeacherSpec(self.dataset, self.teacher, self.teacher_recipe, seed=0,
+                           n_train=self.teacher_n_train)
+
+    def build(self, num_classes: int, in_channels: int):
+        """The distiller with an untrained teacher: validates every key before any training."""
+        torch.manual_seed(self.seed)
+        student = build_model(self.student, num_classes, in_channels)
+        teacher = build_model(self.teacher, num_classes, in_channels)
+        return build_distiller(self.method, student, teacher, self.overrides), teacher
+
+
+def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
+        on_epoch=None) -> list[dict[str, Any]]:
+    """Train the student; returns the per-epoch rows (trial identity + metrics)."""
+    from sdkd_core.data import DATASET_INFO, load_dataset
+
+    info = DATASET_INFO[spec.dataset]
+    method, teacher = spec.build(info.num_classes, info.in_channels)  # fail fast on bad keys
+    data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=spec.seed)
+    if get_method(spec.method).needs_teacher:
+        trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
+                                          device=device, log=log)
+        teacher.load_state_dict(trained.state_dict())
+        log(f"teacher {spec.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test images"
+            f" ({'cached' if cached else 'trained now'})")
+    engine = Engine(method, data, spec.recipe, device=device, seed=spec.seed)
+    identity = {"trial_id": spec.trial_id, "method": spec.method, "teacher": spec.teacher,
+                "student": spec.student, "seed": spec.seed, **spec.overrides}
+    log(f"{spec.method}: {spec.teacher} -> {spec.student} on {spec.dataset} "
+        f"({len(data.train_y)} train / {len(data.test_y)} test images, "
+        f"{spec.recipe.epochs} epochs, {engine.device})")
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def record(stats):
+        rows.append({**identity, **stats})
+        log(progress_line(stats, spec.recipe.epochs, start))
+        if on_epoch is not None:
+            on_epoch(rows)
+
+    engine.fit(on_epoch=record)
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="distill.py", description="Train one student with one method.")
+    p.add_argument("--method", default="sdkd", help=f"one of {', '.join(METHODS)} (default sdkd)")
+    p.add_argument("--teacher", default="resnet20", help=f"teacher model: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--student", default="resnet8", help="student model (default resnet8)")
+    add_data_args(p, n_train_default=10000)
+    add_recipe_args(p)
+    p.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS,
+                   help=f"epochs of the teacher's pretraining (default {TEACHER_EPOCHS})")
+    p.add_argument("--teacher-n-train", type=int, default=None,
+                   help="training images of the teacher (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method setting, e.g. sdkd.lambda=2 or temperature=3 (repeatable)")
+    add_runtime_args(p)
+    p.add_argument("--output", default=None,
+                   help="folder for epochs.csv and result.json (default runs/distill/<trial id>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from sdkd_core.config import parse_overrides
+        from sdkd_core.errors import unknown_choice
+
+        check_common(args)
+        for role in ("teacher", "student"):
+            if getattr(args, role) not in MODEL_NAMES:
+                raise unknown_choice("model", getattr(args, role), MODEL_NAMES)
+        spec = DistillRun(
+            method=args.method, teacher=args.teacher, student=args.student,
+            dataset=args.dataset, recipe=recipe_from_args(args), seed=args.seed,
+            n_train=args.n_train, n_test=args.n_test, overrides=parse_overrides(args.set),
+            teacher_recipe=Recipe(epochs=args.teacher_epochs),
+            teacher_n_train=args.teacher_n_train, data_root=args.data_root,
+        )
+        get_method(spec.method)
+        output = Path(args.output or Path("runs") / "distill" / spec.trial_id)
+        rows = run(spec, TeacherCache(args.cache_dir), device=args.device,
+                   on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
+        last = rows[-1]
+        (output / "result.json").write_text(json.dumps(last, indent=2) + "\n")
+        print(f"{spec.trial_id}: test accuracy {last['test_acc']:.2f}% (last epoch), "
+              f"{last['test_acc_best']:.2f}% (best epoch); rows in {output / 'epochs.csv'}")
+        return 0
+
+    return run_main("distill.py", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
