@@ -1,0 +1,69 @@
+"""Every method through the real engine and the distill CLI."""
+
+import csv
+import json
+
+import pytest
+
+from sdkd_core.distillers import METHODS
+from sdkd_core.engine import Recipe
+from study.distill import DistillRun, run
+from study.teachers import TeacherCache
+from tests.conftest import run_cli
+
+
+@pytest.mark.slow
+def test_every_method_learns_real_fashion_mnist(tmp_path):
+    """2,000 Fashion-MNIST images, 2 epochs, a small cached teacher: every student > 50%."""
+    cache = TeacherCache(tmp_path)
+    finals = {}
+    for method in METHODS:
+        spec = DistillRun(method, "resnet14", "resnet8", "fashion_mnist", Recipe(epochs=2),
+                          n_train=2000, n_test=1000, teacher_recipe=Recipe(epochs=2),
+                          teacher_n_train=5000)
+        rows = run(spec, cache, device="cpu", log=lambda _: None)
+        assert [r["epoch"] for r in rows] == [1, 2]
+        finals[method] = rows[-1]["test_acc"]
+    assert all(acc > 50.0 for acc in finals.values()), finals
+    assert len(list((tmp_path / "teachers").glob("*.json"))) == 1  # one teacher, trained once
+
+
+def test_distill_cli_writes_the_per_epoch_rows(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("study/distill.py", "--method", "sdkd", "--teacher", "resnet14",
+                     "--student", "resnet8", "--dataset", "synthetic", "--n-train", "2000",
+                     "--n-test", "200", "--epochs", "2", "--teacher-epochs", "1",
+                     "--set", "sdkd.lambda=2", "--set", "sdkd.phase_boundary=0.5",
+                     "--cache-dir", str(tmp_path / "cache"), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "proxy" in result.stdout and "k 1" in result.stdout
+    with open(out / "epochs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert [r["k"] for r in rows] == ["0.0", "1.0"]
+    assert rows[0]["sdkd.lambda"] == "2" and rows[0]["trial_id"] == "sdkd-resnet14-resnet8-s0"
+    for column in ("test_acc", "test_acc_best", "test_acc_proxy", "loss_pt_student_kd",
+                   "train_loss", "images_per_s"):
+        assert rows[-1][column] != "", column
+    assert rows[-1]["loss_proxy_kd"] != "" and rows[0]["loss_proxy_kd"] == ""
+    final = json.loads((out / "result.json").read_text())
+    assert final["test_acc"] == pytest.approx(float(rows[-1]["test_acc"]))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--method", "sdkdd"], "unknown method 'sdkdd'; did you mean 'sdkd'?"),
+    (["--set", "sdkd.lamda=2"], "did you mean 'sdkd.lambda'?"),
+    (["--set", "sdkd.ffb_depth=two"], "sdkd.ffb_depth='two'"),
+    (["--set", "sdkd.fuse_stage=7"], "sdkd.fuse_stage=7 but resnet8 can fuse at stages 0..2"),
+    (["--set", "lambda"], "is not key=value"),
+    (["--set", "kd.temperature=3"], "belongs to method 'kd'"),
+    (["--student", "resnet9"], "unknown model 'resnet9'"),
+])
+def test_distill_bad_input_one_line_exit_2(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    result = run_cli("study/distill.py", "--dataset", "synthetic", "--n-train", "500",
+                     "--cache-dir", str(tmp_path / "cache"), "--output", str(out), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not out.exists() and not (tmp_path / "cache").exists()
