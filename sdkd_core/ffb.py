@@ -6,11 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from sdkd_core.losses import resize_to
-
-
-def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+from sdkd_core.models.base import conv_bn
 
 
 class FeatureFusionBlock(nn.Module):
@@ -29,8 +25,8 @@ class FeatureFusionBlock(nn.Module):
         out = out_channels or student_channels
         self.uses_teacher = teacher_channels > 0
         self.blocks = nn.Sequential(
-            conv_bn_relu(student_channels + teacher_channels, out),
-            *(conv_bn_relu(out, out) for _ in range(depth - 1)),
+            nn.Sequential(*conv_bn(student_channels + teacher_channels, out, 3)),
+            *(nn.Sequential(*conv_bn(out, out, 3)) for _ in range(depth - 1)),
         )
 
     @property

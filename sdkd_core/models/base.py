@@ -8,6 +8,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def conv_bn(
+    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> list[nn.Module]:
+    """Conv (no bias: BN follows) + BN, optionally + ReLU, as a list to splice into Sequentials."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    return [*layers, nn.ReLU(inplace=True)] if relu else layers
+
+
 class ModelOutput(NamedTuple):
     """What a forward pass returns; `feats[0]` is the stem output, `feats[-1]` the last stage."""
 

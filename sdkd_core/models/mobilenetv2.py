@@ -10,17 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sdkd_core.models.base import StagedNet
-
-
-def conv_bn(
-    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
-) -> list[nn.Module]:
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    return [*layers, nn.ReLU(inplace=True)] if relu else layers
+from sdkd_core.models.base import StagedNet, conv_bn
 
 
 class InvertedResidual(nn.Module):

@@ -5,15 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdkd_core.models.base import StagedNet
-
-
-def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    """Conv without bias (BN supplies the shift) followed by BN."""
-    return [
-        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
+from sdkd_core.models.base import StagedNet, conv_bn
 
 
 class BasicBlock(nn.Module):
@@ -22,11 +14,11 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            *conv_bn(cin, cout, 3, stride), nn.ReLU(inplace=True), *conv_bn(cout, cout, 3)
+            *conv_bn(cin, cout, 3, stride), *conv_bn(cout, cout, 3, relu=False)
         )
         # Projection only where the identity cannot match shapes.
         self.shortcut = (
-            nn.Sequential(*conv_bn(cin, cout, 1, stride))
+            nn.Sequential(*conv_bn(cin, cout, 1, stride, relu=False))
             if stride != 1 or cin != cout
             else nn.Identity()
         )
