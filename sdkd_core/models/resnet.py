@@ -34,7 +34,7 @@ class CifarResNet(StagedNet):
         self, name: str, blocks: int, widths: list[int], num_classes: int, in_channels: int = 3
     ) -> None:
         super().__init__(name)
-        self.stem = nn.Sequential(*conv_bn(in_channels, widths[0], 3), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(*conv_bn(in_channels, widths[0], 3))
         stages = []
         for cin, cout, stride in zip(widths[:-1], widths[1:], (1, 2, 2), strict=True):
             layers = [
