@@ -1,0 +1,280 @@
+"""The schema of a study's space file, validated before anything runs.
+
+Every mistake becomes one `UserError` line naming the file, the key and the fix. Distributions
+are over dotted method keys (`sdkd.lambda`) and are checked against the method's own config, so
+a range that the method would reject is caught here, not in trial 37.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sdkd_core.data import DATASETS
+from sdkd_core.distillers import METHODS, method_config
+from sdkd_core.engine import Recipe
+from sdkd_core.errors import UserError, nearest, unknown_choice
+from sdkd_core.models import MODEL_NAMES, build_model
+
+MAX_SPACE_BYTES = 1 << 20  # a space file is a page of YAML; anything bigger is a mistake
+MAX_ALIASES = 100  # YAML aliases can expand a small file into an enormous document
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSection(Section):
+    name: str = "fashion_mnist"
+    root: str | None = None
+    n_train: Annotated[int, Field(gt=0)] | None = None
+    n_test: Annotated[int, Field(gt=0)] | None = None
+
+
+class RecipeSection(Section):
+    """The students' recipe; the fields and defaults of `sdkd_core.engine.Recipe`."""
+
+    epochs: int = Recipe.epochs
+    lr: float = Recipe.lr
+    momentum: float = Recipe.momentum
+    weight_decay: float = Recipe.weight_decay
+    nesterov: bool = Recipe.nesterov
+    batch_size: int = Recipe.batch_size
+    schedule: Literal["step", "cosine"] = Recipe.schedule
+    milestones: tuple[float, ...] = Recipe.milestones
+    gamma: float = Recipe.gamma
+    warmup_epochs: float = Recipe.warmup_epochs
+
+    def to_recipe(self) -> Recipe:
+        return Recipe(**self.model_dump())
+
+
+class TeacherSection(Section):
+    """How teachers are pretrained (once, cached): more data and epochs than the students."""
+
+    epochs: Annotated[int, Field(gt=0)] = 4
+    n_train: Annotated[int, Field(gt=0)] | None = None
+
+
+class Pair(Section):
+    teacher: str
+    student: str
+
+
+class SearchSection(Section):
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    num_samples: Annotated[int, Field(gt=0)] = 8
+    metric: Literal["test_acc", "test_acc_best"] = "test_acc"
+    mode: Literal["max", "min"] = "max"
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: Annotated[int, Field(gt=0)] = 2
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+class Choice(Section):
+    type: Literal["choice"]
+    values: Annotated[list[Any], Field(min_length=1)]
+
+
+class Uniform(Section):
+    type: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low >= self.high:
+            raise ValueError(f"low={self.low} must be below high={self.high}")
+        return self
+
+
+class LogUniform(Uniform):
+    type: Literal["loguniform"]  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got low={self.low}")
+        return self
+
+
+class IntRange(Section):
+    type: Literal["int"]
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low > self.high:
+            raise ValueError(f"low={self.low} must not exceed high={self.high}")
+        return self
+
+
+Distribution = Annotated[Choice | Uniform | LogUniform | IntRange, Field(discriminator="type")]
+
+
+class Resources(Section):
+    num_workers: Annotated[int, Field(gt=0)] = 1
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
+    max_concurrent: Annotated[int, Field(gt=0)] = 1
+
+
+class Space(Section):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    dataset: DatasetSection = DatasetSection()
+    recipe: RecipeSection = RecipeSection()
+    teacher: TeacherSection = TeacherSection()
+    pairs: Annotated[list[Pair], Field(min_length=1)]
+    baselines: list[str] = []
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    search: SearchSection = SearchSection()
+    space: dict[str, Distribution] = {}
+    resources: Resources = Resources()
+
+    def recipe_obj(self) -> Recipe:
+        return self.recipe.to_recipe()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_space(path: str | Path) -> Space:
+    """Read, parse and validate a space file; any problem is one UserError line."""
+    path = Path(path)
+    raw = _read(path)
+    document = _parse_yaml(path, raw)
+    try:
+        space = Space.model_validate(document)
+    except ValidationError as err:
+        raise UserError(f"{path}: {_describe(err)}") from None
+    _check_semantics(path, space)
+    return space
+
+
+def _read(path: Path) -> str:
+    if not path.exists():
+        raise UserError(f"{path}: no such file; pass an existing space file with --space")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; pass a YAML space file with --space")
+    if path.stat().st_size > MAX_SPACE_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes is not a space file "
+                        f"(limit {MAX_SPACE_BYTES}); pass the YAML file that describes the study")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+
+
+def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        events = yaml.parse(text, Loader=yaml.SafeLoader)
+        aliases = sum(isinstance(e, yaml.AliasEvent) for e in events)
+        if aliases > MAX_ALIASES:
+            raise UserError(f"{path}: {aliases} YAML aliases (limit {MAX_ALIASES}); write the "
+                            "values out instead of expanding anchors")
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(document, dict):
+        kind = "empty" if document is None else f"a {type(document).__name__}"
+        raise UserError(f"{path}: the file is {kind}; a space file is a mapping with at least "
+                        "'name' and 'pairs'")
+    return document
+
+
+def _describe(err: ValidationError) -> str:
+    """The first validation error as `key: what is wrong (how to fix)`."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged-union"))]
+    # Drop the union tag pydantic inserts for discriminated distributions ('space.k.uniform.low').
+    if len(loc) >= 3 and loc[0] == "space" and loc[2] in ("choice", "uniform", "loguniform", "int"):
+        del loc[2]
+    key = ".".join(loc) or "(top level)"
+    kind, msg = first["type"], first["msg"]
+    if kind == "extra_forbidden":
+        section_keys = _known_keys(loc[:-1])
+        hint = nearest(loc[-1], section_keys) if section_keys else None
+        hint_text = f"; did you mean '{hint}'?" if hint else ""
+        return f"unknown key '{key}'{hint_text} Known here: {', '.join(section_keys)}"
+    if kind == "missing":
+        return f"'{key}' is required"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{key}: 'type' must be one of choice, uniform, loguniform, int"
+    given = first.get("input")
+    shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+    return f"{key}: {msg.removeprefix('Value error, ')}{shown}"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = Space
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _check_semantics(path: Path, space: Space) -> None:
+    """What the schema alone cannot know: names, ranges a method rejects, fusable stages."""
+
+    def fail(message: str) -> UserError:
+        return UserError(f"{path}: {message}")
+
+    if space.dataset.name not in DATASETS:
+        raise fail(str(unknown_choice("dataset", space.dataset.name, DATASETS)))
+    try:
+        space.recipe_obj()
+    except UserError as err:
+        raise fail(f"recipe: {err}") from None
+    for i, pair in enumerate(space.pairs):
+        for role in ("teacher", "student"):
+            name = getattr(pair, role)
+            if name not in MODEL_NAMES:
+                raise fail(f"pairs[{i}].{role}: {unknown_choice('model', name, MODEL_NAMES)}")
+    for method in space.baselines:
+        if method not in METHODS:
+            raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
+    if len(set(space.seeds)) != len(space.seeds):
+        raise fail(f"seeds: {space.seeds} has duplicates; list each seed once")
+    for key, dist in space.space.items():
+        _check_distribution(fail, space, key, dist)
+    if space.resources.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise fail("resources.use_gpu: true but no CUDA GPU is visible here; set it to "
+                       "false or run on a GPU machine")
+
+
+def _check_distribution(fail, space: Space, key: str, dist) -> None:
+    method, _, name = key.rpartition(".")
+    if not method:
+        raise fail(f"space.{key}: keys are method settings like sdkd.{key}")
+    if method not in METHODS:
+        raise fail(f"space.{key}: {unknown_choice('method', method, METHODS)}")
+    if space.search.sampler == "grid" and not isinstance(dist, Choice | IntRange):
+        raise fail(f"space.{key}: a grid needs finite values; use type: choice "
+                   f"(or int) instead of {dist.type}")
+    # Each end of the range (or every choice) must be a value the method accepts.
+    samples = dist.values if isinstance(dist, Choice) else [dist.low, dist.high]
+    for value in samples:
+        try:
+            method_config(method, {key: value})
+        except UserError as err:
+            raise fail(f"space.{key}: {err}") from None
+    if key == "sdkd.fuse_stage":
+        for pair in space.pairs:
+            student = build_model(pair.student, 10, 1)
+            for value in samples:
+                if not 0 <= int(value) < student.num_stages:
+                    raise fail(f"space.{key}: {value} is not a stage {pair.student} can fuse at;"
+                               f" use 0..{student.num_stages - 1}")
