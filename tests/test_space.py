@@ -63,7 +63,7 @@ BAD = [
     ("loguniform", mutate("low: 0.1, high: 10", "low: 0, high: 10"), "loguniform needs low > 0"),
     ("empty-choice", mutate("values: [1, 2, 3]", "values: []"), "space.sdkd.ffb_depth.values"),
     ("bad-dist-type", mutate("type: uniform", "type: normal"), "'type' must be one of"),
-    ("model", mutate("{teacher: resnet20, student: resnet8}", "{teacher: resnet20, student: resnet9}"),
+    ("model", mutate("resnet20, student: resnet8}", "resnet20, student: resnet9}"),
      "pairs[0].student: unknown model 'resnet9'"),
     ("method", mutate("[vanilla, kd, dml, shake]", "[vanilla, kdd]"), "unknown method 'kdd'"),
     ("dataset", mutate("name: fashion_mnist", "name: mnist"), "unknown dataset 'mnist'"),
