@@ -23,6 +23,13 @@ def synthetic():
     return load_dataset("synthetic")
 
 
+def assert_usage_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    """Bad input: exit code 2 and exactly one line on stderr that says what is wrong."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
     """Run a project script as a user would: `python <script> args...` from the repository root."""
     full_env = {**os.environ, **(env or {})}

@@ -9,7 +9,7 @@ from sdkd_core.distillers import METHODS
 from sdkd_core.engine import Recipe
 from study.distill import DistillRun, run
 from study.teachers import TeacherCache
-from tests.conftest import run_cli
+from tests.conftest import assert_usage_error, run_cli
 
 
 @pytest.mark.slow
@@ -63,7 +63,5 @@ def test_distill_bad_input_one_line_exit_2(tmp_path, args, fragment):
     out = tmp_path / "out"
     result = run_cli("study/distill.py", "--dataset", "synthetic", "--n-train", "500",
                      "--cache-dir", str(tmp_path / "cache"), "--output", str(out), *args)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert_usage_error(result, fragment)
     assert not out.exists() and not (tmp_path / "cache").exists()

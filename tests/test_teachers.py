@@ -6,7 +6,7 @@ import torch
 
 from sdkd_core.engine import Recipe
 from study.teachers import TeacherCache, TeacherSpec
-from tests.conftest import run_cli
+from tests.conftest import assert_usage_error, run_cli
 
 SMALL = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2", "--n-test", "200"]
 
@@ -83,11 +83,7 @@ def test_corrupted_cache_is_retrained_with_a_warning(tmp_path, synthetic, capsys
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, fragment):
-    result = run_cli("study/teachers.py", "--cache-dir", str(tmp_path), *args)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_usage_error(run_cli("study/teachers.py", "--cache-dir", str(tmp_path), *args), fragment)
     assert not any(tmp_path.iterdir())
 
 
