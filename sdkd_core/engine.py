@@ -164,7 +164,7 @@ class Engine:
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training shard; returns mean losses, accuracy and throughput."""
         self.train_module.train()
-        self.method.begin_epoch(self.epoch, self.recipe.epochs)
+        self.method.begin_epoch(self.epoch, self.recipe.epochs, len(self.train_loader))
         self.train_loader.set_epoch(self.epoch)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)

@@ -62,8 +62,8 @@ class Distiller(nn.Module, ABC):
         """Parameters per optimizer; each group gets its own optimizer and schedule."""
         return {"student": list(self.student.parameters())}
 
-    def begin_epoch(self, epoch: int, epochs: int) -> None:
-        """Called before each training epoch (0-based) with the run's total epochs."""
+    def begin_epoch(self, epoch: int, epochs: int, steps_per_epoch: int = 1) -> None:
+        """Called before each training epoch (0-based) with the run's length."""
 
     def epoch_metrics(self) -> dict[str, float]:
         """Extra per-epoch numbers to log (e.g. SDKD's k)."""

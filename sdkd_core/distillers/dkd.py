@@ -15,18 +15,24 @@ class DKDConfig(MethodConfig):
     alpha: float = Field(1.0, ge=0)
     beta: float = Field(8.0, ge=0)
     temperature: float = Field(4.0, gt=0)
-    # The paper warms the DKD term up over 20 of 240 epochs; as a fraction it scales to short runs.
-    warmup: float = Field(20 / 240, ge=0, le=1)
+    # The DKD term ramps up linearly over this many epochs (step by step), as in the paper: its
+    # weight dwarfs CE early on, and without the ramp short runs collapse to chance.
+    warmup_epochs: float = Field(20.0, ge=0)
 
 
 class DKD(Distiller):
     name = "dkd"
     Config = DKDConfig
-    ramp = 1.0  # the warm-up factor of the DKD term; set per epoch
+    step, warmup_steps = 0, 0.0  # the DKD term ramps up linearly, step by step
 
-    def begin_epoch(self, epoch, epochs):
-        warm_epochs = self.config.warmup * epochs
-        self.ramp = min((epoch + 1) / warm_epochs, 1.0) if warm_epochs > 0 else 1.0
+    def begin_epoch(self, epoch, epochs, steps_per_epoch=1):
+        # Derived from the epoch, not counted across it, so a resumed run ramps identically.
+        self.step = epoch * steps_per_epoch
+        self.warmup_steps = self.config.warmup_epochs * steps_per_epoch
+
+    @property
+    def ramp(self) -> float:
+        return min((self.step + 1) / self.warmup_steps, 1.0) if self.warmup_steps > 0 else 1.0
 
     def epoch_metrics(self):
         return {"dkd_ramp": self.ramp}
@@ -35,6 +41,7 @@ class DKD(Distiller):
         c = self.config
         z_t = self.teacher_output(x).logits
         z_s = self.student(x).logits
-        dkd = dkd_loss(z_s, z_t, y, c.alpha, c.beta, c.temperature)
-        return z_s, {"ce": c.ce_weight * F.cross_entropy(z_s, y),
-                     "dkd": self.ramp * dkd}
+        dkd = self.ramp * dkd_loss(z_s, z_t, y, c.alpha, c.beta, c.temperature)
+        if self.training:
+            self.step += 1
+        return z_s, {"ce": c.ce_weight * F.cross_entropy(z_s, y), "dkd": dkd}

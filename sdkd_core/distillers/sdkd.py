@@ -102,7 +102,7 @@ class SDKD(Distiller):
 
     # ------------------------------------------------------------ schedule
 
-    def begin_epoch(self, epoch, epochs):
+    def begin_epoch(self, epoch, epochs, steps_per_epoch=1):
         self.k = 1.0 if epoch >= round(self.config.phase_boundary * epochs) else 0.0
         if self.config.proxy_weights == "snapshot" and self.k and not self.snapshot_taken:
             self.snapshot.load_state_dict(self.student.state_dict())
