@@ -358,7 +358,8 @@ class BatchLoader:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        idx = self._indices().to(self.device)  # one host-to-device copy per epoch
+        # One host-to-device copy per epoch; training drops the last partial batch.
+        idx = self._indices()[: len(self) * self.batch_size].to(self.device)
         augment = self.train and (self.info.pad or self.info.flip)
         gen = None
         if augment:
@@ -366,8 +367,8 @@ class BatchLoader:
         # Augment and normalise CHUNK_BATCHES batches at once: a few large ops instead of
         # many small ones per batch, then hand out views.
         bs, span = self.batch_size, self.batch_size * CHUNK_BATCHES
-        for start in range(0, len(self) * bs, span):
-            chunk = idx[start : min(start + span, len(self) * bs, len(idx))]
+        for start in range(0, len(idx), span):
+            chunk = idx[start : start + span]
             x = self.x[chunk]
             if augment:
                 x = augment_batch(x, self.info.pad, self.info.flip, gen)

@@ -98,8 +98,8 @@ def progress_line(row: dict[str, float], epochs: int, start: float) -> str:
     done = int(row["epoch"])
     elapsed = time.perf_counter() - start
     eta = elapsed / done * (epochs - done)
-    extra = "".join(f"  {k[9:]} {v:5.2f}%" for k, v in row.items() if k.startswith("test_acc_")
-                    and k != "test_acc_best")
+    extra = "".join(f"  {k.removeprefix('test_acc_')} {v:5.2f}%" for k, v in row.items()
+                    if k.startswith("test_acc_") and k != "test_acc_best")
     if "k" in row:
         extra += f"  k {row['k']:.0f}"
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sdkd_core.distillers import METHODS, build_distiller, get_method
+from sdkd_core.distillers import METHODS, build_distiller
 from sdkd_core.engine import Engine, Recipe
 from sdkd_core.models import MODEL_NAMES, build_model
 from study.cli import (
@@ -79,7 +79,7 @@ def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
     info = DATASET_INFO[spec.dataset]
     method, teacher = spec.build(info.num_classes, info.in_channels)  # fail fast on bad keys
     data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=spec.seed)
-    if get_method(spec.method).needs_teacher:
+    if method.needs_teacher:
         trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
                                           device=device, log=log)
         teacher.load_state_dict(trained.state_dict())
@@ -128,12 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from sdkd_core.config import parse_overrides
-        from sdkd_core.errors import unknown_choice
 
         check_common(args)
-        for role in ("teacher", "student"):
-            if getattr(args, role) not in MODEL_NAMES:
-                raise unknown_choice("model", getattr(args, role), MODEL_NAMES)
         spec = DistillRun(
             method=args.method, teacher=args.teacher, student=args.student,
             dataset=args.dataset, recipe=recipe_from_args(args), seed=args.seed,
@@ -141,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             teacher_recipe=Recipe(epochs=args.teacher_epochs),
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
         )
-        get_method(spec.method)
         output = Path(args.output or Path("runs") / "distill" / spec.trial_id)
         rows = run(spec, TeacherCache(args.cache_dir), device=args.device,
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))

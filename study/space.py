@@ -7,11 +7,19 @@ a range that the method would reject is caught here, not in trial 37.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from sdkd_core.data import DATASETS
 from sdkd_core.distillers import METHODS, method_config
@@ -34,22 +42,12 @@ class DatasetSection(Section):
     n_test: Annotated[int, Field(gt=0)] | None = None
 
 
-class RecipeSection(Section):
-    """The students' recipe; the fields and defaults of `sdkd_core.engine.Recipe`."""
-
-    epochs: int = Recipe.epochs
-    lr: float = Recipe.lr
-    momentum: float = Recipe.momentum
-    weight_decay: float = Recipe.weight_decay
-    nesterov: bool = Recipe.nesterov
-    batch_size: int = Recipe.batch_size
-    schedule: Literal["step", "cosine"] = Recipe.schedule
-    milestones: tuple[float, ...] = Recipe.milestones
-    gamma: float = Recipe.gamma
-    warmup_epochs: float = Recipe.warmup_epochs
-
-    def to_recipe(self) -> Recipe:
-        return Recipe(**self.model_dump())
+# The students' recipe: the fields, types and defaults of `sdkd_core.engine.Recipe` itself.
+_RECIPE_TYPES = get_type_hints(Recipe)
+RecipeSection = create_model(
+    "RecipeSection", __base__=Section,
+    **{f.name: (_RECIPE_TYPES[f.name], f.default) for f in dataclasses.fields(Recipe)},
+)
 
 
 class TeacherSection(Section):
@@ -137,7 +135,7 @@ class Space(Section):
     resources: Resources = Resources()
 
     def recipe_obj(self) -> Recipe:
-        return self.recipe.to_recipe()
+        return Recipe(**self.recipe.model_dump())
 
 
 # ---------------------------------------------------------------- loading
