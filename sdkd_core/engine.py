@@ -211,6 +211,7 @@ class Engine:
         `test_acc_<head>` for each extra head the method scores (summed over ranks)."""
         was_training = self.method.training
         self.method.eval()
+        start = time.perf_counter()
         names: list[str] = []
         totals = None
         for x, y in self.test_loader:
@@ -226,7 +227,8 @@ class Engine:
         self.method.train(was_training)
         values = _sum_across_ranks(totals).tolist()
         count = values[-1]
-        stats = {"test_acc": 100.0 * values[0] / count, "test_loss": values[-2] / count}
+        stats = {"test_acc": 100.0 * values[0] / count, "test_loss": values[-2] / count,
+                 "eval_s": time.perf_counter() - start}
         stats.update({f"test_acc_{n}": 100.0 * v / count
                       for n, v in zip(names[1:], values[1:-2], strict=True)})
         return stats

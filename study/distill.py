@@ -71,9 +71,9 @@ class DistillRun:
         return build_distiller(self.method, student, teacher, self.overrides), teacher
 
 
-def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
-        on_epoch=None) -> list[dict[str, Any]]:
-    """Train the student; returns the per-epoch rows (trial identity + metrics)."""
+def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
+            rank: int = 0, world_size: int = 1, wrap=None) -> Engine:
+    """The engine for `spec`: data loaded, teacher from the cache (trained now if missing)."""
     from sdkd_core.data import DATASET_INFO, load_dataset
 
     info = DATASET_INFO[spec.dataset]
@@ -85,11 +85,18 @@ def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
         teacher.load_state_dict(trained.state_dict())
         log(f"teacher {spec.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test images"
             f" ({'cached' if cached else 'trained now'})")
-    engine = Engine(method, data, spec.recipe, device=device, seed=spec.seed)
+    return Engine(method, data, spec.recipe, device=device, seed=spec.seed, rank=rank,
+                  world_size=world_size, wrap=wrap)
+
+
+def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
+        on_epoch=None) -> list[dict[str, Any]]:
+    """Train the student; returns the per-epoch rows (trial identity + metrics)."""
+    engine = prepare(spec, cache, device=device, log=log)
     identity = {"trial_id": spec.trial_id, "method": spec.method, "teacher": spec.teacher,
                 "student": spec.student, "seed": spec.seed, **spec.overrides}
     log(f"{spec.method}: {spec.teacher} -> {spec.student} on {spec.dataset} "
-        f"({len(data.train_y)} train / {len(data.test_y)} test images, "
+        f"({len(engine.data.train_y)} train / {len(engine.data.test_y)} test images, "
         f"{spec.recipe.epochs} epochs, {engine.device})")
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()

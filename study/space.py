@@ -63,6 +63,8 @@ class Pair(Section):
 
 
 class SearchSection(Section):
+    method: str = "sdkd"
+    seed: int | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8
     metric: Literal["test_acc", "test_acc_best"] = "test_acc"
@@ -120,6 +122,14 @@ class Resources(Section):
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
     gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
     max_concurrent: Annotated[int, Field(gt=0)] = 1
+    max_failures: Annotated[int, Field(ge=0)] = 1
+    executor: Literal["auto", "in_trial", "ray_train"] = "auto"
+
+    def resolved_executor(self) -> str:
+        """Single-worker CPU trials run in the Tune trial itself: a TorchTrainer costs ~20 s."""
+        if self.executor != "auto":
+            return self.executor
+        return "in_trial" if self.num_workers == 1 and not self.use_gpu else "ray_train"
 
 
 class Space(Section):
@@ -137,12 +147,21 @@ class Space(Section):
     def recipe_obj(self) -> Recipe:
         return Recipe(**self.recipe.model_dump())
 
+    @property
+    def search_seed(self) -> int:
+        """The seed of the drawn trials and of the sampler (default: the first seed)."""
+        return self.seeds[0] if self.search.seed is None else self.search.seed
+
 
 # ---------------------------------------------------------------- loading
 
 
-def load_space(path: str | Path) -> Space:
-    """Read, parse and validate a space file; any problem is one UserError line."""
+def load_space(path: str | Path, local_gpu_check: bool = True) -> Space:
+    """Read, parse and validate a space file; any problem is one UserError line.
+
+    `local_gpu_check=False` skips checking that this machine has the GPUs the space asks
+    for: a plan (--dry-run) or a remote cluster (--address) does not need them here.
+    """
     path = Path(path)
     raw = _read(path)
     document = _parse_yaml(path, raw)
@@ -151,6 +170,12 @@ def load_space(path: str | Path) -> Space:
     except ValidationError as err:
         raise UserError(f"{path}: {_describe(err)}") from None
     _check_semantics(path, space)
+    if local_gpu_check and space.resources.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"{path}: resources.use_gpu: true but no CUDA GPU is visible here; "
+                            "set it to false, run on a GPU machine, or pass --address")
     return space
 
 
@@ -241,16 +266,12 @@ def _check_semantics(path: Path, space: Space) -> None:
     for method in space.baselines:
         if method not in METHODS:
             raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
+    if space.search.method not in METHODS:
+        raise fail(f"search.method: {unknown_choice('method', space.search.method, METHODS)}")
     if len(set(space.seeds)) != len(space.seeds):
         raise fail(f"seeds: {space.seeds} has duplicates; list each seed once")
     for key, dist in space.space.items():
         _check_distribution(fail, space, key, dist)
-    if space.resources.use_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise fail("resources.use_gpu: true but no CUDA GPU is visible here; set it to "
-                       "false or run on a GPU machine")
 
 
 def _check_distribution(fail, space: Space, key: str, dist) -> None:
@@ -259,6 +280,9 @@ def _check_distribution(fail, space: Space, key: str, dist) -> None:
         raise fail(f"space.{key}: keys are method settings like sdkd.{key}")
     if method not in METHODS:
         raise fail(f"space.{key}: {unknown_choice('method', method, METHODS)}")
+    if method != space.search.method:
+        raise fail(f"space.{key}: the drawn trials train search.method={space.search.method}; "
+                   f"use {space.search.method}.* keys or set search.method: {method}")
     if space.search.sampler == "grid" and not isinstance(dist, Choice | IntRange):
         raise fail(f"space.{key}: a grid needs finite values; use type: choice "
                    f"(or int) instead of {dist.type}")

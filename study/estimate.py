@@ -1,0 +1,69 @@
+"""What a sweep will cost, before anything runs: floating-point work counted on one image.
+
+Per trained image a trial does the student's forward and backward (about 3x a forward), the
+frozen teacher's forward, and the method's extra heads (a peer for DML, the proxy pass for
+SDKD, ...) measured by running the method's own training step under `FlopCounterMode`.
+Converting work to hours needs an effective throughput, which depends on the hardware far more
+than on the model: the defaults are measured or stated in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sdkd_core.data import DATASET_INFO
+from sdkd_core.distillers import build_distiller
+from sdkd_core.models import build_model
+
+# Effective training throughput, FLOP/s. CPU: measured on this project's 2-core machine
+# (docs/benchmarks.md). GPU: a conservative figure for small CIFAR CNNs on one modern GPU;
+# override with --gpu-tflops after a first measured run.
+CPU_GFLOPS_PER_CORE = 40.0
+GPU_TFLOPS = 10.0
+FULL_SIZES = {"fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
+              "cifar100": (50000, 10000), "synthetic": (2000, 500)}
+
+
+@cache
+def step_flops(method: str, teacher: str, student: str, dataset: str,
+               params: tuple = ()) -> float:
+    """FLOPs of one training step on one image (forward and backward, teacher included)."""
+    info = DATASET_INFO[dataset]
+    size = info.image_size
+    torch.manual_seed(0)
+    s = build_model(student, info.num_classes, info.in_channels)
+    t = build_model(teacher, info.num_classes, info.in_channels)
+    distiller = build_distiller(method, s, t, dict(params))
+    distiller.begin_epoch(10**6, 10**6 + 1, 1)  # late in training: every term is on
+    x = torch.randn(2, info.in_channels, size, size)
+    y = torch.zeros(2, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        _, losses = distiller(x, y, 10**6)
+        sum(losses.values()).backward()
+    return counter.get_total_flops() / 2
+
+
+@cache
+def eval_flops(student: str, dataset: str) -> float:
+    info = DATASET_INFO[dataset]
+    model = build_model(student, info.num_classes, info.in_channels).eval()
+    x = torch.randn(1, info.in_channels, info.image_size, info.image_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops()
+
+
+def trial_flops(trial: dict, dataset: str, n_train: int, n_test: int, epochs: int) -> float:
+    params = tuple(sorted(trial["params"].items()))
+    per_epoch = (n_train * step_flops(trial["method"], trial["teacher"], trial["student"],
+                                      dataset, params)
+                 + n_test * eval_flops(trial["student"], dataset))
+    return epochs * per_epoch
+
+
+def teacher_flops(arch: str, dataset: str, n_train: int, n_test: int, epochs: int) -> float:
+    return trial_flops({"method": "vanilla", "teacher": arch, "student": arch, "params": {}},
+                       dataset, n_train, n_test, epochs)

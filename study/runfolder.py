@@ -1,0 +1,194 @@
+"""The run folder: the only thing analysis reads.
+
+    space.yaml   the validated, fully resolved space
+    results.csv  one row per trial (identity, sampled parameters, accuracy, status)
+    epochs.csv   one row per trial per epoch
+    optuna.db    the Optuna study (sqlite)
+    tune/        Ray Tune's experiment folder (trial checkpoints, logs)
+    report/      written by the analysis
+
+results.csv and epochs.csv are rebuilt from the trials' own records in tune/ (each trial's
+params.json and result.json, which Tune flushes on every report). A trial that restarts from
+its checkpoint reports some epochs again; rows are keyed by (trial, epoch), so nothing is lost
+or counted twice however often the sweep is killed and resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.records import write_csv
+
+IDENTITY = ("trial_id", "role", "method", "teacher", "student", "seed")
+# What Tune adds to every reported result: bookkeeping, not measurements.
+TUNE_KEYS = {
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
+    "time_since_restore", "iterations_since_restore", "experiment_tag", "should_checkpoint",
+    "checkpoint_path", "episodes_total", "timesteps_total", "timesteps_since_restore",
+}
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def space_yaml(self) -> Path:
+        return self.root / "space.yaml"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def epochs_csv(self) -> Path:
+        return self.root / "epochs.csv"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / "optuna.db"
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.optuna_db.resolve()}"
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "tune" / "ray_train"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def write_space(self, document: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.space_yaml.with_name(f".space.yaml.{os.getpid()}.tmp")
+        tmp.write_text(yaml.safe_dump(document, sort_keys=False))
+        os.replace(tmp, self.space_yaml)
+
+
+def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None):
+    """{trial name: (config, reported results in order)} from every trial folder in tune/.
+
+    `configs` are the live trials' configs, for a trial whose params.json Tune has not
+    written yet.
+    """
+    configs = configs or {}
+    records: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    if not tune_dir.exists():
+        return records
+    for params in sorted(tune_dir.glob("*/params.json")):
+        try:
+            config = json.loads(params.read_text())
+        except json.JSONDecodeError:  # being written right now
+            config = configs.get(params.parent.name)
+            if config is None:
+                continue
+        results = []
+        result_file = params.with_name("result.json")
+        if result_file.exists():
+            for line in result_file.read_text().splitlines():
+                # A line cut short by a kill is skipped: the epoch is reported again on resume.
+                with contextlib.suppress(json.JSONDecodeError):
+                    results.append(json.loads(line))
+        records[config["trial_name"]] = (config, results)
+    return records
+
+
+def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "test_acc"):
+    """(results rows, epochs rows) from `trial_records`; `statuses` are Tune's trial states."""
+    results_rows, epoch_rows = [], []
+    # Every sampled parameter is a column of every row, right after the identity.
+    param_keys = list(dict.fromkeys(k for config, _ in records.values()
+                                    for k in config.get("params", {})))
+    for name, (config, results) in records.items():
+        by_epoch: dict[int, dict[str, Any]] = {}
+        seconds: dict[int, float] = {}
+        for result in results:
+            if "epoch" in result:
+                epoch = int(result["epoch"])
+                by_epoch[epoch] = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+                seconds[epoch] = float(result.get("time_this_iter_s", 0.0))
+        identity = {"trial_id": name, **{k: config[k] for k in IDENTITY[1:]},
+                    **{k: config["params"].get(k, "") for k in param_keys}}
+        rows = [{**identity, **by_epoch[e]} for e in sorted(by_epoch)]
+        epoch_rows.extend(rows)
+        last = rows[-1] if rows else {}
+        done = len(rows)
+        status = trial_status(statuses.get(name, "PENDING"), done, epochs)
+        heads = {k: v for k, v in last.items() if k.startswith("test_acc_") and
+                 k != "test_acc_best"}
+        results_rows.append({
+            **identity,
+            "test_acc": last.get("test_acc", math.nan),
+            "test_acc_best": last.get("test_acc_best", math.nan),
+            **heads,
+            "epochs": done,
+            "wall_s": round(sum(seconds.values()), 2),
+            "status": status,
+        })
+    return results_rows, epoch_rows
+
+
+def trial_status(tune_status: str, done: int, epochs: int) -> str:
+    """completed | stopped (by ASHA) | error | running | pending."""
+    if tune_status == "TERMINATED":
+        return "completed" if done >= epochs else "stopped"
+    if tune_status == "ERROR":
+        return "error"
+    if tune_status == "RUNNING":
+        return "running"
+    return "pending" if done == 0 else "interrupted"
+
+
+def write_tables(folder: RunFolder, statuses: dict[str, str], epochs: int,
+                 configs: dict[str, dict] | None = None) -> list[dict]:
+    records = trial_records(folder.tune_dir, configs)
+    results_rows, epoch_rows = build_tables(records, statuses, epochs)
+    write_csv(folder.results_csv, results_rows)
+    write_csv(folder.epochs_csv, epoch_rows)
+    return results_rows
+
+
+def saved_statuses(tune_dir: Path) -> dict[str, str]:
+    """Trial states from Tune's experiment snapshot (for a folder no process is writing)."""
+    snapshots = sorted(tune_dir.glob("experiment_state-*.json"), key=os.path.getmtime)
+    if not snapshots:
+        return {}
+    state = json.loads(snapshots[-1].read_text())
+    out = {}
+    for trial_json, _runtime in state.get("trial_data", []):
+        trial = json.loads(trial_json)
+        config = trial.get("config", {})
+        if isinstance(config, dict) and "trial_name" in config:
+            out[config["trial_name"]] = trial.get("status", "PENDING")
+    return out
+
+
+class Clock:
+    """Wall time since the sweep (or its resumption) started."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"

@@ -1,0 +1,211 @@
+"""A validated space turned into Tune's parts: the trial plan, the Optuna searcher, ASHA.
+
+A sweep is one Tuner. Its first trials are fixed (every baseline on every pair and seed); the
+rest are drawn by Optuna over the `space` distributions and the teacher/student pair. Only the
+drawn trials teach Optuna and face ASHA: a baseline always runs to its last epoch, and its
+accuracy never steers the search.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from study.space import Choice, IntRange, LogUniform, Space, Uniform
+
+PAIR_KEY = "pair"
+FIXED, SEARCH = "fixed", "search"
+
+
+def pair_label(teacher: str, student: str) -> str:
+    return f"{teacher}->{student}"
+
+
+def fixed_trials(space: Space) -> list[dict[str, Any]]:
+    """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
+    return [
+        {"trial_name": f"{method}-{p.teacher}-{p.student}-s{seed}", "role": FIXED,
+         "method": method, "teacher": p.teacher, "student": p.student, "seed": seed,
+         "params": {}}
+        for p in space.pairs for method in space.baselines for seed in space.seeds
+    ]
+
+
+def optuna_space(space: Space) -> dict[str, Any]:
+    """Optuna distributions over the `space` keys, plus the pair when there are several."""
+    import optuna.distributions as od
+
+    dists: dict[str, Any] = {}
+    for key, d in space.space.items():
+        if isinstance(d, Choice):
+            dists[key] = od.CategoricalDistribution(d.values)
+        elif isinstance(d, LogUniform):
+            dists[key] = od.FloatDistribution(d.low, d.high, log=True)
+        elif isinstance(d, Uniform):
+            dists[key] = od.FloatDistribution(d.low, d.high)
+        elif isinstance(d, IntRange):
+            dists[key] = od.IntDistribution(d.low, d.high)
+    if len(space.pairs) > 1:
+        dists[PAIR_KEY] = od.CategoricalDistribution(
+            [pair_label(p.teacher, p.student) for p in space.pairs])
+    return dists
+
+
+def grid_values(space: Space) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {}
+    for key, d in space.space.items():
+        values[key] = list(d.values) if isinstance(d, Choice) else list(range(d.low, d.high + 1))
+    if len(space.pairs) > 1:
+        values[PAIR_KEY] = [pair_label(p.teacher, p.student) for p in space.pairs]
+    return values
+
+
+def search_trial_count(space: Space) -> int:
+    """Optuna-drawn trials: num_samples, or the grid's size for a grid (each point once)."""
+    if not optuna_space(space):
+        return 0
+    if space.search.sampler == "grid":
+        return math.prod(len(v) for v in grid_values(space).values())
+    return space.search.num_samples
+
+
+def make_sampler(space: Space):
+    import optuna.samplers as os_
+
+    seed = space.search_seed
+    match space.search.sampler:
+        case "tpe":
+            return os_.TPESampler(seed=seed)
+        case "random":
+            return os_.RandomSampler(seed=seed)
+        case "grid":
+            return os_.GridSampler(grid_values(space), seed=seed)
+        case "cmaes":
+            return os_.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise AssertionError(space.search.sampler)
+
+
+def make_optuna_search(space: Space, storage_url: str) -> OptunaSearch:
+    import optuna
+    from optuna.storages import RDBStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    return OptunaSearch(
+        space=optuna_space(space), metric=space.search.metric, mode=space.search.mode,
+        sampler=make_sampler(space), study_name=space.name, storage=RDBStorage(storage_url),
+    )
+
+
+class StudySearcher(Searcher):
+    """Hands out the fixed trials first, then asks Optuna for `n_search` more.
+
+    Its state (how far through the plan, and Optuna's own) is pickled by Tune with the
+    experiment, so a resumed sweep neither repeats nor skips a trial.
+    """
+
+    def __init__(self, space: Space, fixed: list[dict[str, Any]], optuna: OptunaSearch | None,
+                 n_search: int):
+        super().__init__(metric=space.search.metric, mode=space.search.mode)
+        self.fixed = fixed
+        self.optuna = optuna
+        self.n_search = n_search
+        self.next_fixed = 0
+        self.drawn = 0
+        self.pairs = {pair_label(p.teacher, p.student): (p.teacher, p.student)
+                      for p in space.pairs}
+        self.method = space.search.method
+        self.search_seed = space.search_seed
+        self.search_ids: dict[str, dict[str, Any]] = {}  # Tune trial id -> Optuna params
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the searcher carries its own space and metric
+
+    def suggest(self, trial_id: str):
+        if self.next_fixed < len(self.fixed):
+            self.next_fixed += 1
+            return dict(self.fixed[self.next_fixed - 1])
+        if self.optuna is None or self.drawn >= self.n_search:
+            return Searcher.FINISHED
+        params = self.optuna.suggest(trial_id)
+        if params is None or params == Searcher.FINISHED:
+            return params
+        self.drawn += 1
+        self.search_ids[trial_id] = dict(params)
+        params = dict(params)
+        teacher, student = self.pairs[params.pop(PAIR_KEY)] if PAIR_KEY in params \
+            else next(iter(self.pairs.values()))
+        return {"trial_name": f"{self.method}-search-{self.drawn:04d}", "role": SEARCH,
+                "method": self.method, "teacher": teacher, "student": student,
+                "seed": self.search_seed, "params": params}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.search_ids and trial_id in self.optuna._ot_trials:
+            self.optuna.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.search_ids:
+            return
+        if trial_id in self.optuna._ot_trials:
+            self.optuna.on_trial_complete(trial_id, result, error)
+        elif result and self.metric in result:
+            # Drawn just before a crash that lost Optuna's handle: record the outcome anyway.
+            self.optuna.add_evaluated_point(self.search_ids[trial_id], result[self.metric],
+                                            error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        # One file: Tune moves only `checkpoint_path` into place after writing it.
+        state = {**self.__dict__, "optuna": None}
+        optuna_state = self.optuna.__dict__.copy() if self.optuna is not None else None
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"searcher": state, "optuna": optuna_state}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        optuna = self.optuna
+        with open(checkpoint_path, "rb") as f:
+            saved = pickle.load(f)
+        self.__dict__.update(saved["searcher"])
+        self.optuna = optuna
+        if optuna is not None and saved["optuna"] is not None:
+            optuna.__dict__.update(saved["optuna"])
+
+
+class SearchOnlyASHA(ASHAScheduler):
+    """ASHA over the drawn trials only; fixed trials (baselines) always run to the end."""
+
+    @staticmethod
+    def _fixed(trial) -> bool:
+        return trial.config.get("role") == FIXED
+
+    def on_trial_add(self, tune_controller, trial):
+        if not self._fixed(trial):
+            super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if self._fixed(trial):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if not self._fixed(trial):
+            super().on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        if not self._fixed(trial):
+            super().on_trial_remove(tune_controller, trial)
+
+
+def make_scheduler(space: Space):
+    s = space.search
+    if s.scheduler == "none":
+        return None
+    return SearchOnlyASHA(time_attr="epoch", metric=s.metric, mode=s.mode,
+                          max_t=space.recipe.epochs, grace_period=min(s.grace_period,
+                                                                       space.recipe.epochs),
+                          reduction_factor=s.reduction_factor)

@@ -1,0 +1,381 @@
+"""Run a study described by one YAML space file.
+
+    python study/sweep.py --space ablations.yaml
+
+validate -> check the data -> pretrain every teacher needed (once, cached) -> run the baselines
+on every pair and seed and the Optuna-drawn trials in one Ray Tune sweep (ASHA stops weak drawn
+trials) -> results.csv, epochs.csv, optuna.db and space.yaml in the run folder -> analysis.
+
+A killed sweep continues with `--resume`: finished trials are kept, running ones continue from
+their last epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sdkd_core.distillers import get_method
+from sdkd_core.errors import UserError
+from study.cli import OneLineParser, run_main
+from study.estimate import (
+    CPU_GFLOPS_PER_CORE,
+    FULL_SIZES,
+    GPU_TFLOPS,
+    teacher_flops,
+    trial_flops,
+)
+from study.runfolder import RunFolder, clock, saved_statuses, write_tables
+from study.space import Space, load_space
+from study.teachers import TeacherCache, default_cache_dir
+from study.trial import TrialContext
+
+PROG = "sweep.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=PROG, description="Run a distillation study from a space file.")
+    p.add_argument("--space", default=None,
+                   help="the study's YAML space file (e.g. ablations.yaml); with --resume it "
+                        "may be left out and the run folder's space.yaml is used")
+    p.add_argument("--output", default=None,
+                   help="run folder (default runs/<space name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in the run folder: finished trials are kept, "
+                        "interrupted ones continue from their last checkpoint")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trial plan and the estimated cost; start nothing")
+    p.add_argument("--max-trials", type=int, default=None,
+                   help="run at most this many trials (baselines first, then drawn trials)")
+    p.add_argument("--address", default=None,
+                   help="address of a running Ray cluster (e.g. 10.0.0.5:6379); default: "
+                        "start Ray on this machine, on loopback")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs the local Ray may use (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None,
+                   help="GPUs the local Ray may use (default: all visible)")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"teacher cache (default $SDKD_CACHE or {default_cache_dir()})")
+    p.add_argument("--gpu-tflops", type=float, default=GPU_TFLOPS,
+                   help=f"effective TFLOP/s of one GPU for --dry-run's estimate "
+                        f"(default {GPU_TFLOPS:g})")
+    return p
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan(space: Space, max_trials: int | None) -> tuple[list[dict[str, Any]], int]:
+    """(fixed trials, number of drawn trials), capped at max_trials in that order."""
+    from study.search import fixed_trials, search_trial_count
+
+    fixed, n_search = fixed_trials(space), search_trial_count(space)
+    if max_trials is not None:
+        fixed = fixed[:max_trials]
+        n_search = max(0, min(n_search, max_trials - len(fixed)))
+    return fixed, n_search
+
+
+def teacher_archs(space: Space) -> list[str]:
+    methods = [*space.baselines, space.search.method] if space.space or len(space.pairs) > 1 \
+        else list(space.baselines)
+    if not any(get_method(m).needs_teacher for m in methods):
+        return []
+    return list(dict.fromkeys(p.teacher for p in space.pairs))
+
+
+def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContext:
+    r = space.resources
+    return TrialContext(
+        dataset=space.dataset.name, data_root=space.dataset.root, n_train=space.dataset.n_train,
+        n_test=space.dataset.n_test, recipe=space.recipe_obj().to_dict(),
+        teacher_epochs=space.teacher.epochs, teacher_n_train=space.teacher.n_train,
+        cache_dir=cache_dir, train_storage=str(folder.train_dir.resolve()),
+        num_workers=r.num_workers, use_gpu=r.use_gpu, cpus_per_worker=r.cpus_per_worker,
+        gpus_per_trial=r.gpus_per_trial, max_failures=r.max_failures,
+        executor=r.resolved_executor(),
+    )
+
+
+def print_plan(space: Space, fixed, n_search: int, cache: TeacherCache, context, args) -> None:
+    from collections import Counter
+
+    ds = space.dataset.name
+    full_train, full_test = FULL_SIZES[ds]
+    n_train = space.dataset.n_train or full_train
+    n_test = space.dataset.n_test or full_test
+    epochs = space.recipe.epochs
+    print(f"space {space.name}: {ds} ({n_train} train / {n_test} test images), "
+          f"{epochs} epochs per trial, seeds {space.seeds}")
+    counts = Counter((t["method"], f"{t['teacher']}->{t['student']}") for t in fixed)
+    print(f"fixed trials: {len(fixed)}")
+    for (method, pair), n in counts.items():
+        print(f"  {method:<8} {pair:<24} x{n}")
+    dims = ", ".join(space.space) + (", pair" if len(space.pairs) > 1 else "")
+    print(f"drawn trials: {n_search} ({space.search.method}; {space.search.sampler} over "
+          f"{dims or 'nothing'}; scheduler {space.search.scheduler})")
+    total = len(fixed) + n_search
+    print(f"total trials: {total}")
+
+    flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in fixed)
+    drawn = [{"method": space.search.method, "teacher": p.teacher, "student": p.student,
+              "params": {}} for p in space.pairs]
+    if n_search and drawn:
+        flops += n_search * statistics.mean(trial_flops(t, ds, n_train, n_test, epochs)
+                                            for t in drawn)
+    teacher_train = space.teacher.n_train or full_train
+    for arch in teacher_archs(space):
+        spec = context.distill_run({"method": "kd", "teacher": arch, "student": arch,
+                                    "seed": 0, "params": {}}).teacher_spec()
+        state = "cached" if cache.load(spec) is not None else "to train"
+        if state == "to train":
+            flops += teacher_flops(arch, ds, teacher_train, full_test, space.teacher.epochs)
+        print(f"teacher {arch}: {space.teacher.epochs} epochs on {teacher_train} images "
+              f"({state})")
+    r = space.resources
+    print(f"resources: {r.num_workers} worker(s) per trial, {r.cpus_per_worker:g} CPU each, "
+          f"{'GPU ' + format(r.gpus_per_trial, 'g') + ' per trial' if r.use_gpu else 'no GPU'}"
+          f", up to {r.max_concurrent} trials at once ({context.executor})")
+    pflop = flops / 1e15
+    if r.use_gpu:
+        hours = flops / (args.gpu_tflops * 1e12) / 3600
+        print(f"estimated work: {pflop:.1f} PFLOP = {hours:.1f} GPU-hours at "
+              f"{args.gpu_tflops:g} effective TFLOP/s per GPU (--gpu-tflops); "
+              f"ASHA stops some drawn trials early, so this is an upper bound")
+    else:
+        hours = flops / (CPU_GFLOPS_PER_CORE * 1e9) / 3600
+        print(f"estimated work: {pflop:.3f} PFLOP = {hours:.2f} CPU-core-hours at "
+              f"{CPU_GFLOPS_PER_CORE:g} GFLOP/s per core (measured, docs/benchmarks.md); "
+              f"an upper bound when ASHA stops drawn trials")
+    print("dry run: nothing was started or written")
+
+
+# ---------------------------------------------------------------- run
+
+
+def resolve(args) -> tuple[Space, RunFolder]:
+    gpu_here = not (args.dry_run or args.address)
+    if args.resume:
+        if args.output is None and args.space is None:
+            raise UserError("--resume needs the run folder: pass --output DIR (or --space)")
+        root = Path(args.output) if args.output else \
+            Path("runs") / load_space(args.space, local_gpu_check=False).name
+        folder = RunFolder(root)
+        if not folder.space_yaml.exists():
+            raise UserError(f"{root}: no sweep to resume here (no space.yaml); run without "
+                            "--resume to start one")
+        space = load_space(folder.space_yaml, local_gpu_check=gpu_here)
+        if args.space is not None:
+            given = load_space(args.space, local_gpu_check=False)
+            if given.model_dump() != space.model_dump():
+                raise UserError(f"{args.space} differs from {folder.space_yaml}; resume "
+                                "without --space, or start a new run with --output DIR")
+        return space, folder
+    if args.space is None:
+        raise UserError("--space is required, e.g. --space ablations.yaml")
+    space = load_space(args.space, local_gpu_check=gpu_here)
+    folder = RunFolder(Path(args.output) if args.output else Path("runs") / space.name)
+    if folder.space_yaml.exists() and not args.dry_run:
+        raise UserError(f"{folder.root} already holds a sweep; pass --resume to continue "
+                        "it, or --output DIR for a new one")
+    return space, folder
+
+
+def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache) -> None:
+    for arch in teacher_archs(space):
+        spec = context.distill_run({"method": "kd", "teacher": arch, "student": arch,
+                                    "seed": 0, "params": {}}).teacher_spec()
+        start = time.perf_counter()
+        model, card, cached = cache.get(spec, data_root=space.dataset.root,
+                                        log=lambda line, a=arch: print(f"  teacher {a}: {line}",
+                                                                       flush=True))
+        how = "cached" if cached else f"trained in {time.perf_counter() - start:.0f} s"
+        print(f"teacher {arch}: {card['test_acc']:.2f}% on {card['n_test']} test images "
+              f"({how})", flush=True)
+
+
+def ray_environment(args) -> None:
+    """Settings Ray reads when it is first imported, so before anything imports it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the monitor prints progress instead
+    # Every epoch checkpoints, so Tune snapshots often; that is the point, not a problem.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if args.address:
+        # A cluster started by `ray start` checks tokens; a connecting driver sends its token
+        # (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) only in token mode.
+        token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or (Path.home() / ".ray" / "auth_token").exists())
+        if token:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def start_ray(args) -> None:
+    import ray
+
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_search,
+               resume: bool):
+    from ray import tune
+
+    from study.monitor import SweepMonitor
+    from study.search import StudySearcher, make_optuna_search, make_scheduler
+    from study.trial import tune_trial
+
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context),
+                                    context.trial_resources())
+    if resume and tune.Tuner.can_restore(str(folder.tune_dir.resolve())):
+        return tune.Tuner.restore(str(folder.tune_dir.resolve()), trainable=trainable,
+                                  resume_unfinished=True, resume_errored=True)
+    optuna = make_optuna_search(space, folder.optuna_url) if n_search else None
+    searcher = StudySearcher(space, fixed, optuna, n_search)
+    total = len(fixed) + n_search
+    monitor = SweepMonitor(folder, total, space.recipe.epochs, space.search.metric,
+                           space.search.mode)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=make_scheduler(space), num_samples=total,
+            max_concurrent_trials=space.resources.max_concurrent,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+            reuse_actors=True,  # a new trial in a warm process: no re-import of torch
+        ),
+        run_config=tune.RunConfig(
+            name=folder.tune_dir.name, storage_path=str(folder.root.resolve()),
+            callbacks=[monitor], verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=space.resources.max_failures),
+        ),
+    )
+
+
+def trial_name(trial) -> str:
+    return trial.config["trial_name"]
+
+
+def finish_optuna(folder: RunFolder) -> None:
+    """Mark Optuna trials left RUNNING by a killed sweep as FAIL, so the study reads true."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for summary in optuna.get_all_study_summaries(folder.optuna_url):
+        study = optuna.load_study(study_name=summary.study_name, storage=folder.optuna_url)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def summary(space: Space, rows: list[dict[str, Any]]) -> str:
+    """The best drawn configurations per pair, and every method's mean over seeds."""
+    metric = space.search.metric
+    lines = []
+    drawn = [r for r in rows if r["role"] == "search" and _finite(r[metric])]
+    keys = list(space.space)
+    if drawn:
+        lines.append(f"Best drawn configurations ({metric}, last epoch unless *_best):")
+        for pair in dict.fromkeys(f"{r['teacher']}->{r['student']}" for r in drawn):
+            mine = [r for r in drawn if f"{r['teacher']}->{r['student']}" == pair]
+            mine.sort(key=lambda r: r[metric], reverse=space.search.mode == "max")
+            for r in mine[:3]:
+                params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
+                lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "
+                             f"{r['epochs']} ep  {params}")
+    fixed = [r for r in rows if r["role"] == "fixed" and _finite(r["test_acc"])]
+    if fixed:
+        lines.append("Baselines, mean ± std over seeds (test_acc last epoch / best epoch):")
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for r in fixed:
+            groups.setdefault((f"{r['teacher']}->{r['student']}", r["method"]), []).append(r)
+        for (pair, method), rs in groups.items():
+            last = [r["test_acc"] for r in rs]
+            best = [r["test_acc_best"] for r in rs]
+            lines.append(f"  {pair:<22} {method:<8} {_mean_std(last)} / {_mean_std(best)}"
+                         f"  (n={len(rs)})")
+    return "\n".join(lines) if lines else "no finished trials yet"
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _mean_std(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):6.2f} ± {sd:4.2f}"
+
+
+def run_analysis(folder: RunFolder) -> str | None:
+    """The analysis package's report, once it exists; None when there is none to run."""
+    if importlib.util.find_spec("analysis.report") is None:
+        return None
+    from analysis.report import build_report
+
+    return str(build_report(folder.root))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        if args.max_trials is not None and args.max_trials < 1:
+            raise UserError(f"--max-trials {args.max_trials}: give a positive number")
+        ray_environment(args)
+        started = time.monotonic()
+        space, folder = resolve(args)
+        cache_dir = str(Path(args.cache_dir or default_cache_dir()).resolve())
+        cache = TeacherCache(cache_dir)
+        context = make_context(space, folder, cache_dir)
+        fixed, n_search = plan(space, args.max_trials)
+        if args.dry_run:
+            print_plan(space, fixed, n_search, cache, context, args)
+            return 0
+        from sdkd_core.data import load_dataset
+
+        data = load_dataset(space.dataset.name, space.dataset.root, space.dataset.n_train,
+                            space.dataset.n_test, seed=space.seeds[0])
+        print(f"{space.name}: {len(fixed)} fixed + {n_search} drawn trials on "
+              f"{space.dataset.name} ({len(data.train_y)} train / {len(data.test_y)} test "
+              f"images, {space.recipe.epochs} epochs); run folder {folder.root}", flush=True)
+        del data
+        folder.write_space(space.model_dump(mode="json"))
+        pretrain_teachers(space, context, cache)
+        start_ray(args)
+        import ray
+
+        try:
+            tuner = make_tuner(space, folder, context, fixed, n_search, args.resume)
+            tuner.fit()
+        finally:
+            ray.shutdown()
+        rows = write_tables(folder, saved_statuses(folder.tune_dir), space.recipe.epochs)
+        if n_search:
+            finish_optuna(folder)
+        print(summary(space, rows))
+        report = run_analysis(folder)
+        print(f"done in {clock(time.monotonic() - started)}: {len(rows)} trials")
+        print(f"  results  {folder.results_csv}\n  epochs   {folder.epochs_csv}")
+        if n_search:
+            print(f"  optuna   {folder.optuna_db}  (optuna-dashboard {folder.optuna_url})")
+        print(f"  tune     {folder.tune_dir}")
+        if report:
+            print(f"  report   {report}")
+        return 0
+
+    return run_main(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""The sweep: its plan, its searcher, its run folder, and real sweeps through Ray Tune + Optuna."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, assert_usage_error, run_cli
+
+TINY = """\
+name: {name}
+dataset: {{name: synthetic, n_train: 512, n_test: 256}}
+recipe: {{epochs: {epochs}, batch_size: 32}}
+teacher: {{epochs: 2}}
+pairs:
+  - {{teacher: resnet14, student: resnet8}}
+baselines: {baselines}
+seeds: [0]
+search:
+  num_samples: {samples}
+  grace_period: 1
+  reduction_factor: 2
+space:
+  sdkd.lambda: {{type: loguniform, low: 0.1, high: 10}}
+  sdkd.ffb_depth: {{type: choice, values: [1, 2]}}
+resources: {resources}
+"""
+
+
+def tiny_space(tmp_path: Path, name="tiny", epochs=3, baselines="[vanilla, kd]", samples=3,
+               resources="{max_concurrent: 2}") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(TINY.format(name=name, epochs=epochs, baselines=baselines,
+                                samples=samples, resources=resources))
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def sweep(*args: str, cache: Path, timeout: float = 600):
+    return run_cli("study/sweep.py", *args, "--cache-dir", str(cache), timeout=timeout)
+
+
+# ---------------------------------------------------------------- fast: no Ray started
+
+
+def test_plan_puts_baselines_first_and_caps_at_max_trials(tmp_path):
+    from study.space import load_space
+    from study.sweep import plan
+
+    space = load_space(tiny_space(tmp_path))
+    fixed, n_search = plan(space, None)
+    assert [t["trial_name"] for t in fixed] == ["vanilla-resnet14-resnet8-s0",
+                                                "kd-resnet14-resnet8-s0"]
+    assert n_search == 3
+    assert plan(space, 4) == (fixed, 2)
+    assert plan(space, 1) == (fixed[:1], 0)
+
+
+def test_grid_draws_each_point_once(tmp_path):
+    from study.search import search_trial_count
+    from study.space import load_space
+
+    path = tiny_space(tmp_path)
+    path.write_text(path.read_text().replace("num_samples: 3", "sampler: grid")
+                    .replace("{type: loguniform, low: 0.1, high: 10}",
+                             "{type: choice, values: [0.5, 1, 2]}"))
+    assert search_trial_count(load_space(path)) == 6  # 3 lambdas x 2 depths
+
+
+def test_searcher_resumes_where_it_stopped(tmp_path):
+    """Fixed trials first, then Optuna; a restored searcher neither repeats nor skips."""
+    from ray.tune.search import Searcher
+
+    from study.search import StudySearcher, make_optuna_search
+    from study.space import load_space
+    from study.sweep import plan
+
+    space = load_space(tiny_space(tmp_path))
+    fixed, n_search = plan(space, None)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def fresh():
+        s = StudySearcher(space, fixed, make_optuna_search(space, url), n_search)
+        s.set_search_properties("test_acc", "max", {})
+        return s
+
+    searcher = fresh()
+    first = [searcher.suggest(f"t{i}") for i in range(3)]
+    assert [c["role"] for c in first] == ["fixed", "fixed", "search"]
+    searcher.on_trial_complete("t0", {"test_acc": 50.0})  # a baseline: Optuna never hears
+    searcher.on_trial_complete("t2", {"test_acc": 40.0})
+    searcher.save(str(tmp_path / "state.pkl"))
+    straight = [searcher.suggest(f"t{i}") for i in range(3, 6)]
+
+    restored = fresh()
+    restored.restore(str(tmp_path / "state.pkl"))
+    again = [restored.suggest(f"t{i}") for i in range(3, 6)]
+    assert again[:2] == straight[:2]  # the same draws as without the interruption
+    assert again[2] == Searcher.FINISHED
+    drawn = [first[2]["params"], *(c["params"] for c in again[:2])]
+    assert len({json.dumps(p, sort_keys=True) for p in drawn}) == 3
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=url)
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [t.value for t in finished] == [40.0]
+
+
+def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
+    """A trial restarted from its checkpoint reports epochs again: the last report wins."""
+    from study.runfolder import RunFolder, write_tables
+
+    folder = RunFolder(tmp_path)
+    trial = folder.tune_dir / "kd-a-b-s0"
+    trial.mkdir(parents=True)
+    config = {"trial_name": "kd-a-b-s0", "role": "fixed", "method": "kd", "teacher": "a",
+              "student": "b", "seed": 0, "params": {}}
+    (trial / "params.json").write_text(json.dumps(config))
+    lines = [{"epoch": 1, "test_acc": 10.0, "test_acc_best": 10.0, "time_this_iter_s": 2.0,
+              "pid": 1}, {"epoch": 2, "test_acc": 20.0, "test_acc_best": 20.0, "pid": 1},
+             {"epoch": 2, "test_acc": 21.0, "test_acc_best": 21.0, "pid": 2},
+             {"epoch": 3, "test_acc": 30.0, "test_acc_best": 30.0, "pid": 2}]
+    text = "\n".join(json.dumps(x) for x in lines) + '\n{"epoch": 4, "test_a'
+    (trial / "result.json").write_text(text)
+    rows = write_tables(folder, {"kd-a-b-s0": "TERMINATED"}, epochs=3)
+    assert rows[0]["status"] == "completed" and rows[0]["epochs"] == 3
+    epochs = read_csv(folder.epochs_csv)
+    assert [(r["epoch"], r["test_acc"]) for r in epochs] == [("1", "10.0"), ("2", "21.0"),
+                                                            ("3", "30.0")]
+    assert "pid" not in epochs[0]
+
+
+def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
+    result = run_cli("study/sweep.py", "--space", "study/spaces/cifar100.yaml", "--dry-run",
+                     "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "total trials: 187" in out, out  # 5 baselines x 6 pairs x 3 seeds + 97 drawn
+    assert "GPU-hours" in out and "nothing was started" in out
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+    assert "Started a local Ray" not in result.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--resume", "--output", "{tmp}/none"], "no sweep to resume"),
+    (["--max-trials", "0", "--space", "ablations.yaml"], "--max-trials 0"),
+    ([], "--space is required"),
+    (["--space", "{tmp}/missing.yaml"], "no such file"),
+])
+def test_bad_invocations_are_one_line(tmp_path, args, fragment):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert_usage_error(sweep(*args, cache=tmp_path / "cache"), fragment)
+
+
+def test_existing_run_needs_resume_and_the_same_space(tmp_path):
+    from study.runfolder import RunFolder
+    from study.space import load_space
+
+    path = tiny_space(tmp_path)
+    folder = RunFolder(tmp_path / "run")
+    folder.write_space(load_space(path).model_dump(mode="json"))
+    before = sorted(p.name for p in folder.root.iterdir())
+    result = sweep("--space", str(path), "--output", str(folder.root), cache=tmp_path / "c")
+    assert_usage_error(result, "already holds a sweep; pass --resume")
+    other = tiny_space(tmp_path, epochs=5)
+    result = sweep("--space", str(other), "--output", str(folder.root), "--resume",
+                   cache=tmp_path / "c")
+    assert_usage_error(result, "differs from")
+    assert sorted(p.name for p in folder.root.iterdir()) == before  # nothing written
+
+
+# ---------------------------------------------------------------- slow: real sweeps
+
+
+def check_run_folder(root: Path, epochs: int, expected_trials: int) -> list[dict[str, str]]:
+    """The run-folder contract: one row per trial, one per trial and epoch, nothing twice."""
+    results = read_csv(root / "results.csv")
+    assert len(results) == expected_trials
+    assert len({r["trial_id"] for r in results}) == expected_trials
+    rows = read_csv(root / "epochs.csv")
+    counts = Counter(r["trial_id"] for r in rows)
+    assert len({(r["trial_id"], r["epoch"]) for r in rows}) == len(rows)
+    for r in results:
+        assert r["status"] in ("completed", "stopped"), r
+        assert int(r["epochs"]) == counts[r["trial_id"]]
+        assert sorted(int(x["epoch"]) for x in rows if x["trial_id"] == r["trial_id"]) == \
+            list(range(1, int(r["epochs"]) + 1))
+        if r["role"] == "fixed" or r["status"] == "completed":
+            assert int(r["epochs"]) == epochs
+    return results
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tmp_path):
+    import optuna
+
+    from study.space import load_space
+
+    path = tiny_space(tmp_path)
+    run = tmp_path / "run"
+    result = sweep("--space", str(path), "--output", str(run), cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = check_run_folder(run, epochs=3, expected_trials=5)
+    assert "Best drawn configurations" in result.stdout and "Baselines" in result.stdout
+    assert load_space(run / "space.yaml") == load_space(path)
+
+    drawn = [r for r in results if r["role"] == "search"]
+    assert len(drawn) == 3 and all(r["method"] == "sdkd" for r in drawn)
+    for r in drawn:  # ASHA stops a drawn trial only at a rung, never before its grace period
+        assert r["status"] == "completed" or int(r["epochs"]) >= 1
+    rows = read_csv(run / "epochs.csv")
+    vanilla = [float(r["train_loss"]) for r in rows if r["method"] == "vanilla"]
+    assert vanilla[-1] < vanilla[0]  # it learns
+    fixed_acc = {r["method"]: float(r["test_acc"]) for r in results if r["role"] == "fixed"}
+    assert fixed_acc["vanilla"] > 15.0  # above chance (10 classes)
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
+    assert len(study.trials) == 3  # baselines never reach Optuna
+    told = sorted((t.params["sdkd.lambda"], t.params["sdkd.ffb_depth"]) for t in study.trials)
+    written = sorted((float(r["sdkd.lambda"]), int(r["sdkd.ffb_depth"])) for r in drawn)
+    assert told == written  # CSV keeps floats exactly (repr)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = proc.stderr.read()[-2000:] if proc.stderr else ""
+            raise AssertionError(f"the process ended before {what}: {tail}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def result_lines(run: Path, trial: str) -> list[dict]:
+    path = run / "tune" / trial / "result.json"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
+    path = tiny_space(tmp_path, name="killed", epochs=6, samples=2,
+                      resources="{max_concurrent: 1}")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
+           "--cache-dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    first, second = "vanilla-resnet14-resnet8-s0", "kd-resnet14-resnet8-s0"
+    try:
+        # Kill it mid-trial: the first trial finished, the second half-way through.
+        wait_for(lambda: len(result_lines(run, second)) >= 2, 300, "two epochs of kd", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before_first = result_lines(run, first)
+    before_second = result_lines(run, second)
+    assert len(before_first) == 6 and 2 <= len(before_second) < 6
+
+    result = sweep("--resume", "--output", str(run), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result_lines(run, first) == before_first  # a finished trial is not run again
+    after_second = result_lines(run, second)
+    resumed = after_second[len(before_second):]
+    # It continued from a checkpoint instead of starting over.
+    assert resumed and resumed[0]["epoch"] > 1
+    assert after_second[:len(before_second)] == before_second
+    check_run_folder(run, epochs=6, expected_trials=4)
+
+
+@pytest.mark.slow
+def test_multi_worker_trials_run_through_ray_train(tmp_path):
+    """Two DDP workers per trial: TorchTrainer, TuneReportCallback, a Train run folder."""
+    path = tmp_path / "ddp.yaml"
+    path.write_text(
+        "name: ddp\n"
+        "dataset: {name: synthetic, n_train: 512, n_test: 256}\n"
+        "recipe: {epochs: 2, batch_size: 32}\n"
+        "teacher: {epochs: 2}\n"
+        "pairs: [{teacher: resnet14, student: resnet8}]\n"
+        "baselines: [kd]\n"
+        "resources: {num_workers: 2, cpus_per_worker: 0.5}\n")
+    run = tmp_path / "run"
+    result = sweep("--space", str(path), "--output", str(run), cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = check_run_folder(run, epochs=2, expected_trials=1)
+    assert float(results[0]["test_acc"]) > 10.0
+    train_run = run / "tune" / "ray_train" / "kd-resnet14-resnet8-s0"
+    assert any(train_run.glob("checkpoint_*")), list(train_run.iterdir())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_address_joins_a_running_cluster(tmp_path):
+    import shutil
+    import tempfile
+
+    port = free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
+    head_log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed in finally
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
+        stdout=head_log, stderr=subprocess.STDOUT, env=env)
+    try:
+        path = tiny_space(tmp_path, name="cluster", epochs=1, baselines="[vanilla]", samples=1)
+        run = tmp_path / "run"
+        wait_for(lambda: port_open(port), 120, "the Ray head to listen", head)
+        result = sweep("--space", str(path), "--output", str(run), "--address",
+                       f"127.0.0.1:{port}", cache=tmp_path / "cache")
+        assert result is not None and result.returncode == 0, result.stderr[-3000:]
+        assert "Started a local Ray instance" not in result.stderr
+        check_run_folder(run, epochs=1, expected_trials=2)
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        head_log.close()
+        shutil.rmtree(temp, ignore_errors=True)
