@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 data:
 	@bash scripts/install-data.sh
 
+# The default study; a second `make demo` resumes (or just re-reports) the same run folder.
 demo: setup
-	$(PY) study/teachers.py --dataset fashion_mnist --arch resnet20 --epochs 8 --n-train 10000
+	$(PY) study/sweep.py --space ablations.yaml $$(test -f runs/ablations/space.yaml && echo --resume)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -21,7 +21,7 @@ from sdkd_core.models import build_model
 # Effective training throughput, FLOP/s. CPU: measured on this project's 2-core machine
 # (docs/benchmarks.md). GPU: a conservative figure for small CIFAR CNNs on one modern GPU;
 # override with --gpu-tflops after a first measured run.
-CPU_GFLOPS_PER_CORE = 40.0
+CPU_GFLOPS_PER_CORE = 50.0
 GPU_TFLOPS = 10.0
 FULL_SIZES = {"fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
               "cifar100": (50000, 10000), "synthetic": (2000, 500)}
