@@ -104,9 +104,9 @@ def progress_line(row: dict[str, float], epochs: int, start: float) -> str:
         extra += f"  k {row['k']:.0f}"
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
             f"train {row['train_acc']:5.2f}%  test {row['test_acc']:5.2f}%{extra}  "
-            f"{row['images_per_s']:7.0f} img/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+            f"{row['images_per_s']:7.0f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}"

@@ -11,7 +11,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study.runfolder import RunFolder, clock, write_tables
+from study.cli import clock
+from study.runfolder import RunFolder, write_tables
 
 PRINT_EVERY_S = 20.0
 

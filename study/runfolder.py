@@ -19,7 +19,6 @@ import contextlib
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,33 +161,3 @@ def write_tables(folder: RunFolder, statuses: dict[str, str], epochs: int,
     write_csv(folder.results_csv, results_rows)
     write_csv(folder.epochs_csv, epoch_rows)
     return results_rows
-
-
-def saved_statuses(tune_dir: Path) -> dict[str, str]:
-    """Trial states from Tune's experiment snapshot (for a folder no process is writing)."""
-    snapshots = sorted(tune_dir.glob("experiment_state-*.json"), key=os.path.getmtime)
-    if not snapshots:
-        return {}
-    state = json.loads(snapshots[-1].read_text())
-    out = {}
-    for trial_json, _runtime in state.get("trial_data", []):
-        trial = json.loads(trial_json)
-        config = trial.get("config", {})
-        if isinstance(config, dict) and "trial_name" in config:
-            out[config["trial_name"]] = trial.get("status", "PENDING")
-    return out
-
-
-class Clock:
-    """Wall time since the sweep (or its resumption) started."""
-
-    def __init__(self):
-        self.start = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-
-def clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}"

@@ -24,7 +24,7 @@ from typing import Any
 
 from sdkd_core.distillers import get_method
 from sdkd_core.errors import UserError
-from study.cli import OneLineParser, run_main
+from study.cli import OneLineParser, clock, run_main
 from study.estimate import (
     CPU_GFLOPS_PER_CORE,
     FULL_SIZES,
@@ -32,7 +32,7 @@ from study.estimate import (
     teacher_flops,
     trial_flops,
 )
-from study.runfolder import RunFolder, clock, saved_statuses, write_tables
+from study.runfolder import RunFolder, write_tables
 from study.space import Space, load_space
 from study.teachers import TeacherCache, default_cache_dir
 from study.trial import TrialContext
@@ -357,10 +357,12 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             tuner = make_tuner(space, folder, context, fixed, n_search, args.resume)
-            tuner.fit()
+            grid = tuner.fit()
         finally:
             ray.shutdown()
-        rows = write_tables(folder, saved_statuses(folder.tune_dir), space.recipe.epochs)
+        # Every trial has ended once fit returns: in error, or terminated (done or stopped).
+        statuses = {r.config["trial_name"]: "ERROR" if r.error else "TERMINATED" for r in grid}
+        rows = write_tables(folder, statuses, space.recipe.epochs)
         if n_search:
             finish_optuna(folder)
         print(summary(space, rows))
