@@ -5,7 +5,6 @@ rebuilds them exactly)."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Any
 
@@ -19,13 +18,12 @@ PRINT_EVERY_S = 20.0
 
 class SweepMonitor(Callback):
     def __init__(self, folder: RunFolder, total_trials: int, epochs: int, metric: str,
-                 mode: str, stream=None):
+                 mode: str):
         self.folder = folder
         self.total = total_trials
         self.epochs = epochs
         self.metric = metric
         self.mode = mode
-        self.stream = stream
         self._reset()
 
     def _reset(self):
@@ -33,9 +31,6 @@ class SweepMonitor(Callback):
         self.epochs_done = 0
         self.last_print = 0.0
         self.best: tuple[float, str] | None = None
-
-    def __getstate__(self):  # Tune pickles its run config with the experiment
-        return {**self.__dict__, "stream": None}
 
     def setup(self, **info):
         self._reset()
@@ -68,12 +63,10 @@ class SweepMonitor(Callback):
 
     # ------------------------------------------------------------ output
 
-    def statuses(self, trials) -> dict[str, str]:
-        return {t.config.get("trial_name"): t.status for t in trials}
-
     def _write(self, trials) -> None:
+        statuses = {t.config.get("trial_name"): t.status for t in trials}
         configs = {t.config.get("trial_name"): t.config for t in trials}
-        write_tables(self.folder, self.statuses(trials), self.epochs, configs)
+        write_tables(self.folder, statuses, self.epochs, configs)
 
     def _print(self, trials, event: str = "") -> None:
         self.last_print = time.monotonic()
@@ -93,7 +86,7 @@ class SweepMonitor(Callback):
                 f"{left} left | {best} | {eta}")
         if event:
             line += f" | {event}"
-        print(line, file=self.stream or sys.stdout, flush=True)
+        print(line, flush=True)
 
 
 def _epochs_of(trial: Any) -> int:

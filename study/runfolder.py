@@ -69,10 +69,6 @@ class RunFolder:
     def train_dir(self) -> Path:
         return self.root / "tune" / "ray_train"
 
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
     def write_space(self, document: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.space_yaml.with_name(f".space.yaml.{os.getpid()}.tmp")

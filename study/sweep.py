@@ -91,6 +91,12 @@ def teacher_archs(space: Space) -> list[str]:
     return list(dict.fromkeys(p.teacher for p in space.pairs))
 
 
+def teacher_spec(context: TrialContext, arch: str):
+    """The cache entry a trial with teacher `arch` loads (built the way the trial builds it)."""
+    return context.distill_run({"method": "kd", "teacher": arch, "student": arch, "seed": 0,
+                                "params": {}}).teacher_spec()
+
+
 def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContext:
     r = space.resources
     return TrialContext(
@@ -132,8 +138,7 @@ def print_plan(space: Space, fixed, n_search: int, cache: TeacherCache, context,
                                             for t in drawn)
     teacher_train = space.teacher.n_train or full_train
     for arch in teacher_archs(space):
-        spec = context.distill_run({"method": "kd", "teacher": arch, "student": arch,
-                                    "seed": 0, "params": {}}).teacher_spec()
+        spec = teacher_spec(context, arch)
         state = "cached" if cache.load(spec) is not None else "to train"
         if state == "to train":
             flops += teacher_flops(arch, ds, teacher_train, full_test, space.teacher.epochs)
@@ -190,8 +195,7 @@ def resolve(args) -> tuple[Space, RunFolder]:
 
 def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache) -> None:
     for arch in teacher_archs(space):
-        spec = context.distill_run({"method": "kd", "teacher": arch, "student": arch,
-                                    "seed": 0, "params": {}}).teacher_spec()
+        spec = teacher_spec(context, arch)
         start = time.perf_counter()
         model, card, cached = cache.get(spec, data_root=space.dataset.root,
                                         log=lambda line, a=arch: print(f"  teacher {a}: {line}",

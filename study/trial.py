@@ -88,7 +88,6 @@ def train_epochs(spec: DistillRun, context: TrialContext, report, checkpoint, *,
 
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The function Tune runs for each trial."""
-    spec = context.distill_run(config)
     if context.executor == "ray_train":
         _fit_with_ray_train(config, context)
         return
@@ -101,7 +100,7 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
         checkpoint = tune.Checkpoint.from_directory(folder) if folder else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    train_epochs(spec, context, report, tune.get_checkpoint())
+    train_epochs(context.distill_run(config), context, report, tune.get_checkpoint())
 
 
 def ray_train_worker(loop_config: dict[str, Any]) -> None:
