@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data browser demo test lint bench clean
 
 setup: $(STAMP) data
 
@@ -22,11 +22,15 @@ $(STAMP): pyproject.toml
 data:
 	@bash scripts/install-data.sh
 
+# Headless Chromium renders the HTML report in a test.
+browser:
+	@bash scripts/install-browser.sh
+
 # The default study; a second `make demo` resumes (or just re-reports) the same run folder.
 demo: setup
 	$(PY) study/sweep.py --space ablations.yaml $$(test -f runs/ablations/space.yaml && echo --resume)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

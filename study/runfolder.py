@@ -4,6 +4,7 @@
     results.csv  one row per trial (identity, sampled parameters, accuracy, status)
     epochs.csv   one row per trial per epoch
     optuna.db    the Optuna study (sqlite)
+    teachers/    each pretrained teacher's weights (<arch>.pt) and card (<arch>.json)
     tune/        Ray Tune's experiment folder (trial checkpoints, logs)
     report/      written by the analysis
 
@@ -19,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,25 @@ class RunFolder:
     @property
     def train_dir(self) -> Path:
         return self.root / "tune" / "ray_train"
+
+    @property
+    def teachers_dir(self) -> Path:
+        return self.root / "teachers"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def keep_teacher(self, arch: str, weights: Path, card: dict[str, Any]) -> None:
+        """Copy a cached teacher in, so the run folder alone explains its trials."""
+        self.teachers_dir.mkdir(parents=True, exist_ok=True)
+        target = self.teachers_dir / f"{arch}.pt"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(weights, tmp)
+        os.replace(tmp, target)
+        tmp = target.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+        os.replace(tmp, target.with_suffix(".json"))
 
     def write_space(self, document: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,9 @@ def resolve(args) -> tuple[Space, RunFolder]:
     return space, folder
 
 
-def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache) -> None:
+def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache,
+                      folder: RunFolder) -> None:
+    """Train (or find) every teacher, and keep a copy in the run folder for the analysis."""
     for arch in teacher_archs(space):
         spec = teacher_spec(context, arch)
         start = time.perf_counter()
@@ -203,6 +205,7 @@ def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache) 
         how = "cached" if cached else f"trained in {time.perf_counter() - start:.0f} s"
         print(f"teacher {arch}: {card['test_acc']:.2f}% on {card['n_test']} test images "
               f"({how})", flush=True)
+        folder.keep_teacher(arch, cache.paths(spec)[0], card)
 
 
 def ray_environment(args) -> None:
@@ -355,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
               f"images, {space.recipe.epochs} epochs); run folder {folder.root}", flush=True)
         del data
         folder.write_space(space.model_dump(mode="json"))
-        pretrain_teachers(space, context, cache)
+        pretrain_teachers(space, context, cache, folder)
         start_ray(args)
         import ray
 

@@ -205,25 +205,26 @@ def check_run_folder(root: Path, epochs: int, expected_trials: int) -> list[dict
 
 
 @pytest.mark.slow
-def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tmp_path):
+def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     import optuna
 
     from study.space import load_space
 
-    path = tiny_space(tmp_path)
-    run = tmp_path / "run"
-    result = sweep("--space", str(path), "--output", str(run), cache=tmp_path / "cache")
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = check_run_folder(run, epochs=3, expected_trials=5)
+    run, result = tiny_run.run, tiny_run.result
+    results = check_run_folder(run, epochs=3, expected_trials=11)
     assert "Best drawn configurations" in result.stdout and "Baselines" in result.stdout
-    assert load_space(run / "space.yaml") == load_space(path)
+    assert f"report   {run / 'report' / 'index.html'}" in result.stdout
+    assert load_space(run / "space.yaml") == load_space(tiny_run.space)
+    fixed = Counter((r["method"], r["seed"]) for r in results if r["role"] == "fixed")
+    assert fixed == {(m, s): 1 for m in ("vanilla", "kd", "shake", "sdkd") for s in "01"}
 
     drawn = [r for r in results if r["role"] == "search"]
     assert len(drawn) == 3 and all(r["method"] == "sdkd" for r in drawn)
     for r in drawn:  # ASHA stops a drawn trial only at a rung, never before its grace period
         assert r["status"] == "completed" or int(r["epochs"]) >= 1
     rows = read_csv(run / "epochs.csv")
-    vanilla = [float(r["train_loss"]) for r in rows if r["method"] == "vanilla"]
+    vanilla = [float(r["train_loss"]) for r in rows
+               if r["trial_id"] == "vanilla-resnet14-resnet8-s0"]
     assert vanilla[-1] < vanilla[0]  # it learns
     fixed_acc = {r["method"]: float(r["test_acc"]) for r in results if r["role"] == "fixed"}
     assert fixed_acc["vanilla"] > 15.0  # above chance (10 classes)

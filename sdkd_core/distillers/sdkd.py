@@ -164,3 +164,44 @@ class SDKD(Distiller):
             losses["proxy_feat"] = self.k * c.proxy_feat_weight * feature_l1(f_s, f_p.detach())
             losses["proxy_kd"] = self.k * c.proxy_kd_weight * kd_loss(z_s, z_p.detach(), t)
         return z_s, losses
+
+
+class ProxyTeacher(nn.Module):
+    """SDKD's proxy teacher as a network of its own: images in, `ModelOutput` out.
+
+    The same computation as `SDKD.proxy` at evaluation, but on a copy of the network the proxy
+    runs (the student, its snapshot, or the teacher), so hooks on the copy's layers (Grad-CAM)
+    see the proxy's pass alone and never the student's. `target_layer` is its last stage.
+    """
+
+    def __init__(self, sdkd: SDKD):
+        super().__init__()
+        c = sdkd.config
+        self.j, self.jt = sdkd.j, sdkd.jt
+        self.use_teacher_feats = c.use_teacher_feats
+        self.teacher_shaped = c.proxy_arch == "teacher"
+        self.student = copy.deepcopy(sdkd.student)
+        self.teacher = copy.deepcopy(sdkd.teacher)
+        self.ffb = copy.deepcopy(sdkd.ffb)
+        if self.teacher_shaped:
+            body = sdkd.teacher
+        elif c.proxy_weights == "snapshot" and bool(sdkd.snapshot_taken):
+            body = sdkd.snapshot
+        else:
+            body = sdkd.student
+        self.body = copy.deepcopy(body)
+        self.eval()
+
+    @property
+    def target_layer(self) -> nn.Module:
+        return self.body.stages[-1]
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        with torch.no_grad():  # the FFB's inputs are detached in training too
+            f_s = self.student(x).feats[self.j]
+            f_t = self.teacher(x).feats[self.jt]
+        if self.teacher_shaped:
+            h = self.ffb(f_s, f_t if self.use_teacher_feats else None, size=tuple(f_t.shape[-2:]))
+            return self.body.forward_from(self.jt, h)
+        h = self.ffb(f_s, f_t if self.use_teacher_feats else None)
+        return self.body.forward_from(self.j, h)

@@ -1,0 +1,235 @@
+"""Figures of a run: accuracy against each swept parameter, learning curves, Optuna's view.
+
+    python -m analysis.plots runs/<name>
+
+- ablation_<param>: final accuracy of every drawn trial that ran all its epochs against the
+  parameter (one colour per pair); parameters with few values show the mean and the spread
+  over trials/seeds as a band, continuous ones their quantile bins. Dashed lines: the strongest
+  baseline of each pair.
+- learning_curves: per pair, test accuracy per epoch of the best SDKD student and its proxy
+  teacher, with KD and vanilla (mean over seeds, band = std); the phase boundary is marked.
+- optuna_importance / optuna_parallel: from optuna.db, by `optuna.visualization.matplotlib`.
+
+Every figure is written as PNG and SVG under report/plots/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis.run import Run, load_run, pair_label  # noqa: E402
+from analysis.tables import method_label  # noqa: E402
+from sdkd_core.distillers import method_config  # noqa: E402
+from study.cli import OneLineParser, run_main  # noqa: E402
+
+PAIR = "pair"
+BINS = 5  # quantile bins for a continuous parameter
+
+
+class Skipped(Exception):
+    """A figure the run has no data for; the message says why (shown in the report)."""
+
+
+def save(fig, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def with_pair(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(**{PAIR: [pair_label(t, s) for t, s in
+                                  zip(frame["teacher"], frame["student"], strict=True)]})
+
+
+def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
+    """{pair: (method, mean accuracy)} of the best fixed non-SDKD method per pair."""
+    fixed = with_pair(run.completed[(run.completed["role"] == "fixed")
+                                    & (run.completed["method"] != run.space["search"]["method"])])
+    out = {}
+    for pair, g in fixed.groupby(PAIR):
+        means = g.groupby("method")[metric].mean()
+        out[pair] = (method_label(means.idxmax()), float(means.max()))
+    return out
+
+
+def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[Path]:
+    drawn = with_pair(run.completed[run.completed["role"] == "search"])
+    if param != PAIR and param not in drawn.columns:
+        raise Skipped(f"{param} is not a column of results.csv")
+    drawn = drawn[drawn[param].notna() & drawn[metric].notna()]
+    if drawn.empty:
+        raise Skipped(f"no drawn trial ran all its epochs, so nothing to plot against {param}")
+    spec = run.search_space.get(param, {})
+    # Choices and pairs are categories; drawn numbers keep their scale (binned when many).
+    categorical = param == PAIR or spec.get("type") == "choice"
+    few = categorical or (spec.get("type") not in ("uniform", "loguniform")
+                          and drawn[param].nunique() <= 8)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    hue = PAIR if drawn[PAIR].nunique() > 1 and param != PAIR else None
+    if few:
+        data = drawn.assign(**{param: drawn[param].map(_category)}) if categorical else drawn
+        common = dict(data=data, x=param, y=metric, hue=hue, ax=ax, native_scale=not categorical)
+        sns.pointplot(**common, errorbar="sd", dodge=0.3 if hue else False, capsize=0.1)
+        sns.stripplot(**common, dodge=hue is not None, alpha=0.35, legend=False)
+    else:
+        log = spec.get("type") == "loguniform"
+        for i, (pair, g) in enumerate(drawn.groupby(PAIR)):
+            colour = sns.color_palette()[i]
+            ax.scatter(g[param], g[metric], color=colour, alpha=0.6, s=22,
+                       label=f"{pair} trials")
+            bins = pd.qcut(g[param].rank(method="first"), min(BINS, len(g)), labels=False)
+            stats = g.groupby(bins).agg(x=(param, "median"), m=(metric, "mean"),
+                                        s=(metric, "std")).fillna({"s": 0.0})
+            ax.plot(stats["x"], stats["m"], color=colour, lw=2, label=f"{pair} bin mean")
+            ax.fill_between(stats["x"], stats["m"] - stats["s"], stats["m"] + stats["s"],
+                            color=colour, alpha=0.15)
+        if log:
+            ax.set_xscale("log")
+    for i, (pair, (method, acc)) in enumerate(strongest_baselines(run, metric).items()):
+        ax.axhline(acc, ls="--", lw=1, color=sns.color_palette("muted")[i % 10],
+                   label=f"{method} ({pair})")
+    ax.set_xlabel(param if param != PAIR else "teacher → student")
+    ax.set_ylabel(f"test accuracy (%), {'last' if metric == 'test_acc' else 'best'} epoch")
+    ax.set_title(f"{run.name}: accuracy vs {param} ({len(drawn)} trials that ran all epochs)",
+                 fontsize=10)
+    if param == PAIR:
+        ax.tick_params(axis="x", labelrotation=15)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return save(fig, out, f"ablation_{param.replace('.', '_')}")
+
+
+def _category(value) -> str:
+    """'2' rather than '2.0' for integer choices read back from CSV as floats."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def ablation_params(run: Run) -> list[str]:
+    params = list(run.search_space)
+    if len(run.pairs()) > 1:
+        params.append(PAIR)
+    return params
+
+
+def learning_curves(run: Run, out: Path) -> list[Path]:
+    if run.epochs.empty:
+        raise Skipped("epochs.csv is missing or empty")
+    epochs = with_pair(run.epochs[run.epochs["trial_id"].isin(run.completed["trial_id"])])
+    sdkd = with_pair(run.completed[run.completed["method"] == "sdkd"])
+    pairs = list(dict.fromkeys(epochs[PAIR]))
+    if not pairs:
+        raise Skipped("no trial ran all its epochs")
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6.2 * len(pairs), 4.2), squeeze=False)
+    default_boundary = method_config("sdkd").phase_boundary
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        mine = epochs[epochs[PAIR] == pair]
+        for method, colour in (("vanilla", "grey"), ("kd", "tab:blue")):
+            rows = mine[(mine["method"] == method)]
+            if not rows.empty:
+                sns.lineplot(data=rows, x="epoch", y="test_acc", errorbar="sd", ax=ax,
+                             color=colour, label=f"{method_label(method)} student (seed mean)")
+        best = sdkd[sdkd[PAIR] == pair].nlargest(1, "test_acc")
+        if not best.empty:
+            trial = best.iloc[0]
+            rows = mine[mine["trial_id"] == trial["trial_id"]]
+            ax.plot(rows["epoch"], rows["test_acc"], color="tab:red", lw=2, marker="o",
+                    label=f"SDKD student ({trial['trial_id']})")
+            if "test_acc_proxy" in rows and rows["test_acc_proxy"].notna().any():
+                ax.plot(rows["epoch"], rows["test_acc_proxy"], color="tab:orange", lw=2,
+                        ls="--", marker="s", label="SDKD proxy teacher")
+            boundary = trial.get("sdkd.phase_boundary", math.nan)
+            boundary = default_boundary if pd.isna(boundary) else float(boundary)
+            first_k1 = round(boundary * run.n_epochs) + 1  # 1-based epoch where k becomes 1
+            ax.axvline(first_k1 - 0.5, color="black", ls=":", lw=1.2,
+                       label=f"phase boundary (k=1 from epoch {first_k1})")
+        ax.set_title(f"{pair}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{run.name}: learning curves", fontsize=11)
+    return save(fig, out, "learning_curves")
+
+
+def optuna_figures(run: Run, out: Path) -> list[Path]:
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    if not run.folder.optuna_db.is_file():
+        raise Skipped("the run has no optuna.db (no drawn trials)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=run.name, storage=run.folder.optuna_url)
+    except KeyError:
+        raise Skipped(f"optuna.db holds no study named {run.name}") from None
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(done) < 2:
+        raise Skipped(f"Optuna's plots need at least 2 finished drawn trials ({len(done)} so far)")
+    paths = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
+        ax = ovm.plot_param_importances(study)
+        ax.set_title(f"{run.name}: hyperparameter importance (fANOVA) for test_acc", fontsize=10)
+        ax.figure.set_size_inches(6.4, 3.6)
+        paths += save(ax.figure, out, "optuna_importance")
+        ax = ovm.plot_parallel_coordinate(study)
+        ax.set_title(f"{run.name}: drawn trials (colour: test_acc)", fontsize=10)
+        ax.figure.set_size_inches(7.5, 4.2)
+        paths += save(ax.figure, out, "optuna_parallel")
+    return paths
+
+
+def write_plots(run: Run, out: Path | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Every figure; returns (paths written, {figure: why it was skipped})."""
+    out = out or run.folder.report_dir / "plots"
+    sns.set_theme(style="whitegrid", context="notebook")
+    steps = {f"ablation_{p}": (lambda p=p: ablation(run, p, out)) for p in ablation_params(run)}
+    steps["learning_curves"] = lambda: learning_curves(run, out)
+    steps["optuna"] = lambda: optuna_figures(run, out)
+    written, skipped = [], {}
+    for name, step in steps.items():
+        try:
+            written += step()
+        except Skipped as why:
+            skipped[name] = str(why)
+            plt.close("all")
+    return written, skipped
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m analysis.plots", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
+    p.add_argument("--out", default=None, help="output folder (default <run>/report/plots)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        written, skipped = write_plots(load_run(args.run), Path(args.out) if args.out else None)
+        for path in written:
+            print(path)
+        for name, why in skipped.items():
+            print(f"skipped {name}: {why}")
+        return 0
+
+    return run_main("analysis.plots", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

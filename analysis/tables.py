@@ -1,0 +1,234 @@
+"""Comparison tables: every method against the baselines, per teacher/student pair.
+
+    python -m analysis.tables runs/<name>
+
+One row per pair, one column per method (the teacher's own accuracy first); a cell is the mean ±
+std over seeds of the trials that ran every epoch, with n. Two variants, last-epoch and
+best-epoch accuracy (the literature mixes them). The best cell of a row is bold; a row under it
+gives each method's difference to KD; SDKD's cells carry a Welch t-test against the strongest
+baseline (* p < 0.05, ** p < 0.01, ns otherwise; nothing when either side has fewer than two
+seeds). On CIFAR-100 the published numbers of the same pairs sit in a row below. Written as
+Markdown, LaTeX (booktabs) and CSV (long form, every statistic) under report/tables/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from analysis.run import METRICS, Run, load_run, pair_label
+from sdkd_core.distillers import METHODS
+from study.cli import OneLineParser, run_main
+
+LABELS = {"vanilla": "vanilla", "kd": "KD", "dml": "DML", "shake": "SHAKE", "dkd": "DKD",
+          "fitnet": "FitNet", "at": "AT"}
+SDKD_DEFAULTS, SDKD_TUNED = "SDKD (defaults)", "SDKD (best tuned)"
+TEACHER = "teacher"
+
+# Published CIFAR-100 top-1 (CRD / DKD / SHAKE papers), keyed by (teacher, student).
+PUBLISHED = {
+    ("resnet32x4", "resnet8x4"): {TEACHER: 79.42, "vanilla": 72.50, "KD": 73.33, "DKD": 76.32,
+                                  "SHAKE": 77.35},
+    ("wrn_40_2", "wrn_16_2"): {TEACHER: 75.61, "vanilla": 73.26, "KD": 74.92, "DKD": 76.23,
+                               "SHAKE": 76.62},
+    ("resnet56", "resnet20"): {TEACHER: 72.34, "vanilla": 69.06, "KD": 70.66, "DKD": 71.97,
+                               "SHAKE": 72.04},
+    ("resnet110", "resnet32"): {TEACHER: 74.31, "vanilla": 71.14, "KD": 73.08, "DKD": 74.11},
+    ("vgg13", "vgg8"): {TEACHER: 74.64, "vanilla": 70.36, "KD": 72.98, "DKD": 74.68,
+                        "SHAKE": 74.84},
+    ("resnet32x4", "shufflev2"): {TEACHER: 79.42, "vanilla": 71.82, "KD": 74.45, "DKD": 77.07},
+}
+
+
+def method_label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+@dataclass
+class Cell:
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(pd.Series(self.values).mean())
+
+    @property
+    def std(self) -> float:  # sample std over seeds; 0 for a single seed
+        return float(pd.Series(self.values).std(ddof=1)) if self.n > 1 else 0.0
+
+
+def column_order(methods: list[str]) -> list[str]:
+    """Registry order for baselines (so a new method lands in the table on its own), SDKD last."""
+    order = [m for m in METHODS if m != "sdkd"] + sorted(set(methods) - set(METHODS))
+    return [method_label(m) for m in order if m in methods]
+
+
+def tuned_config(search: pd.DataFrame, metric: str, param_cols: list[str]) -> pd.DataFrame:
+    """The trials of the drawn configuration with the best mean (all its seeds)."""
+    if not param_cols:
+        return search.nlargest(1, metric)
+    keyed = search.assign(_key=search[param_cols].astype(str).agg("|".join, axis=1))
+    best = keyed.groupby("_key")[metric].mean().idxmax()
+    return keyed[keyed["_key"] == best].drop(columns="_key")
+
+
+def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[str, Cell]:
+    done = run.completed
+    done = done[(done["teacher"] == teacher) & (done["student"] == student)]
+    done = done[done[metric].notna()]
+    cells: dict[str, Cell] = {}
+    card = run.teacher_cards.get(teacher)
+    if card is not None and metric in card:
+        cells[TEACHER] = Cell([float(card[metric])])
+    fixed = done[done["role"] == "fixed"]
+    for method in column_order(sorted(set(fixed["method"]) - {"sdkd"})):
+        raw = next(m for m in fixed["method"].unique() if method_label(m) == method)
+        cells[method] = Cell(fixed.loc[fixed["method"] == raw, metric].tolist())
+    if (fixed["method"] == "sdkd").any():
+        cells[SDKD_DEFAULTS] = Cell(fixed.loc[fixed["method"] == "sdkd", metric].tolist())
+    search = done[done["role"] == "search"]
+    if not search.empty:
+        params = [c for c in run.search_space if c in search.columns]
+        cells[SDKD_TUNED] = Cell(tuned_config(search, metric, params)[metric].tolist())
+    return cells
+
+
+def welch(a: Cell, b: Cell) -> float | None:
+    """Welch's t-test p-value (two-sided), or None when either side has fewer than 2 seeds."""
+    if a.n < 2 or b.n < 2:
+        return None
+    if a.std == 0 and b.std == 0:
+        return 0.0 if a.mean != b.mean else 1.0
+    return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+
+
+def stars(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return ""
+    return "**" if p < 0.01 else "*" if p < 0.05 else " ns"
+
+
+def comparison(run: Run, metric: str = "test_acc") -> pd.DataFrame:
+    """Long form: one row per (pair, column) with mean, std, n, delta to KD, p, best."""
+    rows = []
+    for teacher, student in run.pairs():
+        cells = cells_for_pair(run, teacher, student, metric)
+        students = {k: c for k, c in cells.items() if k != TEACHER}
+        if not students:
+            continue
+        kd = cells.get("KD")
+        baselines = {k: c for k, c in students.items() if k not in (SDKD_DEFAULTS, SDKD_TUNED)}
+        strongest = max(baselines, key=lambda k: baselines[k].mean) if baselines else None
+        best = max(students, key=lambda k: students[k].mean)
+        for column, cell in cells.items():
+            is_sdkd = column in (SDKD_DEFAULTS, SDKD_TUNED)
+            p = welch(cell, baselines[strongest]) if is_sdkd and strongest else None
+            rows.append({
+                "teacher": teacher, "student": student, "column": column, "metric": metric,
+                "mean": cell.mean, "std": cell.std, "n": cell.n,
+                "delta_vs_kd": cell.mean - kd.mean if kd and column != TEACHER else math.nan,
+                "versus": strongest if is_sdkd else "", "p_value": p, "best": column == best,
+                "published": PUBLISHED.get((teacher, student), {}).get(column, math.nan)
+                if run.dataset == "cifar100" else math.nan,
+            })
+    return pd.DataFrame(rows)
+
+
+def _cell_text(r, bold, pm: str) -> str:
+    if r["column"] == TEACHER:
+        return f"{r['mean']:.2f}"
+    text = f"{r['mean']:.2f} {pm} {r['std']:.2f}" if r["n"] > 1 else f"{r['mean']:.2f}"
+    text = bold(text) if r["best"] else text
+    mark = stars(r["p_value"]) if isinstance(r["p_value"], int | float) else ""
+    return f"{text}{mark} (n={r['n']})"
+
+
+def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -> pd.DataFrame:
+    """The reader's table: rows per pair (accuracy, then Δ vs KD, then published)."""
+    if long.empty:
+        return pd.DataFrame()
+    columns = list(dict.fromkeys(long["column"]))
+    columns = [TEACHER, *[c for c in columns if c != TEACHER]] if TEACHER in columns else columns
+    table = []
+    for (teacher, student), g in long.groupby(["teacher", "student"], sort=False):
+        by = {r["column"]: r for _, r in g.iterrows()}
+        label = pair_label(teacher, student)
+        table.append({"pair": label, **{c: _cell_text(by[c], bold, pm) if c in by else "—"
+                                         for c in columns}})
+        if "KD" in by:
+            table.append({"pair": "Δ vs KD", **{
+                c: delta_fmt.format(by[c]["delta_vs_kd"])
+                if c in by and not math.isnan(by[c]["delta_vs_kd"]) else "" for c in columns}})
+        pub = PUBLISHED.get((teacher, student)) if g["published"].notna().any() else None
+        if pub:
+            table.append({"pair": "published", **{c: f"{pub[c]:.2f}" if c in pub else ""
+                                                   for c in columns}})
+    return pd.DataFrame(table).set_index("pair")
+
+
+def write_tables(run: Run, out: Path | None = None) -> list[Path]:
+    """comparison_{last,best}.{md,tex,csv} under report/tables/; returns the paths."""
+    out = out or run.folder.report_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric, what in METRICS.items():
+        long = comparison(run, metric)
+        stem = out / f"comparison_{'last' if metric == 'test_acc' else 'best'}"
+        note = (f"{run.name}: {run.dataset} test accuracy (%), {what}, mean ± std over seeds "
+                f"({run.n_epochs} epochs). Bold: best student. SDKD vs the strongest baseline, "
+                "Welch's t-test: * p<0.05, ** p<0.01, ns not significant. 'Best tuned' is the "
+                "drawn configuration with the best mean, chosen on the test set (optimistic).")
+        long.to_csv(stem.with_suffix(".csv"), index=False)
+        md = wide(long, lambda s: f"**{s}**")
+        stem.with_suffix(".md").write_text(f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")
+        tex = wide(long, lambda s: f"\\textbf{{{s}}}", pm="$\\pm$",
+                   delta_fmt="${:+.2f}$").rename(columns=_tex_escape)
+        tex.index = tex.index.map(lambda s: s.replace("→", "$\\to$").replace("Δ", "$\\Delta$"))
+        tex.index.name = None
+        latex = tex.style.to_latex(hrules=True, column_format="l" + "r" * len(tex.columns),
+                                   caption=_tex_escape(note))
+        stem.with_suffix(".tex").write_text(latex)
+        written += [stem.with_suffix(s) for s in (".md", ".tex", ".csv")]
+    return written
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
+                 ("#", "\\#"), ("±", "$\\pm$"), ("→", "$\\to$"), ("<", "$<$")):
+        text = text.replace(a, b)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
+    p.add_argument("--out", default=None, help="output folder (default <run>/report/tables)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        run = load_run(args.run)
+        for path in write_tables(run, Path(args.out) if args.out else None):
+            print(path)
+        print((run.folder.report_dir / "tables" / "comparison_last.md").read_text()
+              if not args.out else "")
+        return 0
+
+    return run_main("analysis.tables", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The analysis: tables, similarity, Grad-CAM++, CKA and the HTML report, on a real small run."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import assert_usage_error, run_cli
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- fast: exact invariants
+
+
+def test_linear_cka_of_features_with_themselves_is_one_and_invariant():
+    from analysis.gradcam import linear_cka
+
+    x = np.random.default_rng(0).normal(size=(50, 16))
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(16, 16)))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0, abs=1e-12)  # rotation and scale
+    y = np.random.default_rng(2).normal(size=(50, 8))
+    assert 0.0 <= linear_cka(x, y) < 0.5 and linear_cka(x, y) == pytest.approx(linear_cka(y, x))
+
+
+def test_proxy_teacher_network_reproduces_the_sdkd_proxy(synthetic):
+    from sdkd_core.distillers import build_distiller
+    from sdkd_core.distillers.sdkd import ProxyTeacher
+    from sdkd_core.models import build_model
+
+    torch.manual_seed(0)
+    for values in ({}, {"sdkd.ffb_depth": 2, "sdkd.fuse_stage": 1},
+                   {"sdkd.proxy_arch": "teacher"}, {"sdkd.use_teacher_feats": False}):
+        method = build_distiller("sdkd", build_model("resnet8", 10, 1),
+                                 build_model("resnet14", 10, 1), values).eval()
+        x = (synthetic.test_x[:16].float() - 128) / 64
+        proxy = ProxyTeacher(method)
+        with torch.no_grad():
+            expected = method.eval_logits(x)["proxy"]
+            assert torch.equal(proxy(x).logits, expected), values
+        # A copy: hooks on its layers never see the student's own pass.
+        assert proxy.target_layer is not method.student.stages[-1]
+
+
+def test_map_similarity_is_pearson_and_cosine():
+    from analysis.gradcam import map_similarity
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((5, 7, 7)), rng.random((5, 7, 7))
+    pearson, cosine = map_similarity(a, b)
+    for i in range(5):
+        assert pearson[i] == pytest.approx(np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1])
+        ai, bi = a[i].ravel(), b[i].ravel()
+        assert cosine[i] == pytest.approx(ai @ bi / np.linalg.norm(ai) / np.linalg.norm(bi))
+    pearson, _ = map_similarity(np.zeros((1, 7, 7)), a[:1])  # a constant map: undefined
+    assert np.isnan(pearson[0])
+
+
+@pytest.mark.parametrize("module, folder, fragment", [
+    ("analysis.report", ".", "is not a run folder (no space.yaml)"),
+    ("analysis.report", "absent", "no such folder"),
+    ("analysis.tables", ".", "is not a run folder"),
+    ("analysis.plots", ".", "is not a run folder"),
+    ("analysis.gradcam", ".", "is not a run folder"),
+])
+def test_a_folder_that_is_not_a_run_folder_is_one_line(tmp_path, module, folder, fragment):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_usage_error(run_cli("-m", module, str(tmp_path / folder)), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+
+
+# ---------------------------------------------------------------- slow: on a real sweep
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("space.yaml", "results.csv", "epochs.csv"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+@pytest.mark.slow
+def test_bad_run_folders_are_one_line_and_write_nothing(tiny_run, tmp_path):
+    broken = copy_run(tiny_run.run, tmp_path / "missing-columns")
+    frame = pd.read_csv(broken / "results.csv").drop(columns=["test_acc", "status"])
+    frame.to_csv(broken / "results.csv", index=False)
+    assert_usage_error(run_cli("-m", "analysis.report", str(broken)),
+                       "lacks column(s) test_acc, status")
+    unfinished = copy_run(tiny_run.run, tmp_path / "unfinished")
+    frame = pd.read_csv(unfinished / "results.csv").assign(status="running")
+    frame.to_csv(unfinished / "results.csv", index=False)
+    assert_usage_error(run_cli("-m", "analysis.report", str(unfinished)),
+                       "has no finished trials yet (trials: running 11)")
+    assert not (broken / "report").exists() and not (unfinished / "report").exists()
+    assert_usage_error(run_cli("-m", "analysis.report", str(tiny_run.run), "--images", "1"),
+                       "--images 1")
+
+
+@pytest.mark.slow
+def test_table_cells_are_the_mean_and_std_over_seeds_of_results_csv(tiny_run):
+    results = [r for r in read_csv(tiny_run.run / "results.csv") if r["status"] == "completed"]
+    labels = {"vanilla": "vanilla", "kd": "KD", "shake": "SHAKE", "sdkd": "SDKD (defaults)"}
+    for metric, stem in (("test_acc", "last"), ("test_acc_best", "best")):
+        table = read_csv(tiny_run.run / "report" / "tables" / f"comparison_{stem}.csv")
+        cells = {r["column"]: r for r in table}
+        for method, label in labels.items():
+            values = [float(r[metric]) for r in results
+                      if r["role"] == "fixed" and r["method"] == method]
+            assert len(values) == 2
+            assert float(cells[label]["mean"]) == pytest.approx(statistics.mean(values))
+            assert float(cells[label]["std"]) == pytest.approx(statistics.stdev(values))
+            assert int(cells[label]["n"]) == 2
+            kd = statistics.mean(float(r[metric]) for r in results
+                                 if r["role"] == "fixed" and r["method"] == "kd")
+            assert float(cells[label]["delta_vs_kd"]) == pytest.approx(statistics.mean(values) - kd)
+        drawn = [float(r[metric]) for r in results if r["role"] == "search"]
+        assert float(cells["SDKD (best tuned)"]["mean"]) == pytest.approx(max(drawn))
+        students = [c for c in cells if c != "teacher"]
+        best = max(students, key=lambda c: float(cells[c]["mean"]))
+        assert [c for c in students if cells[c]["best"] == "True"] == [best]
+        md = (tiny_run.run / "report" / "tables" / f"comparison_{stem}.md").read_text()
+        mean, std = float(cells[best]["mean"]), float(cells[best]["std"])
+        assert f"**{mean:.2f} ± {std:.2f}**" in md
+        tex = (tiny_run.run / "report" / "tables" / f"comparison_{stem}.tex").read_text()
+        assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex
+
+
+@pytest.mark.slow
+def test_similarity_matrices_are_symmetric_with_unit_diagonal(tiny_run):
+    sim = pd.read_csv(tiny_run.run / "report" / "gradcam" / "similarity.csv")
+    names = list(dict.fromkeys(sim["a"]))
+    assert names[:3] == ["teacher", "proxy teacher", "SDKD student"]
+    assert {"KD student", "SHAKE student", "vanilla student"} <= set(names)
+    for column in ("pearson_mean", "cosine_mean", "cka"):
+        m = sim.pivot(index="a", columns="b", values=column).loc[names, names].to_numpy()
+        assert np.allclose(m, m.T, atol=1e-9), column
+        assert np.allclose(np.diag(m), 1.0, atol=1e-9), column
+        assert ((m >= -1) & (m <= 1 + 1e-12)).all(), column
+
+
+@pytest.mark.slow
+def test_gradcam_maps_equal_the_packages_own_output(tiny_run):
+    from pytorch_grad_cam import GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from analysis.gradcam import Logits, cam_maps, load_networks, test_images
+    from analysis.run import load_run
+
+    run = load_run(tiny_run.run)
+    nets = load_networks(run)
+    _, images, labels = test_images(run, 64)
+    saved = np.load(tiny_run.run / "report" / "gradcam" / "maps.npz")
+    assert (saved["labels"] == labels.numpy()).all()
+    for name in ("teacher", "proxy teacher", "KD student"):
+        model = nets.models[name]
+        ours = cam_maps(model, images, labels)
+        layer = model.target_layer if name == "proxy teacher" else model.stages[-1]
+        with GradCAMPlusPlus(model=Logits(model), target_layers=[layer]) as cam:
+            theirs = cam(input_tensor=images,
+                         targets=[ClassifierOutputTarget(int(y)) for y in labels])
+        assert ours.shape == (64, 28, 28)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+        np.testing.assert_allclose(saved[name.replace(" ", "_")], theirs, atol=1e-5)
+        assert ours.std() > 0  # not a blank map
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tiny_run):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Chromium is missing: run `make browser` (Debian packages chromium and "
+                    "chromium-driver)")
+    index = tiny_run.run / "report" / "index.html"
+    page = index.read_text()
+    for fragment in ("comparison_last.md", "SDKD (best tuned)", "ablation_sdkd_lambda.png",
+                     "ablation_sdkd_ffb_depth.png", "optuna_importance.png",
+                     "learning_curves.png", "overlays.png", "similarity.png"):
+        assert fragment in page, fragment
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,2000",
+                 f"--user-data-dir={tiny_run.run / '.chromium'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(index.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete,"
+            " i.naturalWidth]);")
+        assert len(images) >= 7, images
+        broken = [src for src, complete, width in images if not (complete and width > 0)]
+        assert not broken, broken
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        shot = tiny_run.run / "report" / "screenshot.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
+        shutil.rmtree(tiny_run.run / ".chromium", ignore_errors=True)
