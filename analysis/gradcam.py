@@ -209,8 +209,11 @@ def heatmap(sim: pd.DataFrame, title: str, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(3 * size + 1.5, size))
     for ax, (column, label) in zip(axes, panels, strict=True):
         matrix = sim.pivot(index="a", columns="b", values=column).loc[names, names]
-        sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=-1 if column != "cka" else 0,
-                    vmax=1, cmap="viridis", square=True, annot_kws={"fontsize": 7},
+        # The colour scale starts at 0 (or below, if any value is negative) so differences
+        # among similar networks stay visible.
+        low = min(0.0, float(np.floor(np.nanmin(matrix.to_numpy()) * 10) / 10))
+        sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=low, vmax=1, cmap="viridis",
+                    square=True, annot_kws={"fontsize": 8},
                     cbar_kws={"label": {"pearson_mean": "Pearson r", "cosine_mean": "cosine",
                                         "cka": "linear CKA"}[column], "shrink": 0.8})
         ax.set_title(label, fontsize=9)

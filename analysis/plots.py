@@ -27,6 +27,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from analysis.run import Run, load_run, pair_label  # noqa: E402
 from analysis.tables import method_label  # noqa: E402
@@ -97,8 +98,11 @@ def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[
             ax.plot(stats["x"], stats["m"], color=colour, lw=2, label=f"{pair} bin mean")
             ax.fill_between(stats["x"], stats["m"] - stats["s"], stats["m"] + stats["s"],
                             color=colour, alpha=0.15)
-        if log:
+        if log:  # plain numbers at 1, 2, 5 x 10^k: the default minor labels collide
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     for i, (pair, (method, acc)) in enumerate(strongest_baselines(run, metric).items()):
         ax.axhline(acc, ls="--", lw=1, color=sns.color_palette("muted")[i % 10],
                    label=f"{method} ({pair})")
@@ -108,7 +112,7 @@ def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[
                  fontsize=10)
     if param == PAIR:
         ax.tick_params(axis="x", labelrotation=15)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(alpha=0.3)
     return save(fig, out, f"ablation_{param.replace('.', '_')}")
 
@@ -160,7 +164,7 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.suptitle(f"{run.name}: learning curves", fontsize=11)
     return save(fig, out, "learning_curves")
 
@@ -180,15 +184,19 @@ def optuna_figures(run: Run, out: Path) -> list[Path]:
     if len(done) < 2:
         raise Skipped(f"Optuna's plots need at least 2 finished drawn trials ({len(done)} so far)")
     paths = []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), plt.rc_context({"figure.figsize": (6.4, 3.6)}):
         warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
         ax = ovm.plot_param_importances(study)
-        ax.set_title(f"{run.name}: hyperparameter importance (fANOVA) for test_acc", fontsize=10)
-        ax.figure.set_size_inches(6.4, 3.6)
+        # Optuna titles its axes on the left; replace that title rather than add a second.
+        ax.set_title(f"{run.name}: hyperparameter importance (fANOVA) for test_acc",
+                     fontsize=10, loc="left")
         paths += save(ax.figure, out, "optuna_importance")
+    # Optuna sizes its figures from rcParams; a wide one keeps the axes' labels apart.
+    with warnings.catch_warnings(), plt.rc_context({"figure.figsize": (12, 5)}):
+        warnings.simplefilter("ignore")
         ax = ovm.plot_parallel_coordinate(study)
-        ax.set_title(f"{run.name}: drawn trials (colour: test_acc)", fontsize=10)
-        ax.figure.set_size_inches(7.5, 4.2)
+        ax.set_title(f"{run.name}: drawn trials (colour: test_acc)", fontsize=10, loc="left")
+        ax.set_title("")
         paths += save(ax.figure, out, "optuna_parallel")
     return paths
 

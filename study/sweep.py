@@ -330,7 +330,12 @@ def run_analysis(folder: RunFolder) -> str | None:
         return None
     from analysis.report import build_report
 
-    return str(build_report(folder.root))
+    try:
+        return str(build_report(folder.root))
+    except Exception as err:  # noqa: BLE001 - the sweep's results are safe; the report is extra
+        print(f"warning: the report failed ({type(err).__name__}: {err}); rebuild it with "
+              f"python -m analysis.report {folder.root}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
