@@ -44,6 +44,7 @@ from sdkd_core.engine import load_checkpoint  # noqa: E402
 from sdkd_core.errors import UserError  # noqa: E402
 from sdkd_core.models import StagedNet, build_model  # noqa: E402
 from study.cli import OneLineParser, run_main  # noqa: E402
+from study.records import atomic_write  # noqa: E402
 from study.teachers import file_sha256  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -253,6 +254,11 @@ def overlay_grid(raw: torch.Tensor, labels: torch.Tensor, maps: dict[str, np.nda
     return save(fig, out, "overlays")
 
 
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: numpy adds no .npz to the temporary name
+        np.savez_compressed(f, **arrays)
+
+
 def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
                   n_show: int = 6) -> list[Path]:
     out = out or run.folder.report_dir / "gradcam"
@@ -262,9 +268,9 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     maps = {name: cam_maps(model, images, labels) for name, model in nets.models.items()}
     feats = {name: pooled_features(model, images) for name, model in nets.models.items()}
     sim = similarity(maps, feats)
-    sim.to_csv(out / "similarity.csv", index=False)
-    np.savez_compressed(out / "maps.npz", labels=labels.numpy(),
-                        **{name.replace(" ", "_"): m for name, m in maps.items()})
+    atomic_write(out / "similarity.csv", lambda tmp: sim.to_csv(tmp, index=False))
+    arrays = {"labels": labels.numpy(), **{name.replace(" ", "_"): m for name, m in maps.items()}}
+    atomic_write(out / "maps.npz", lambda tmp: _savez(tmp, arrays))
     what = (f"{run.name}: {pair_label(*nets.pair)}, seed {nets.seed}, SDKD trial "
             f"{nets.sdkd_trial}, {len(images)} test images")
     classes = FASHION_CLASSES if run.dataset == "fashion_mnist" else \

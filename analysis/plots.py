@@ -33,6 +33,7 @@ from analysis.run import Run, load_run, pair_label  # noqa: E402
 from analysis.tables import method_label  # noqa: E402
 from sdkd_core.distillers import method_config  # noqa: E402
 from study.cli import OneLineParser, run_main  # noqa: E402
+from study.records import atomic_write  # noqa: E402
 
 PAIR = "pair"
 BINS = 5  # quantile bins for a continuous parameter
@@ -45,8 +46,9 @@ class Skipped(Exception):
 def save(fig, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    atomic_write(paths[0], lambda tmp: fig.savefig(tmp, format="png", dpi=130,
+                                                   bbox_inches="tight"))
+    atomic_write(paths[1], lambda tmp: fig.savefig(tmp, format="svg", bbox_inches="tight"))
     plt.close(fig)
     return paths
 

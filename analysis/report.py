@@ -24,6 +24,7 @@ from analysis.run import Run, load_run
 from analysis.tables import write_tables
 from sdkd_core.errors import UserError
 from study.cli import OneLineParser, run_main
+from study.records import write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
@@ -178,10 +179,7 @@ Sources: <a href="{_rel(run.folder.results_csv, report)}">results.csv</a>,
 <a href="{_rel(run.folder.space_yaml, report)}">space.yaml</a>.</p>
 </body></html>
 """
-    index = report / "index.html"
-    tmp = index.with_name(f".index.html.{os.getpid()}.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, index)
+    index = write_text(report / "index.html", page)
     log(f"report: {index} ({time.perf_counter() - started:.0f} s)")
     return index
 

@@ -25,6 +25,7 @@ from scipy import stats
 from analysis.run import METRICS, Run, load_run, pair_label
 from sdkd_core.distillers import METHODS
 from study.cli import OneLineParser, run_main
+from study.records import atomic_write, write_text
 
 LABELS = {"vanilla": "vanilla", "kd": "KD", "dml": "DML", "shake": "SHAKE", "dkd": "DKD",
           "fitnet": "FitNet", "at": "AT"}
@@ -188,16 +189,16 @@ def write_tables(run: Run, out: Path | None = None) -> list[Path]:
                 f"({run.n_epochs} epochs). Bold: best student. SDKD vs the strongest baseline, "
                 "Welch's t-test: * p<0.05, ** p<0.01, ns not significant. 'Best tuned' is the "
                 "drawn configuration with the best mean, chosen on the test set (optimistic).")
-        long.to_csv(stem.with_suffix(".csv"), index=False)
+        atomic_write(stem.with_suffix(".csv"), lambda tmp, t=long: t.to_csv(tmp, index=False))
         md = wide(long, lambda s: f"**{s}**")
-        stem.with_suffix(".md").write_text(f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")
+        write_text(stem.with_suffix(".md"), f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")
         tex = wide(long, lambda s: f"\\textbf{{{s}}}", pm="$\\pm$",
                    delta_fmt="${:+.2f}$").rename(columns=_tex_escape)
         tex.index = tex.index.map(lambda s: s.replace("→", "$\\to$").replace("Δ", "$\\Delta$"))
         tex.index.name = None
         latex = tex.style.to_latex(hrules=True, column_format="l" + "r" * len(tex.columns),
                                    caption=_tex_escape(note))
-        stem.with_suffix(".tex").write_text(latex)
+        write_text(stem.with_suffix(".tex"), latex)
         written += [stem.with_suffix(s) for s in (".md", ".tex", ".csv")]
     return written
 

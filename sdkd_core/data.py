@@ -7,9 +7,11 @@ faster than a per-sample PIL pipeline and faithful to the test images (no grey b
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,8 +197,13 @@ def _fashion_mnist(name: str, root, download: bool):
                 x["test_y"].long(),
             )
     reason = "downloading was not allowed"
-    if download:
-        target = Path(root) if root is not None else default_data_root()
+    if root is not None:  # checked at once: no slow download attempt into the user's folder
+        reason = "a given data folder is used as it is (leave it out to download)"
+    elif download:
+        target = default_data_root()
+        # What a failed download leaves behind (folders, partial archives) is removed again.
+        leftovers = [p for p in (target / "FashionMNIST", target, *target.parents)
+                     if not p.exists()]
         try:
             from torchvision.datasets import FashionMNIST
 
@@ -210,6 +217,11 @@ def _fashion_mnist(name: str, root, download: bool):
             )
         except Exception as err:  # noqa: BLE001 - any download failure means the same to the user
             reason = f"torchvision could not download it ({type(err).__name__})"
+            if leftovers:
+                shutil.rmtree(leftovers[0], ignore_errors=True)
+            for folder in leftovers[1:]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     looked = ", ".join(str(f) for f in folders)
     raise UserError(
         f"Fashion-MNIST not found in {looked} and {reason}: install the Debian package "

@@ -86,12 +86,18 @@ def check_common(args: argparse.Namespace) -> None:
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:
-    """Run `body`; bad input becomes one line on stderr and exit code 2."""
+    """Run `body`; bad input becomes one line on stderr and exit code 2, a diverged
+    training one line and exit code 1."""
+    from sdkd_core.engine import DivergedError
+
     try:
         return body()
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except DivergedError as err:  # not bad input, but no traceback helps either
+        print(f"{prog}: {err}; try a lower learning rate or loss weight", file=sys.stderr)
+        return 1
 
 
 def progress_line(row: dict[str, float], epochs: int, start: float) -> str:

@@ -10,7 +10,6 @@ Writes `<output>/epochs.csv` (one row per epoch, the columns a sweep writes) and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from study.cli import (
     recipe_from_args,
     run_main,
 )
-from study.records import write_csv
+from study.records import write_csv, write_json
 from study.teachers import TeacherCache, TeacherSpec
 
 TEACHER_EPOCHS = 4  # on all training images: the teacher is trained once and cached
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(spec, TeacherCache(args.cache_dir), device=args.device,
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
         last = rows[-1]
-        (output / "result.json").write_text(json.dumps(last, indent=2) + "\n")
+        write_json(output / "result.json", last)
         print(f"{spec.trial_id}: test accuracy {last['test_acc']:.2f}% (last epoch), "
               f"{last['test_acc_best']:.2f}% (best epoch); rows in {output / 'epochs.csv'}")
         return 0

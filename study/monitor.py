@@ -11,6 +11,7 @@ from typing import Any
 from ray.tune import Callback
 
 from study.cli import clock
+from study.records import is_diverged
 from study.runfolder import RunFolder, write_tables
 
 PRINT_EVERY_S = 20.0
@@ -51,7 +52,12 @@ class SweepMonitor(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write(trials)
-        self._print(trials, f"{trial.config.get('trial_name')} finished")
+        name, last = trial.config.get("trial_name"), trial.last_result
+        if is_diverged(last):
+            self._print(trials, f"{name} diverged in epoch {last['epoch']} (loss "
+                                f"{last['train_loss']}); the sweep goes on")
+        else:
+            self._print(trials, f"{name} finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._write(trials)

@@ -1,12 +1,19 @@
-"""Result files: CSV tables written atomically (temporary file + rename)."""
+"""Result files: CSV tables written atomically (temporary file + rename), and result flags."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+
+def is_diverged(result: dict[str, Any] | None) -> bool:
+    """A trial's last result says its loss became NaN or infinite (see study.trial)."""
+    return bool(result and result.get("diverged"))
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -17,13 +24,42 @@ def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Replace `path` with `rows`; a reader never sees a half-written file."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` a temporary file beside `path`, then rename it over `path`.
+
+    A reader sees the old file or the new one, never a part of either; a writer killed halfway
+    leaves the old file as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns_of(rows), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # still there only when writing failed
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | Path, document: object) -> Path:
+    return write_text(path, json.dumps(document, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]], first: Iterable[str] = ()) -> Path:
+    """Replace `path` with `rows`; a reader never sees a half-written file.
+
+    `first` are columns that lead, and make the header even when there are no rows yet.
+    """
+    columns = columns_of([dict.fromkeys(first), *rows])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)

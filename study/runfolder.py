@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from study.records import write_csv
+from sdkd_core.errors import UserError
+from study.records import atomic_write, is_diverged, write_csv, write_json, write_text
 
 IDENTITY = ("trial_id", "role", "method", "teacher", "student", "seed")
 # What Tune adds to every reported result: bookkeeping, not measurements.
@@ -79,22 +80,35 @@ class RunFolder:
     def report_dir(self) -> Path:
         return self.root / "report"
 
+    def check_writable(self) -> None:
+        """Fail now, not after hours of training, when the run folder cannot be written.
+
+        Probes by writing a file; what the probe created is removed, so a failure leaves
+        nothing behind.
+        """
+        created = [p for p in (self.root, *self.root.parents) if not p.exists()]
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"{self.root}: the run folder cannot be written "
+                            f"({err.strerror or err}); pass --output with a writable "
+                            "folder") from None
+        finally:
+            for path in created:  # innermost first
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
     def keep_teacher(self, arch: str, weights: Path, card: dict[str, Any]) -> None:
         """Copy a cached teacher in, so the run folder alone explains its trials."""
-        self.teachers_dir.mkdir(parents=True, exist_ok=True)
         target = self.teachers_dir / f"{arch}.pt"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(weights, tmp)
-        os.replace(tmp, target)
-        tmp = target.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(card, indent=2) + "\n")
-        os.replace(tmp, target.with_suffix(".json"))
+        atomic_write(target, lambda tmp: shutil.copyfile(weights, tmp))
+        write_json(target.with_suffix(".json"), card)
 
     def write_space(self, document: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.space_yaml.with_name(f".space.yaml.{os.getpid()}.tmp")
-        tmp.write_text(yaml.safe_dump(document, sort_keys=False))
-        os.replace(tmp, self.space_yaml)
+        write_text(self.space_yaml, yaml.safe_dump(document, sort_keys=False))
 
 
 def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None):
@@ -134,8 +148,9 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
     for name, (config, results) in records.items():
         by_epoch: dict[int, dict[str, Any]] = {}
         seconds: dict[int, float] = {}
+        diverged = next((r for r in results if is_diverged(r)), None)
         for result in results:
-            if "epoch" in result:
+            if "epoch" in result and not is_diverged(result):
                 epoch = int(result["epoch"])
                 by_epoch[epoch] = {k: v for k, v in result.items() if k not in TUNE_KEYS}
                 seconds[epoch] = float(result.get("time_this_iter_s", 0.0))
@@ -145,7 +160,8 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
         epoch_rows.extend(rows)
         last = rows[-1] if rows else {}
         done = len(rows)
-        status = trial_status(statuses.get(name, "PENDING"), done, epochs)
+        status = "diverged" if diverged else trial_status(statuses.get(name, "PENDING"), done,
+                                                           epochs)
         heads = {k: v for k, v in last.items() if k.startswith("test_acc_") and
                  k != "test_acc_best"}
         results_rows.append({
@@ -156,12 +172,17 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
             "epochs": done,
             "wall_s": round(sum(seconds.values()), 2),
             "status": status,
+            # The epoch whose loss became NaN or infinite; its rows are not in epochs.csv.
+            "diverged_epoch": int(diverged["epoch"]) if diverged else "",
         })
     return results_rows, epoch_rows
 
 
 def trial_status(tune_status: str, done: int, epochs: int) -> str:
-    """completed | stopped (by ASHA) | error | running | pending."""
+    """completed | stopped (by ASHA) | error | running | interrupted | pending.
+
+    (`diverged` is decided from the trial's own results, in `build_tables`.)
+    """
     if tune_status == "TERMINATED":
         return "completed" if done >= epochs else "stopped"
     if tune_status == "ERROR":
@@ -175,6 +196,6 @@ def write_tables(folder: RunFolder, statuses: dict[str, str], epochs: int,
                  configs: dict[str, dict] | None = None) -> list[dict]:
     records = trial_records(folder.tune_dir, configs)
     results_rows, epoch_rows = build_tables(records, statuses, epochs)
-    write_csv(folder.results_csv, results_rows)
-    write_csv(folder.epochs_csv, epoch_rows)
+    write_csv(folder.results_csv, results_rows, first=IDENTITY)
+    write_csv(folder.epochs_csv, epoch_rows, first=(*IDENTITY, "epoch"))
     return results_rows

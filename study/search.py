@@ -8,7 +8,6 @@ accuracy never steers the search.
 
 from __future__ import annotations
 
-import math
 import pickle
 from typing import Any
 
@@ -16,62 +15,9 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.space import Choice, IntRange, LogUniform, Space, Uniform
-
-PAIR_KEY = "pair"
-FIXED, SEARCH = "fixed", "search"
-
-
-def pair_label(teacher: str, student: str) -> str:
-    return f"{teacher}->{student}"
-
-
-def fixed_trials(space: Space) -> list[dict[str, Any]]:
-    """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
-    return [
-        {"trial_name": f"{method}-{p.teacher}-{p.student}-s{seed}", "role": FIXED,
-         "method": method, "teacher": p.teacher, "student": p.student, "seed": seed,
-         "params": {}}
-        for p in space.pairs for method in space.baselines for seed in space.seeds
-    ]
-
-
-def optuna_space(space: Space) -> dict[str, Any]:
-    """Optuna distributions over the `space` keys, plus the pair when there are several."""
-    import optuna.distributions as od
-
-    dists: dict[str, Any] = {}
-    for key, d in space.space.items():
-        if isinstance(d, Choice):
-            dists[key] = od.CategoricalDistribution(d.values)
-        elif isinstance(d, LogUniform):
-            dists[key] = od.FloatDistribution(d.low, d.high, log=True)
-        elif isinstance(d, Uniform):
-            dists[key] = od.FloatDistribution(d.low, d.high)
-        elif isinstance(d, IntRange):
-            dists[key] = od.IntDistribution(d.low, d.high)
-    if len(space.pairs) > 1:
-        dists[PAIR_KEY] = od.CategoricalDistribution(
-            [pair_label(p.teacher, p.student) for p in space.pairs])
-    return dists
-
-
-def grid_values(space: Space) -> dict[str, list[Any]]:
-    values: dict[str, list[Any]] = {}
-    for key, d in space.space.items():
-        values[key] = list(d.values) if isinstance(d, Choice) else list(range(d.low, d.high + 1))
-    if len(space.pairs) > 1:
-        values[PAIR_KEY] = [pair_label(p.teacher, p.student) for p in space.pairs]
-    return values
-
-
-def search_trial_count(space: Space) -> int:
-    """Optuna-drawn trials: num_samples, or the grid's size for a grid (each point once)."""
-    if not optuna_space(space):
-        return 0
-    if space.search.sampler == "grid":
-        return math.prod(len(v) for v in grid_values(space).values())
-    return space.search.num_samples
+from study.plan import FIXED, PAIR_KEY, SEARCH, grid_values, optuna_space, pair_label
+from study.records import is_diverged
+from study.space import Space
 
 
 def make_sampler(space: Space):
@@ -145,13 +91,15 @@ class StudySearcher(Searcher):
                 "seed": self.search_seed, "params": params}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.search_ids and trial_id in self.optuna._ot_trials:
+        if trial_id in self.search_ids and trial_id in self.optuna._ot_trials \
+                and not is_diverged(result):
             self.optuna.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         if trial_id not in self.search_ids:
             return
+        error = error or is_diverged(result)  # Optuna records a diverged trial as FAIL
         if trial_id in self.optuna._ot_trials:
             self.optuna.on_trial_complete(trial_id, result, error)
         elif result and self.metric in result:
@@ -188,12 +136,16 @@ class SearchOnlyASHA(ASHAScheduler):
             super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
-        if self._fixed(trial):
+        if self._fixed(trial) or is_diverged(result):  # a diverged trial ends by itself
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result):
-        if not self._fixed(trial):
+        if self._fixed(trial):
+            return
+        if is_diverged(result):  # its NaN must not enter a rung's cutoff
+            super().on_trial_remove(tune_controller, trial)
+        else:
             super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial):

@@ -125,6 +125,13 @@ class Resources(Section):
     max_failures: Annotated[int, Field(ge=0)] = 1
     executor: Literal["auto", "in_trial", "ray_train"] = "auto"
 
+    @model_validator(mode="after")
+    def _gpus_need_use_gpu(self):
+        if self.gpus_per_trial > 0 and not self.use_gpu:
+            raise ValueError(f"gpus_per_trial={self.gpus_per_trial:g} needs use_gpu: true; "
+                             "set use_gpu: true or drop gpus_per_trial")
+        return self
+
     def resolved_executor(self) -> str:
         """Single-worker CPU trials run in the Tune trial itself: a TorchTrainer costs ~20 s."""
         if self.executor != "auto":

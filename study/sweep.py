@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(space: Space, max_trials: int | None) -> tuple[list[dict[str, Any]], int]:
     """(fixed trials, number of drawn trials), capped at max_trials in that order."""
-    from study.search import fixed_trials, search_trial_count
+    from study.plan import fixed_trials, search_trial_count
 
     fixed, n_search = fixed_trials(space), search_trial_count(space)
     if max_trials is not None:
@@ -188,7 +188,11 @@ def resolve(args) -> tuple[Space, RunFolder]:
     space = load_space(args.space, local_gpu_check=gpu_here)
     folder = RunFolder(Path(args.output) if args.output else Path("runs") / space.name)
     if folder.space_yaml.exists() and not args.dry_run:
-        raise UserError(f"{folder.root} already holds a sweep; pass --resume to continue "
+        held = load_space(folder.space_yaml, local_gpu_check=False)
+        if held.model_dump() != space.model_dump():
+            raise UserError(f"{args.space}: --output {folder.root} holds a different sweep "
+                            f"({held.name}); pass --output DIR for a new run folder")
+        raise UserError(f"{folder.root} already holds this sweep; pass --resume to continue "
                         "it, or --output DIR for a new one")
     return space, folder
 
@@ -286,7 +290,8 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
     """The best drawn configurations per pair, and every method's mean over seeds."""
     metric = space.search.metric
     lines = []
-    drawn = [r for r in rows if r["role"] == "search" and _finite(r[metric])]
+    drawn = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")
+             and _finite(r[metric])]
     keys = list(space.space)
     if drawn:
         lines.append(f"Best drawn configurations ({metric}, last epoch unless *_best):")
@@ -297,7 +302,8 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
                 params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
                 lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "
                              f"{r['epochs']} ep  {params}")
-    fixed = [r for r in rows if r["role"] == "fixed" and _finite(r["test_acc"])]
+    fixed = [r for r in rows if r["role"] == "fixed" and r["status"] == "completed"
+             and _finite(r["test_acc"])]
     if fixed:
         lines.append("Baselines, mean ± std over seeds (test_acc last epoch / best epoch):")
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -308,6 +314,10 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
             best = [r["test_acc_best"] for r in rs]
             lines.append(f"  {pair:<22} {method:<8} {_mean_std(last)} / {_mean_std(best)}"
                          f"  (n={len(rs)})")
+    diverged = [f"{r['trial_id']} (epoch {r['diverged_epoch']})" for r in rows
+                if r["status"] == "diverged"]
+    if diverged:
+        lines.append(f"Diverged (loss NaN or infinite, left out above): {', '.join(diverged)}")
     return "\n".join(lines) if lines else "no finished trials yet"
 
 
@@ -356,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from sdkd_core.data import load_dataset
 
-        data = load_dataset(space.dataset.name, space.dataset.root, space.dataset.n_train,
-                            space.dataset.n_test, seed=space.seeds[0])
+        try:
+            data = load_dataset(space.dataset.name, space.dataset.root, space.dataset.n_train,
+                                space.dataset.n_test, seed=space.seeds[0])
+        except UserError as err:
+            raise UserError(f"{args.space or folder.space_yaml}: dataset: {err}") from None
+        folder.check_writable()
         print(f"{space.name}: {len(fixed)} fixed + {n_search} drawn trials on "
               f"{space.dataset.name} ({len(data.train_y)} train / {len(data.test_y)} test "
               f"images, {space.recipe.epochs} epochs); run folder {folder.root}", flush=True)

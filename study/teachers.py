@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from study.cli import (
     recipe_from_args,
     run_main,
 )
+from study.records import atomic_write, write_json
 
 CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
 
@@ -84,12 +86,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class TeacherCache:
     """Teachers under `<cache_dir>/teachers/<key>.pt` with a card `<key>.json`."""
 
@@ -124,10 +120,12 @@ class TeacherCache:
         self.root.mkdir(parents=True, exist_ok=True)
         weights, card_path = self.paths(spec)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _write_atomic(weights, lambda p: torch.save(state, p))
+        buffer = io.BytesIO()  # saved by name, the archive would hold the temporary file's name
+        torch.save(state, buffer)
+        atomic_write(weights, lambda p: p.write_bytes(buffer.getvalue()))
         card = {**card, "identity": spec.identity(), "key": spec.key,
                 "weights": weights.name, "weights_sha256": file_sha256(weights)}
-        _write_atomic(card_path, lambda p: p.write_text(json.dumps(card, indent=2) + "\n"))
+        write_json(card_path, card)
         return card
 
     def get(

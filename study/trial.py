@@ -9,11 +9,14 @@ Two ways to run a trial's epochs through the same `sdkd_core` engine:
   `TuneReportCallback`.
 
 Either way every epoch is reported with a checkpoint of the complete engine state, so a trial
-restarted after a crash continues from its last finished epoch, bit for bit.
+restarted after a crash continues from its last finished epoch, bit for bit. A trial whose loss
+becomes NaN or infinite reports one last `diverged` result and ends: retrying it would only
+diverge again, and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sdkd_core.engine import Recipe, load_checkpoint, save_checkpoint
+from sdkd_core.engine import DivergedError, Recipe, load_checkpoint, save_checkpoint
 from study.distill import DistillRun, prepare
 from study.teachers import TeacherCache
 
@@ -79,11 +82,22 @@ def train_epochs(spec: DistillRun, context: TrialContext, report, checkpoint, *,
         with checkpoint.as_directory() as folder:
             engine.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
     while engine.epoch < engine.recipe.epochs:
-        stats = engine.run_epoch()
+        try:
+            stats = engine.run_epoch()
+        except DivergedError as err:
+            # Every rank sees the same (all-reduced) loss, so every rank reports and stops.
+            report(diverged_result(err), None)
+            return
         with tempfile.TemporaryDirectory(prefix="sdkd-ckpt-") as folder:
             if rank == 0:
                 save_checkpoint(engine.state_dict(), Path(folder) / CHECKPOINT_FILE)
             report(stats, folder if rank == 0 else None)
+
+
+def diverged_result(err: DivergedError) -> dict[str, Any]:
+    """The last result of a diverged trial; its metrics are NaN so no search counts them."""
+    return {"epoch": err.epoch, "diverged": 1, "train_loss": err.loss,
+            "test_acc": math.nan, "test_acc_best": math.nan}
 
 
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,33 @@ def assert_usage_error(result: subprocess.CompletedProcess, fragment: str) -> No
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+# Runs `module.main(argv)` for each call in one fresh Python process: what the command line
+# runs, with its exit code, stdout and stderr, paying the imports once for many bad inputs.
+MAINS_RUNNER = """
+import contextlib, importlib, io, json, sys
+results = []
+for module, argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = importlib.import_module(module).main(argv)
+        except SystemExit as exit:
+            rc = exit.code
+    results.append([rc, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_mains(calls: list[tuple[str, list[str]]]) -> list[subprocess.CompletedProcess]:
+    """`calls` as (module, argv) run by their `main` in one process; a result per call."""
+    proc = subprocess.run([sys.executable, "-c", MAINS_RUNNER, json.dumps(calls)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [subprocess.CompletedProcess([module, *argv], rc, out, err)
+            for (module, argv), (rc, out, err) in zip(calls, json.loads(
+                proc.stdout.splitlines()[-1]), strict=True)]
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, run_cli, run_mains
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -68,17 +68,24 @@ def test_map_similarity_is_pearson_and_cosine():
     assert np.isnan(pearson[0])
 
 
-@pytest.mark.parametrize("module, folder, fragment", [
+NOT_A_RUN_FOLDER = [
     ("analysis.report", ".", "is not a run folder (no space.yaml)"),
     ("analysis.report", "absent", "no such folder"),
     ("analysis.tables", ".", "is not a run folder"),
     ("analysis.plots", ".", "is not a run folder"),
     ("analysis.gradcam", ".", "is not a run folder"),
-])
-def test_a_folder_that_is_not_a_run_folder_is_one_line(tmp_path, module, folder, fragment):
+]
+
+
+def test_a_folder_that_is_not_a_run_folder_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    assert_usage_error(run_cli("-m", module, str(tmp_path / folder)), fragment)
+    results = run_mains([(module, [str(tmp_path / folder)])
+                         for module, folder, _ in NOT_A_RUN_FOLDER])
+    for result, (_, _, fragment) in zip(results, NOT_A_RUN_FOLDER, strict=True):
+        assert_usage_error(result, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+    # And once as a user types it.
+    assert_usage_error(run_cli("-m", "analysis.report", str(tmp_path)), "is not a run folder")
 
 
 # ---------------------------------------------------------------- slow: on a real sweep
@@ -96,16 +103,16 @@ def test_bad_run_folders_are_one_line_and_write_nothing(tiny_run, tmp_path):
     broken = copy_run(tiny_run.run, tmp_path / "missing-columns")
     frame = pd.read_csv(broken / "results.csv").drop(columns=["test_acc", "status"])
     frame.to_csv(broken / "results.csv", index=False)
-    assert_usage_error(run_cli("-m", "analysis.report", str(broken)),
-                       "lacks column(s) test_acc, status")
     unfinished = copy_run(tiny_run.run, tmp_path / "unfinished")
     frame = pd.read_csv(unfinished / "results.csv").assign(status="running")
     frame.to_csv(unfinished / "results.csv", index=False)
-    assert_usage_error(run_cli("-m", "analysis.report", str(unfinished)),
-                       "has no finished trials yet (trials: running 11)")
+    missing, running, images = run_mains([
+        ("analysis.report", [str(broken)]), ("analysis.report", [str(unfinished)]),
+        ("analysis.report", [str(tiny_run.run), "--images", "1"])])
+    assert_usage_error(missing, "lacks column(s) test_acc, status")
+    assert_usage_error(running, "has no finished trials yet (trials: running 11)")
     assert not (broken / "report").exists() and not (unfinished / "report").exists()
-    assert_usage_error(run_cli("-m", "analysis.report", str(tiny_run.run), "--images", "1"),
-                       "--images 1")
+    assert_usage_error(images, "--images 1")
 
 
 @pytest.mark.slow

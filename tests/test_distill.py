@@ -9,7 +9,7 @@ from sdkd_core.distillers import METHODS
 from sdkd_core.engine import Recipe
 from study.distill import DistillRun, run
 from study.teachers import TeacherCache
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import assert_usage_error, run_cli, run_mains
 
 
 @pytest.mark.slow
@@ -20,8 +20,8 @@ def test_every_method_learns_real_fashion_mnist(tmp_path):
     finals = {}
     for method in METHODS:
         spec = DistillRun(method, "resnet14", "resnet8", "fashion_mnist",
-                          Recipe(epochs=2, batch_size=32), n_train=2000, n_test=1000,
-                          teacher_recipe=Recipe(epochs=3), teacher_n_train=10000)
+                          Recipe(epochs=2, batch_size=32), n_train=2000, n_test=500,
+                          teacher_recipe=Recipe(epochs=2), teacher_n_train=4000)
         rows = run(spec, cache, device="cpu", log=lambda _: None)
         assert [r["epoch"] for r in rows] == [1, 2]
         finals[method] = rows[-1]["test_acc"]
@@ -51,7 +51,7 @@ def test_distill_cli_writes_the_per_epoch_rows(tmp_path):
     assert final["test_acc"] == pytest.approx(float(rows[-1]["test_acc"]))
 
 
-@pytest.mark.parametrize("args, fragment", [
+BAD_INPUT = [
     (["--method", "sdkdd"], "unknown method 'sdkdd'; did you mean 'sdkd'?"),
     (["--set", "sdkd.lamda=2"], "did you mean 'sdkd.lambda'?"),
     (["--set", "sdkd.ffb_depth=two"], "sdkd.ffb_depth='two'"),
@@ -59,10 +59,22 @@ def test_distill_cli_writes_the_per_epoch_rows(tmp_path):
     (["--set", "lambda"], "is not key=value"),
     (["--set", "kd.temperature=3"], "belongs to method 'kd'"),
     (["--student", "resnet9"], "unknown model 'resnet9'"),
-])
-def test_distill_bad_input_one_line_exit_2(tmp_path, args, fragment):
-    out = tmp_path / "out"
-    result = run_cli("study/distill.py", "--dataset", "synthetic", "--n-train", "500",
-                     "--cache-dir", str(tmp_path / "cache"), "--output", str(out), *args)
-    assert_usage_error(result, fragment)
-    assert not out.exists() and not (tmp_path / "cache").exists()
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """{case: (folder, result)}: every BAD_INPUT case through `distill.py`'s main."""
+    folders = [tmp_path_factory.mktemp("bad-distill") for _ in BAD_INPUT]
+    results = run_mains([("study.distill", ["--dataset", "synthetic", "--n-train", "500",
+                                            "--cache-dir", str(folder / "cache"),
+                                            "--output", str(folder / "out"), *args])
+                         for folder, (args, _) in zip(folders, BAD_INPUT, strict=True)])
+    return dict(enumerate(zip(folders, results, strict=True)))
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f for _, f in BAD_INPUT])
+def test_distill_bad_input_one_line_exit_2(bad_input_runs, case):
+    folder, result = bad_input_runs[case]
+    assert_usage_error(result, BAD_INPUT[case][1])
+    assert not any(folder.iterdir())  # neither the output nor the cache was made

@@ -1,10 +1,18 @@
-"""The space schema: a valid file loads; each kind of mistake is one line naming file and key."""
+"""The space schema. A valid file loads; every malformed one is caught by the real sweep
+command before anything runs: exit code 2 and one line naming the file, the key and the fix,
+within 5 s, with no Ray imported and nothing written."""
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
+from conftest import ROOT, assert_usage_error, run_cli
 
-from sdkd_core.errors import UserError
 from study.space import load_space
 
 VALID = """\
@@ -46,71 +54,166 @@ def mutate(old, new):
     return VALID.replace(old, new)
 
 
-BAD = [
-    ("syntax", "name: [unclosed", "YAML syntax error at line"),
-    ("scalar", "just a string", "the file is a str"),
-    ("list-for-mapping", mutate("recipe: {epochs: 8, lr: 0.05, batch_size: 64}", "recipe: [8]"),
-     "recipe: Input should be a valid dictionary"),
-    ("unknown-key", mutate("seeds: [0, 1]", "seeds: [0, 1]\nsede: 3"),
-     "unknown key 'sede'; did you mean 'seeds'?"),
-    ("unknown-nested-key", mutate("num_samples: 6", "num_sample: 6"),
-     "unknown key 'search.num_sample'; did you mean 'num_samples'?"),
-    ("wrong-type", mutate("num_samples: 6", "num_samples: many"), "search.num_samples"),
-    ("epochs", mutate("epochs: 8,", "epochs: 0,"), "recipe: epochs=0 must be at least 1"),
-    ("lr", mutate("lr: 0.05", "lr: -1"), "recipe: lr=-1"),
-    ("low-high", mutate("low: 0.2, high: 0.8", "low: 0.8, high: 0.2"),
-     "space.sdkd.phase_boundary: low=0.8 must be below high=0.2"),
-    ("loguniform", mutate("low: 0.1, high: 10", "low: 0, high: 10"), "loguniform needs low > 0"),
-    ("empty-choice", mutate("values: [1, 2, 3]", "values: []"), "space.sdkd.ffb_depth.values"),
-    ("bad-dist-type", mutate("type: uniform", "type: normal"), "'type' must be one of"),
-    ("model", mutate("resnet20, student: resnet8}", "resnet20, student: resnet9}"),
-     "pairs[0].student: unknown model 'resnet9'"),
-    ("method", mutate("[vanilla, kd, dml, shake]", "[vanilla, kdd]"), "unknown method 'kdd'"),
-    ("dataset", mutate("name: fashion_mnist", "name: mnist"), "unknown dataset 'mnist'"),
-    ("sampler", mutate("sampler: tpe", "sampler: bayes"), "search.sampler"),
-    ("scheduler", mutate("scheduler: asha", "scheduler: hyperband"), "search.scheduler"),
-    ("grid-continuous", mutate("sampler: tpe", "sampler: grid"),
-     "a grid needs finite values"),
-    ("phase-boundary", mutate("low: 0.2, high: 0.8", "low: 0.2, high: 1.5"),
-     "sdkd.phase_boundary=1.5"),
-    ("ffb-depth", mutate("values: [1, 2, 3]", "values: [0, 1]"), "sdkd.ffb_depth=0"),
-    ("fuse-stage", mutate("low: 1, high: 2}", "low: 1, high: 5}"),
-     "space.sdkd.fuse_stage: 5 is not a stage resnet8 can fuse at; use 0..2"),
-    ("num-samples", mutate("num_samples: 6", "num_samples: 0"), "search.num_samples"),
-    ("gpu", mutate("num_workers: 1,", "num_workers: 1, use_gpu: true,"), "no CUDA GPU"),
-    ("duplicate-seeds", mutate("seeds: [0, 1]", "seeds: [0, 0]"), "has duplicates"),
-    ("unprefixed-key", mutate("sdkd.lambda:", "lambda:"), "keys are method settings"),
-    ("missing-pairs", "name: x\n", "'pairs' is required"),
-]
 
-
-@pytest.mark.parametrize("case, text, fragment", BAD, ids=[c[0] for c in BAD])
-def test_bad_space_is_one_line_naming_file_and_key(tmp_path, case, text, fragment):
-    path = write(tmp_path, text)
-    with pytest.raises(UserError) as err:
-        load_space(path)
-    message = str(err.value)
-    assert message.startswith(f"{path}: ") and "\n" not in message, message
-    assert fragment in message, message
-
-
-def test_files_that_are_not_space_files(tmp_path):
-    cases = {
-        "missing": (tmp_path / "nope.yaml", "no such file"),
-        "directory": (tmp_path, "is a directory"),
-    }
-    binary = tmp_path / "binary.yaml"
-    binary.write_bytes(b"name: \xff\xfe\x00")
-    cases["not-utf8"] = (binary, "not UTF-8")
-    garbage = tmp_path / "garbage.yaml"
-    garbage.write_bytes(b"x" * (10 << 20))
-    cases["10MB"] = (garbage, "is not a space file")
-    bomb = tmp_path / "bomb.yaml"
+def bomb() -> str:
+    """Thirteen levels of ten aliases each: 10**13 nodes once expanded."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 13)]
-    bomb.write_text("\n".join(lines) + "\n")
-    cases["alias-bomb"] = (bomb, "YAML aliases")
-    for name, (path, fragment) in cases.items():
-        with pytest.raises(UserError) as err:
-            load_space(path)
-        assert fragment in str(err.value), (name, str(err.value))
+    return "\n".join(lines) + "\n"
+
+
+# (case, file contents (str, bytes, None for no file, "<dir>" for a folder), fragments the one
+# line must hold: the key and the fix). Each line must also name the file.
+BAD = [
+    ("yaml-syntax", "name: [unclosed", ["YAML syntax error at line 1", "column"]),
+    ("scalar-document", "just a string", ["the file is a str", "a mapping with at least"]),
+    ("list-for-mapping", mutate("recipe: {epochs: 8, lr: 0.05, batch_size: 64}", "recipe: [8]"),
+     ["recipe:", "should be a valid dictionary"]),
+    ("scalar-for-mapping", mutate("teacher: {epochs: 4}", "teacher: 4"),
+     ["teacher:", "should be a valid dictionary"]),
+    ("unknown-key", mutate("seeds: [0, 1]", "seeds: [0, 1]\nsede: 3"),
+     ["unknown key 'sede'", "did you mean 'seeds'?"]),
+    ("unknown-nested-key", mutate("num_samples: 6", "num_sample: 6"),
+     ["unknown key 'search.num_sample'", "did you mean 'num_samples'?"]),
+    ("wrong-type", mutate("num_samples: 6", "num_samples: many"),
+     ["search.num_samples", "should be a valid integer", "'many'"]),
+    ("epochs-zero", mutate("epochs: 8,", "epochs: 0,"), ["recipe:", "epochs=0 must be at least 1"]),
+    ("lr-negative", mutate("lr: 0.05", "lr: -1"), ["recipe:", "lr=-1", "must be positive"]),
+    ("low-above-high", mutate("low: 0.2, high: 0.8", "low: 0.8, high: 0.2"),
+     ["space.sdkd.phase_boundary", "low=0.8 must be below high=0.2"]),
+    ("loguniform-zero", mutate("low: 0.1, high: 10", "low: 0, high: 10"),
+     ["space.sdkd.lambda", "loguniform needs low > 0"]),
+    ("empty-choice", mutate("values: [1, 2, 3]", "values: []"),
+     ["space.sdkd.ffb_depth.values", "at least 1 item"]),
+    ("unknown-distribution", mutate("type: uniform", "type: normal"),
+     ["space.sdkd.phase_boundary", "'type' must be one of choice, uniform"]),
+    ("unknown-model", mutate("resnet20, student: resnet8}", "resnet20, student: resnet9}"),
+     ["pairs[0].student", "unknown model 'resnet9'", "did you mean"]),
+    ("unknown-method", mutate("[vanilla, kd, dml, shake]", "[vanilla, kdd]"),
+     ["baselines", "unknown method 'kdd'", "did you mean"]),
+    ("unknown-search-method", mutate("sampler: tpe", "method: sdk, sampler: tpe"),
+     ["search.method", "unknown method 'sdk'"]),
+    ("unknown-dataset", mutate("name: fashion_mnist", "name: mnist"),
+     ["unknown dataset 'mnist'", "fashion_mnist"]),
+    ("unknown-sampler", mutate("sampler: tpe", "sampler: bayes"), ["search.sampler", "'tpe'"]),
+    ("unknown-scheduler", mutate("scheduler: asha", "scheduler: hyperband"),
+     ["search.scheduler", "'asha'"]),
+    ("grid-over-range", mutate("sampler: tpe", "sampler: grid"),
+     ["space.sdkd.lambda", "a grid needs finite values; use type: choice"]),
+    ("phase-boundary-above-1", mutate("low: 0.2, high: 0.8", "low: 0.2, high: 1.5"),
+     ["space.sdkd.phase_boundary", "sdkd.phase_boundary=1.5"]),
+    ("ffb-depth-zero", mutate("values: [1, 2, 3]", "values: [0, 1]"),
+     ["space.sdkd.ffb_depth", "sdkd.ffb_depth=0"]),
+    ("fuse-stage-missing", mutate("low: 1, high: 2}", "low: 1, high: 5}"),
+     ["space.sdkd.fuse_stage", "5 is not a stage resnet8 can fuse at; use 0..2"]),
+    ("num-samples-zero", mutate("num_samples: 6", "num_samples: 0"),
+     ["search.num_samples", "greater than 0"]),
+    ("gpu-where-none", mutate("num_workers: 1,", "num_workers: 1, use_gpu: true,"),
+     ["resources.use_gpu", "no CUDA GPU", "set it to false"]),
+    ("gpu-share-without-gpu", mutate("num_workers: 1,", "num_workers: 1, gpus_per_trial: 0.5,"),
+     ["resources", "gpus_per_trial=0.5 needs use_gpu: true"]),
+    ("duplicate-seeds", mutate("seeds: [0, 1]", "seeds: [0, 0]"),
+     ["seeds", "has duplicates; list each seed once"]),
+    ("unprefixed-space-key", mutate("sdkd.lambda:", "lambda:"),
+     ["space.lambda", "keys are method settings like sdkd.lambda"]),
+    ("missing-pairs", "name: x\n", ["'pairs' is required"]),
+    ("missing-data", mutate("name: fashion_mnist,", "name: fashion_mnist, root: {tmp}/empty,"),
+     ["dataset:", "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist"]),
+    ("different-sweep-in-output", mutate("epochs: 8,", "epochs: 9,"),
+     ["--output", "holds a different sweep", "pass --output DIR for a new run folder"]),
+    ("not-utf8", b"name: \xff\xfe\x00", ["not UTF-8 text", "save it as UTF-8"]),
+    ("directory", "<dir>", ["is a directory", "pass a YAML space file"]),
+    ("missing-file", None, ["no such file", "pass an existing space file"]),
+    ("garbage-10MB", b"x" * (10 << 20), ["is not a space file", "limit"]),
+    ("alias-bomb", bomb(), ["YAML aliases", "write the values out"]),
+]
+IDS = [case[0] for case in BAD]
+assert len(set(IDS)) == len(IDS) >= 25
+
+# One Python process runs the real command on every case: `study.sweep.main(argv)` is what
+# `python study/sweep.py` calls. It reports what each call printed, returned and imported.
+RUNNER = """
+import contextlib, io, json, sys, time
+t0 = time.monotonic()
+from study.sweep import main
+import_s = time.monotonic() - t0
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    start = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as exit:
+            rc = exit.code
+    results.append({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(),
+                    "seconds": time.monotonic() - start, "ray": "ray" in sys.modules})
+print(json.dumps({"import_s": import_s, "results": results}))
+"""
+
+
+def tree(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under root, with each file's size and modification time."""
+    return {str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size,
+                                                                p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    """{case: (space path, output folder, cache folder, outcome)} for every BAD case."""
+    from study.runfolder import RunFolder
+
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "empty").mkdir()
+    held = RunFolder(tmp / "held")  # a run folder holding another sweep
+    held.write_space(load_space(write(tmp, VALID, "held.yaml")).model_dump(mode="json"))
+    argvs, where = [], {}
+    for case, content, _ in BAD:
+        path = tmp / f"{case}.yaml"
+        if content == "<dir>":
+            path.mkdir()
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content.replace("{tmp}", str(tmp)))
+        out = held.root if case == "different-sweep-in-output" else tmp / f"out-{case}"
+        cache = tmp / f"cache-{case}"
+        argvs.append(["--space", str(path), "--output", str(out), "--cache-dir", str(cache)])
+        where[case] = (path, out, cache)
+    before = tree(tmp)
+    # No GPU is visible to the command, so the GPU case holds on a GPU machine too.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argvs)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert tree(tmp) == before, "a rejected space wrote something"
+    return {case: (*where[case], report["import_s"], outcome)
+            for (case, _, _), outcome in zip(BAD, report["results"], strict=True)}
+
+
+@pytest.mark.parametrize("case, fragments", [(c[0], c[2]) for c in BAD], ids=IDS)
+def test_bad_space_is_one_line_naming_file_key_and_fix(bad_runs, case, fragments):
+    path, out, cache, import_s, outcome = bad_runs[case]
+    assert outcome["rc"] == 2, outcome
+    lines = outcome["stderr"].strip().splitlines()
+    assert len(lines) == 1 and not outcome["stdout"], outcome
+    line = lines[0]
+    assert line.startswith(f"sweep.py: error: {path}: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert not outcome["ray"], "Ray was imported before the space was found bad"
+    # As a fresh process: the imports plus this case (the imports dominate).
+    assert import_s + outcome["seconds"] < 5.0, (import_s, outcome["seconds"])
+
+
+def test_bad_space_as_a_user_runs_it(tmp_path):
+    """The same check through `python study/sweep.py`, timed from the shell's side."""
+    path = write(tmp_path, mutate("lr: 0.05", "lr: 0"))
+    start = time.monotonic()
+    result = run_cli("study/sweep.py", "--space", str(path), "--output", str(tmp_path / "run"))
+    seconds = time.monotonic() - start
+    assert_usage_error(result, f"{path}: recipe: lr=0")
+    assert seconds < 5.0, seconds
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]

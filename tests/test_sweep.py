@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_usage_error, run_cli
+from conftest import ROOT, assert_usage_error, run_cli, run_mains
 
 TINY = """\
 name: {name}
@@ -71,7 +71,7 @@ def test_plan_puts_baselines_first_and_caps_at_max_trials(tmp_path):
 
 
 def test_grid_draws_each_point_once(tmp_path):
-    from study.search import search_trial_count
+    from study.plan import search_trial_count
     from study.space import load_space
 
     path = tiny_space(tmp_path)
@@ -155,15 +155,20 @@ def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
     assert "Started a local Ray" not in result.stderr
 
 
-@pytest.mark.parametrize("args, fragment", [
+BAD_INVOCATIONS = [
     (["--resume", "--output", "{tmp}/none"], "no sweep to resume"),
     (["--max-trials", "0", "--space", "ablations.yaml"], "--max-trials 0"),
     ([], "--space is required"),
     (["--space", "{tmp}/missing.yaml"], "no such file"),
-])
-def test_bad_invocations_are_one_line(tmp_path, args, fragment):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    assert_usage_error(sweep(*args, cache=tmp_path / "cache"), fragment)
+]
+
+
+def test_bad_invocations_are_one_line_and_write_nothing(tmp_path):
+    calls = [("study.sweep", [a.replace("{tmp}", str(tmp_path)) for a in args]
+              + ["--cache-dir", str(tmp_path / "cache")]) for args, _ in BAD_INVOCATIONS]
+    for result, (_, fragment) in zip(run_mains(calls), BAD_INVOCATIONS, strict=True):
+        assert_usage_error(result, fragment)
+    assert not any(tmp_path.iterdir())
 
 
 def test_existing_run_needs_resume_and_the_same_space(tmp_path):
@@ -175,7 +180,7 @@ def test_existing_run_needs_resume_and_the_same_space(tmp_path):
     folder.write_space(load_space(path).model_dump(mode="json"))
     before = sorted(p.name for p in folder.root.iterdir())
     result = sweep("--space", str(path), "--output", str(folder.root), cache=tmp_path / "c")
-    assert_usage_error(result, "already holds a sweep; pass --resume")
+    assert_usage_error(result, "already holds this sweep; pass --resume")
     other = tiny_space(tmp_path, epochs=5)
     result = sweep("--space", str(other), "--output", str(folder.root), "--resume",
                    cache=tmp_path / "c")
@@ -237,7 +242,7 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
-def wait_for(predicate, timeout: float, what: str, proc=None):
+def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -245,7 +250,7 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
         if proc is not None and proc.poll() is not None:
             tail = proc.stderr.read()[-2000:] if proc.stderr else ""
             raise AssertionError(f"the process ended before {what}: {tail}")
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -1,0 +1,66 @@
+"""The trials a space asks for, in order: what a sweep runs and what --dry-run prints.
+
+Nothing here imports Ray, so a space is planned (and rejected) without it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from study.space import Choice, IntRange, LogUniform, Space, Uniform
+
+PAIR_KEY = "pair"
+FIXED, SEARCH = "fixed", "search"
+
+
+def pair_label(teacher: str, student: str) -> str:
+    return f"{teacher}->{student}"
+
+
+def fixed_trials(space: Space) -> list[dict[str, Any]]:
+    """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
+    return [
+        {"trial_name": f"{method}-{p.teacher}-{p.student}-s{seed}", "role": FIXED,
+         "method": method, "teacher": p.teacher, "student": p.student, "seed": seed,
+         "params": {}}
+        for p in space.pairs for method in space.baselines for seed in space.seeds
+    ]
+
+
+def optuna_space(space: Space) -> dict[str, Any]:
+    """Optuna distributions over the `space` keys, plus the pair when there are several."""
+    import optuna.distributions as od
+
+    dists: dict[str, Any] = {}
+    for key, d in space.space.items():
+        if isinstance(d, Choice):
+            dists[key] = od.CategoricalDistribution(d.values)
+        elif isinstance(d, LogUniform):
+            dists[key] = od.FloatDistribution(d.low, d.high, log=True)
+        elif isinstance(d, Uniform):
+            dists[key] = od.FloatDistribution(d.low, d.high)
+        elif isinstance(d, IntRange):
+            dists[key] = od.IntDistribution(d.low, d.high)
+    if len(space.pairs) > 1:
+        dists[PAIR_KEY] = od.CategoricalDistribution(
+            [pair_label(p.teacher, p.student) for p in space.pairs])
+    return dists
+
+
+def grid_values(space: Space) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {}
+    for key, d in space.space.items():
+        values[key] = list(d.values) if isinstance(d, Choice) else list(range(d.low, d.high + 1))
+    if len(space.pairs) > 1:
+        values[PAIR_KEY] = [pair_label(p.teacher, p.student) for p in space.pairs]
+    return values
+
+
+def search_trial_count(space: Space) -> int:
+    """Optuna-drawn trials: num_samples, or the grid's size for a grid (each point once)."""
+    if not space.space and len(space.pairs) <= 1:
+        return 0
+    if space.search.sampler == "grid":
+        return math.prod(len(v) for v in grid_values(space).values())
+    return space.search.num_samples

@@ -1,0 +1,286 @@
+"""Faults in the middle of a sweep, and what they must not cost: a killed worker costs at most
+the epoch it was in, a diverging trial costs only itself, an unwritable run folder costs nothing,
+and the tables read complete at every moment."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, assert_usage_error
+from test_sweep import read_csv, result_lines, sweep, wait_for
+
+from study.records import write_csv
+
+# Metrics that measure the machine, not the training: they may differ between runs.
+TIMING = {"images_per_s", "train_s", "eval_s"}
+
+
+def same_numbers(rows: list[dict], reference: list[dict]) -> bool:
+    """Every number the engine reports, timing aside, equal to the last bit."""
+    keys = set(reference[0]) - TIMING
+    return [{k: r[k] for k in keys} for r in rows] == [{k: r[k] for k in keys}
+                                                      for r in reference]
+
+
+KILL_SPACE = """\
+name: {name}
+dataset: {{name: synthetic, n_train: 1000, n_test: 128}}
+recipe: {{epochs: 3, batch_size: 8}}  # many small steps: time to kill mid-epoch
+teacher: {{epochs: 1}}
+pairs:
+  - {{teacher: resnet14, student: resnet8}}
+baselines: [kd]
+seeds: [0]
+search: {{scheduler: none}}
+resources: {{executor: {executor}, max_failures: 2}}
+"""
+
+
+def reference_history(space_path: Path, run: Path, cache: Path, trial: str) -> list[dict]:
+    """The same trial, uninterrupted, through the same engine in this process."""
+    from study.distill import prepare
+    from study.runfolder import RunFolder
+    from study.space import load_space
+    from study.sweep import make_context
+    from study.teachers import TeacherCache
+
+    context = make_context(load_space(space_path), RunFolder(run), str(cache))
+    config = json.loads((run / "tune" / trial / "params.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trial (cpus_per_worker: 1): the same float sums
+    try:
+        engine = prepare(context.distill_run(config), TeacherCache(cache), device="cpu",
+                         log=lambda _: None)
+        engine.fit()
+    finally:
+        torch.set_num_threads(threads)
+    return engine.history
+
+
+def checkpoints(run: Path, trial: str) -> list[Path]:
+    """The checkpoints a Ray Train worker has persisted for `trial` (Train keeps the last)."""
+    from study.runfolder import RunFolder
+
+    return sorted((RunFolder(run).train_dir / trial).glob("checkpoint_*"))
+
+
+def train_worker_pids() -> set[int]:
+    import psutil
+
+    pids = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
+            pids.add(proc.pid)
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["in_trial", "ray_train"])
+def test_worker_killed_mid_epoch_resumes_with_identical_metrics(tmp_path, executor):
+    space = tmp_path / "kill.yaml"
+    space.write_text(KILL_SPACE.format(name=f"kill-{executor}", executor=executor))
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    trial = "kd-resnet14-resnet8-s0"
+    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
+           "--cache-dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        if executor == "in_trial":
+            # The Tune trial process runs the epochs itself and reports each one at once.
+            wait_for(lambda: result_lines(run, trial), 300, "the first epoch", proc, every=0.05)
+            victim = result_lines(run, trial)[0]["pid"]
+            epochs_done = lambda: len(result_lines(run, trial))  # noqa: E731
+        else:
+            # Ray Train relays reports to Tune late; the worker's own checkpoints are the clock.
+            wait_for(lambda: checkpoints(run, trial), 300, "the first checkpoint", proc,
+                     every=0.05)
+            (victim,) = train_worker_pids()
+            first = checkpoints(run, trial)
+            epochs_done = lambda: 1 if checkpoints(run, trial) == first else 2  # noqa: E731
+        time.sleep(0.3)  # into epoch 2 (an epoch takes a few seconds)
+        assert epochs_done() == 1, "epoch 2 ended before the kill"
+        os.kill(victim, signal.SIGKILL)
+        if executor == "ray_train":
+            wait_for(lambda: train_worker_pids() - {victim}, 120, "a new train worker", proc,
+                     every=0.05)
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    lines = result_lines(run, trial)
+    # Epoch 1 was not trained again: the restart continued from its checkpoint.
+    assert [r["epoch"] for r in lines] == [1, 2, 3], [r["epoch"] for r in lines]
+    if executor == "in_trial":
+        assert lines[-1]["pid"] != victim  # a new process finished the trial
+    (row,) = read_csv(run / "results.csv")
+    assert row["status"] == "completed" and row["epochs"] == "3", row
+
+    reference = reference_history(space, run, cache, trial)
+    assert {"train_loss", "test_acc", "test_loss", "loss_kd"} <= set(reference[0])
+    assert same_numbers(lines, reference)
+
+
+# ---------------------------------------------------------------- many tiny trials, one diverges
+
+
+MANY_SPACE = """\
+name: many
+dataset: {name: synthetic, n_train: 256, n_test: 128}
+recipe: {epochs: 2, batch_size: 64}
+teacher: {epochs: 1}
+pairs:
+  - {teacher: resnet14, student: resnet8}
+baselines: [vanilla, kd]
+seeds: [0, 1, 2, 3, 4]
+search: {sampler: grid, scheduler: none}
+space:
+  sdkd.lambda: {type: choice, values: [1.0, 1.0e+30]}
+resources: {max_concurrent: 2}
+"""
+
+
+class TableReader(threading.Thread):
+    """Reads results.csv and epochs.csv over and over while the sweep writes them."""
+
+    def __init__(self, run: Path):
+        super().__init__(daemon=True)
+        self.folder, self.reads, self.problems = run, Counter(), []
+        self.halt = threading.Event()
+
+    def read(self, path: Path) -> None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return
+        rows = list(csv.reader(io.StringIO(text)))
+        header = rows[0] if rows else []
+        if "trial_id" not in header:
+            self.problems.append(f"{path.name}: no header in {text[:80]!r}")
+        for row in rows[1:]:
+            if len(row) != len(header) or not row[0]:
+                self.problems.append(f"{path.name}: a broken row {row}")
+        self.reads[path.name] += 1
+
+    def run(self):  # noqa: D102 - threading.Thread's entry point
+        while not self.halt.is_set():
+            for name in ("results.csv", "epochs.csv"):
+                self.read(self.folder / name)
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def many_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("many")
+    space = tmp / "many.yaml"
+    space.write_text(MANY_SPACE)
+    run = tmp / "run"
+    reader = TableReader(run)
+    reader.start()
+    try:
+        result = sweep("--space", str(space), "--output", str(run), cache=tmp / "cache")
+    finally:
+        reader.halt.set()
+        reader.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result, reader
+
+
+@pytest.mark.slow
+def test_diverging_trial_is_recorded_and_the_sweep_goes_on(many_run):
+    import optuna
+
+    run, result, _ = many_run
+    rows = {r["trial_id"]: r for r in read_csv(run / "results.csv")}
+    assert len(rows) == 12  # 2 baselines x 5 seeds + a grid of 2
+    diverged = [r for r in rows.values() if r["status"] == "diverged"]
+    assert len(diverged) == 1, [(r["trial_id"], r["status"]) for r in rows.values()]
+    (bad,) = diverged
+    assert float(bad["sdkd.lambda"]) == 1e30 and bad["diverged_epoch"] == "1"
+    assert bad["epochs"] == "0"  # no epoch finished; the diverged one is not a row
+    assert not [r for r in read_csv(run / "epochs.csv") if r["trial_id"] == bad["trial_id"]]
+    others = [r for r in rows.values() if r is not bad]
+    assert all(r["status"] == "completed" and r["epochs"] == "2" for r in others), others
+    assert f"{bad['trial_id']} diverged in epoch 1" in result.stdout
+    assert f"Diverged (loss NaN or infinite, left out above): {bad['trial_id']}" in \
+        result.stdout
+    # Optuna counts it as failed, not as a (NaN) value.
+    study = optuna.load_study(study_name="many", storage=f"sqlite:///{run / 'optuna.db'}")
+    states = {t.params["sdkd.lambda"]: t.state.name for t in study.trials}
+    assert states == {1.0: "COMPLETE", 1e30: "FAIL"}
+
+
+@pytest.mark.slow
+def test_tables_of_concurrent_trials_are_complete_at_every_read(many_run):
+    run, _, reader = many_run
+    assert not reader.problems, reader.problems[:5]
+    assert reader.reads["results.csv"] > 10 and reader.reads["epochs.csv"] > 10, reader.reads
+    # Each trial's rows are its own: the same numbers as its own result.json, once each.
+    epochs = read_csv(run / "epochs.csv")
+    assert len({(r["trial_id"], r["epoch"]) for r in epochs}) == len(epochs) == 11 * 2
+    for row in epochs:
+        own = result_lines(run, row["trial_id"])[int(row["epoch"]) - 1]
+        assert own["epoch"] == int(row["epoch"])
+        assert float(row["test_acc"]) == own["test_acc"]
+        assert float(row["train_loss"]) == own["train_loss"]
+    assert not list(run.glob(".*.tmp")) and not list(run.glob("**/.*.tmp"))
+
+
+def _rewrite(path: str, writer: int, rounds: int) -> None:
+    for i in range(rounds):
+        rows = [{"trial_id": f"w{writer}-r{i}", "epoch": e, "test_acc": writer * 100 + e}
+                for e in range(200)]
+        write_csv(path, rows)
+
+
+def test_concurrent_writers_never_leave_a_mixed_or_partial_file(tmp_path):
+    """Four processes rewrite one table while this one reads it: every read is one writer's
+    complete table."""
+    path = tmp_path / "results.csv"
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_rewrite, args=(str(path), w, 60)) for w in range(4)]
+    for w in writers:
+        w.start()
+    reads = 0
+    while any(w.is_alive() for w in writers) or reads == 0:
+        if path.exists():
+            rows = list(csv.DictReader(io.StringIO(path.read_text())))
+            assert len(rows) == 200, len(rows)
+            assert len({r["trial_id"] for r in rows}) == 1  # one writer's version
+            reads += 1
+    for w in writers:
+        w.join()
+        assert w.exitcode == 0
+    assert reads > 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+# ---------------------------------------------------------------- an unwritable run folder
+
+
+@pytest.mark.parametrize("where", ["a-file", "inside-a-file"])
+def test_unwritable_output_is_one_line_before_anything_runs(tmp_path, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder\n")
+    output = blocker if where == "a-file" else blocker / "run"
+    space = tmp_path / "space.yaml"
+    space.write_text(MANY_SPACE)
+    result = sweep("--space", str(space), "--output", str(output), cache=tmp_path / "cache")
+    assert_usage_error(result, f"{output}: the run folder cannot be written")
+    assert "pass --output with a writable folder" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "space.yaml"]
+    assert blocker.read_text() == "not a folder\n"
