@@ -34,8 +34,8 @@ from pytorch_grad_cam import GradCAMPlusPlus  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
-from analysis.plots import Skipped, save  # noqa: E402
-from analysis.run import Run, load_run, pair_label  # noqa: E402
+from analysis.plots import save  # noqa: E402
+from analysis.run import Run, Skipped, load_run, pair_label  # noqa: E402
 from analysis.tables import method_label  # noqa: E402
 from sdkd_core.data import DATASET_INFO, load_dataset  # noqa: E402
 from sdkd_core.distillers import build_distiller  # noqa: E402

@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from analysis.run import Run, load_run, pair_label  # noqa: E402
+from analysis.run import Run, Skipped, load_run, pair_label  # noqa: E402
 from analysis.tables import method_label  # noqa: E402
 from sdkd_core.distillers import method_config  # noqa: E402
 from study.cli import OneLineParser, run_main  # noqa: E402
@@ -37,10 +37,6 @@ from study.records import atomic_write  # noqa: E402
 
 PAIR = "pair"
 BINS = 5  # quantile bins for a continuous parameter
-
-
-class Skipped(Exception):
-    """A figure the run has no data for; the message says why (shown in the report)."""
 
 
 def save(fig, out: Path, stem: str) -> list[Path]:

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.gradcam import write_gradcam
-from analysis.plots import Skipped, write_plots
-from analysis.run import Run, load_run
+from analysis.run import Run, Skipped, load_run
 from analysis.tables import write_tables
 from sdkd_core.errors import UserError
 from study.cli import OneLineParser, run_main
@@ -94,6 +92,11 @@ def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
                  log=print) -> Path:
     """Write every artefact and report/index.html; returns the page's path."""
     run = load_run(path)
+    # matplotlib, seaborn, torch and grad-cam take seconds to import: only once the folder
+    # is known to be a run folder, so a wrong path is refused at once.
+    from analysis.gradcam import write_gradcam
+    from analysis.plots import write_plots
+
     report = run.folder.report_dir
     report.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

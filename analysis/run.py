@@ -23,6 +23,10 @@ from study.runfolder import IDENTITY, RunFolder
 REQUIRED_COLUMNS = (*IDENTITY, "test_acc", "test_acc_best", "epochs", "status")
 # "stopped" trials were cut short by ASHA at a rung: finished, but with fewer epochs.
 FINISHED = ("completed", "stopped")
+class Skipped(Exception):
+    """A figure the run has no data for; the message says why (shown in the report)."""
+
+
 METRICS = {"test_acc": "last epoch", "test_acc_best": "best epoch"}
 
 

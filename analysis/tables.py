@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 from analysis.run import METRICS, Run, load_run, pair_label
-from sdkd_core.distillers import METHODS
 from study.cli import OneLineParser, run_main
 from study.records import atomic_write, write_text
 
@@ -70,6 +68,8 @@ class Cell:
 
 def column_order(methods: list[str]) -> list[str]:
     """Registry order for baselines (so a new method lands in the table on its own), SDKD last."""
+    from sdkd_core.distillers import METHODS  # imports torch: only once a table is built
+
     order = [m for m in METHODS if m != "sdkd"] + sorted(set(methods) - set(METHODS))
     return [method_label(m) for m in order if m in methods]
 
@@ -110,6 +110,8 @@ def welch(a: Cell, b: Cell) -> float | None:
         return None
     if a.std == 0 and b.std == 0:
         return 0.0 if a.mean != b.mean else 1.0
+    from scipy import stats  # a second to import: only when a table needs a test
+
     return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
 
 
