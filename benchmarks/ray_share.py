@@ -24,26 +24,45 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import yaml
+from common import ROOT, Result, Target, machine
+
+GOAL = 0.15
 
 
-def main() -> int:
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="ablations.yaml")
     p.add_argument("--cache-dir", default=None, help="teacher cache (default: the usual one)")
-    args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
+    p.add_argument("--quick", action="store_true",
+                   help="the space on 1,000 images, 2 epochs, 4 drawn trials: a smoke run "
+                        "(its share is larger than the default sweep's: shorter trials)")
+    return p.parse_args(argv)
+
+
+def measure(args) -> Result:
     from study.space import load_space
 
-    space = load_space(ROOT / args.space)
-    slots = space.resources.max_concurrent
-    cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
     with tempfile.TemporaryDirectory(prefix="ray-share-") as tmp:
+        space_file = ROOT / args.space
+        if args.quick:
+            doc = yaml.safe_load(space_file.read_text())
+            doc["dataset"] = {**doc.get("dataset", {}), "n_train": 1000, "n_test": 1000}
+            doc["recipe"] = {**doc.get("recipe", {}), "epochs": 2}
+            doc["teacher"] = {**doc.get("teacher", {}), "epochs": 1, "n_train": 5000}
+            doc["search"] = {**doc.get("search", {}), "num_samples": 4}
+            space_file = Path(tmp) / "quick.yaml"
+            space_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        space = load_space(space_file)
+        slots = space.resources.max_concurrent
+        cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
         out = Path(tmp) / "run"
-        base = [sys.executable, "study/sweep.py", "--space", args.space, *cache]
+        base = [sys.executable, "study/sweep.py", "--space", str(space_file), *cache]
         # Teachers first (a dry run of zero trials would not train them): a one-trial sweep.
-        subprocess.run([*base, "--output", str(Path(tmp) / "warm"), "--max-trials", "1"],
-                       cwd=ROOT, check=True, capture_output=True)
+        print("ray share: teachers (a one-trial sweep)", flush=True)
+        subprocess.run([*base, "--output", str(Path(tmp) / "warm"), "--max-trials", "1",
+                        "--no-report"], cwd=ROOT, check=True, capture_output=True)
+        print("ray share: the sweep, timed", flush=True)
         start = time.perf_counter()
         subprocess.run([*base, "--output", str(out)], cwd=ROOT, check=True,
                        capture_output=True)
@@ -53,13 +72,25 @@ def main() -> int:
         with open(out / "results.csv", newline="") as f:
             trials = list(csv.DictReader(f))
     loop = sum(float(r["train_s"]) + float(r["eval_s"]) for r in rows)
-    reported = sum(float(t["wall_s"]) for t in trials)
     share = 1 - loop / slots / wall
-    print(f"space {space.name}: {len(trials)} trials, {len(rows)} epochs, {slots} at a time")
-    print(f"sweep wall time                 {wall:8.1f} s")
-    print(f"training + evaluation loops     {loop:8.1f} s  ({loop / slots:.1f} s per slot)")
-    print(f"trial time between reports      {reported:8.1f} s  (loops + checkpoints, per trial)")
-    print(f"share outside the loops         {100 * share:8.1f} %")
+    name = args.space + (" (quick)" if args.quick else "")
+    lines = [
+        f"Machine: {machine()}.", "",
+        f"`python study/sweep.py --space {args.space}`{' shrunk by --quick' if args.quick else ''}"
+        f", teachers cached: {len(trials)} trials, {len(rows)} epochs, {slots} at a time.", "",
+        "| measured in one run | |", "|---|---|",
+        f"| sweep wall time (the whole command, report included) | {wall:.1f} s |",
+        f"| training + evaluation loops, all trials | {loop:.1f} s = {loop / slots:.1f} s per "
+        f"slot ({slots} slots) |",
+        f"| **share outside the loops** | **{100 * share:.1f} %** |",
+    ]
+    return Result("\n".join(lines), [Target(f"Ray's share of the sweep's wall time ({name})",
+                                             f"{100 * share:.1f} %", f"<= {100 * GOAL:.0f} %",
+                                             share <= GOAL)])
+
+
+def main(argv=None) -> int:
+    print(measure(parse(argv)).markdown)
     return 0
 
 

@@ -125,18 +125,25 @@ class Engine:
     rank: int = 0
     world_size: int = 1
     wrap: Callable[[nn.Module], nn.Module] | None = None
+    # Speed switches, each measured with and without in benchmarks/step_cost.py.
+    amp: bool | None = None  # bf16 autocast; None: on a GPU only (on the CPU it is slower)
+    channels_last: bool = True  # faster on GPUs and, measured, on the CPU (resnet20: +21%)
+    compile: bool = False  # torch.compile the training step
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self):
         self.device = select_device(str(self.device))
         self.cuda = self.device.type == "cuda"
-        # channels_last is faster on GPUs and, measured, on the CPU too (resnet20: +21%);
-        # bf16 autocast is the GPU's fast path only.
-        self.method.to(self.device, memory_format=torch.channels_last)
+        self.use_amp = self.cuda if self.amp is None else bool(self.amp)
+        self.method.to(self.device, memory_format=torch.channels_last if self.channels_last
+                       else torch.preserve_format)
         self.train_module = self.wrap(self.method) if self.wrap else self.method
+        if self.compile:
+            self.train_module = torch.compile(self.train_module)
         common = dict(info=self.data.info, batch_size=self.recipe.batch_size, device=self.device,
-                      rank=self.rank, world_size=self.world_size, channels_last=True)
+                      rank=self.rank, world_size=self.world_size,
+                      channels_last=self.channels_last)
         self.train_loader = BatchLoader(self.data.train_x, self.data.train_y, train=True,
                                         seed=self.seed, **common)
         self.test_loader = BatchLoader(self.data.test_x, self.data.test_y, **common)
@@ -159,7 +166,7 @@ class Engine:
         }
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training shard; returns mean losses, accuracy and throughput."""

@@ -71,7 +71,7 @@ class DistillRun:
 
 
 def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
-            rank: int = 0, world_size: int = 1, wrap=None) -> Engine:
+            rank: int = 0, world_size: int = 1, wrap=None, compile: bool = False) -> Engine:
     """The engine for `spec`: data loaded, teacher from the cache (trained now if missing)."""
     from sdkd_core.data import DATASET_INFO, load_dataset
 
@@ -85,13 +85,13 @@ def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=pri
         log(f"teacher {spec.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test images"
             f" ({'cached' if cached else 'trained now'})")
     return Engine(method, data, spec.recipe, device=device, seed=spec.seed, rank=rank,
-                  world_size=world_size, wrap=wrap)
+                  world_size=world_size, wrap=wrap, compile=compile)
 
 
 def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
-        on_epoch=None) -> list[dict[str, Any]]:
+        on_epoch=None, compile: bool = False) -> list[dict[str, Any]]:
     """Train the student; returns the per-epoch rows (trial identity + metrics)."""
-    engine = prepare(spec, cache, device=device, log=log)
+    engine = prepare(spec, cache, device=device, log=log, compile=compile)
     identity = {"trial_id": spec.trial_id, "method": spec.method, "teacher": spec.teacher,
                 "student": spec.student, "seed": spec.seed, **spec.overrides}
     log(f"{spec.method}: {spec.teacher} -> {spec.student} on {spec.dataset} "
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting, e.g. sdkd.lambda=2 or temperature=3 (repeatable)")
     add_runtime_args(p)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (see docs/benchmarks.md for when it "
+                        "pays: it costs a compile at the start)")
     p.add_argument("--output", default=None,
                    help="folder for epochs.csv and result.json (default runs/distill/<trial id>)")
     return p
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
         )
         output = Path(args.output or Path("runs") / "distill" / spec.trial_id)
-        rows = run(spec, TeacherCache(args.cache_dir), device=args.device,
+        rows = run(spec, TeacherCache(args.cache_dir), device=args.device, compile=args.compile,
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
         last = rows[-1]
         write_json(output / "result.json", last)

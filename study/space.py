@@ -124,6 +124,7 @@ class Resources(Section):
     max_concurrent: Annotated[int, Field(gt=0)] = 1
     max_failures: Annotated[int, Field(ge=0)] = 1
     executor: Literal["auto", "in_trial", "ray_train"] = "auto"
+    compile: bool = False  # torch.compile each trial's training step
 
     @model_validator(mode="after")
     def _gpus_need_use_gpu(self):

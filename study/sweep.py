@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-tflops", type=float, default=GPU_TFLOPS,
                    help=f"effective TFLOP/s of one GPU for --dry-run's estimate "
                         f"(default {GPU_TFLOPS:g})")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the HTML report at the end (build it later with "
+                        "python -m analysis.report <run folder>)")
     return p
 
 
@@ -106,7 +109,7 @@ def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContex
         cache_dir=cache_dir, train_storage=str(folder.train_dir.resolve()),
         num_workers=r.num_workers, use_gpu=r.use_gpu, cpus_per_worker=r.cpus_per_worker,
         gpus_per_trial=r.gpus_per_trial, max_failures=r.max_failures,
-        executor=r.resolved_executor(),
+        executor=r.resolved_executor(), compile=r.compile,
     )
 
 
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         if n_search:
             finish_optuna(folder)
         print(summary(space, rows))
-        report = run_analysis(folder)
+        report = None if args.no_report else run_analysis(folder)
         print(f"done in {clock(time.monotonic() - started)}: {len(rows)} trials")
         print(f"  results  {folder.results_csv}\n  epochs   {folder.epochs_csv}")
         if n_search:

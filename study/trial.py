@@ -50,6 +50,7 @@ class TrialContext:
     gpus_per_trial: float = 0.0
     max_failures: int = 0
     executor: str = "in_trial"  # or "ray_train"
+    compile: bool = False
 
     def distill_run(self, config: dict[str, Any]) -> DistillRun:
         return DistillRun(
@@ -77,7 +78,7 @@ def train_epochs(spec: DistillRun, context: TrialContext, report, checkpoint, *,
     `checkpoint` is the Tune/Train checkpoint to continue from, or None for a fresh start.
     """
     engine = prepare(spec, TeacherCache(context.cache_dir), device=device, log=lambda _: None,
-                     rank=rank, world_size=world_size, wrap=wrap)
+                     rank=rank, world_size=world_size, wrap=wrap, compile=context.compile)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             engine.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))

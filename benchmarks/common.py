@@ -1,0 +1,51 @@
+"""What every benchmark reports: Markdown, the targets it checks, and the machine it ran on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    goal: str
+    reached: bool | None  # None: not measured here (e.g. no GPU)
+
+
+@dataclass
+class Result:
+    markdown: str
+    targets: list[Target] = field(default_factory=list)
+
+
+def machine() -> str:
+    """One line: CPU model and cores, torch threads and version, and the GPU if any."""
+    import torch
+
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    line = (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
+    if torch.cuda.is_available():
+        line += f", GPU {torch.cuda.get_device_name()}"
+    return line
+
+
+def cuda_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
