@@ -16,7 +16,7 @@ import sys
 import time
 
 import torch
-from common import Result, Target, cuda_sync, machine
+from common import Result, Target, machine
 
 from sdkd_core.data import DATASET_INFO, ImageData
 from sdkd_core.distillers import build_distiller
@@ -48,7 +48,6 @@ def time_epoch(data: ImageData, device, **switches) -> dict[str, float]:
     engine.train_epoch()  # warm-up: cuDNN autotuning, allocator, torch.compile
     engine.epoch += 1
     first = time.perf_counter() - first
-    cuda_sync()
     stats = engine.train_epoch()
     evaluation = engine.evaluate()
     return {"first_s": first, "train_s": stats["train_s"], "eval_s": evaluation["eval_s"],

@@ -13,6 +13,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# --quick: the same space on little data and few epochs, a smoke run rather than a figure.
+QUICK_OVERRIDES = {
+    "dataset": {"n_train": 1000, "n_test": 1000},
+    "recipe": {"epochs": 2},
+    "teacher": {"epochs": 1, "n_train": 5000},
+}
+
+
+def quick_document(doc: dict) -> dict:
+    """A space document with QUICK_OVERRIDES merged into its sections."""
+    return {**doc, **{section: {**doc.get(section, {}), **values}
+                      for section, values in QUICK_OVERRIDES.items()}}
+
+
 @dataclass
 class Target:
     name: str

@@ -51,8 +51,7 @@ def images_per_second(batches, limit: int) -> float:
         seen += len(x)
         if seen >= limit:
             break
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    cuda_sync()
     return seen / (time.perf_counter() - start)
 
 

@@ -41,7 +41,7 @@ def train_for(config):
     while time.perf_counter() - start < config["seconds"]:
         stats = engine.train_epoch()
         engine.epoch += 1
-        images += stats["images_per_s"] * stats["train_s"]
+        images += engine.train_loader.num_images
         seconds += stats["train_s"]
     tune.report({"images": images, "seconds": seconds, "images_per_s": images / seconds})
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import ROOT, Result, Target, machine
+from common import ROOT, Result, Target, machine, quick_document
 
 GOAL = 0.15
 
@@ -46,10 +46,7 @@ def measure(args) -> Result:
     with tempfile.TemporaryDirectory(prefix="ray-share-") as tmp:
         space_file = ROOT / args.space
         if args.quick:
-            doc = yaml.safe_load(space_file.read_text())
-            doc["dataset"] = {**doc.get("dataset", {}), "n_train": 1000, "n_test": 1000}
-            doc["recipe"] = {**doc.get("recipe", {}), "epochs": 2}
-            doc["teacher"] = {**doc.get("teacher", {}), "epochs": 1, "n_train": 5000}
+            doc = quick_document(yaml.safe_load(space_file.read_text()))
             doc["search"] = {**doc.get("search", {}), "num_samples": 4}
             space_file = Path(tmp) / "quick.yaml"
             space_file.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import re
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import ROOT, Result
@@ -27,63 +28,41 @@ DOC = ROOT / "docs" / "benchmarks.md"
 QUICK_DOC = ROOT / "runs" / "benchmarks-quick.md"
 
 
-def step_cost(quick: bool) -> tuple[list[str], Result]:
-    import step_cost as m
+@dataclass(frozen=True)
+class Section:
+    title: str
+    module: str  # benchmarks/<module>.py, with parse(argv) and measure(args) -> Result
+    quick: tuple[str, ...] = ()
+    full: tuple[str, ...] = ()
 
-    argv = ["--images", "640", "--rounds", "2"] if quick else []
-    return argv, m.measure(m.parse(argv))
+    def argv(self, quick: bool) -> list[str]:
+        return list(self.quick if quick else self.full)
 
-
-def data_path(quick: bool) -> tuple[list[str], Result]:
-    import data_path as m
-
-    argv = ["--images", "4000", "--share-images", "1280", "--rounds", "2"] if quick else []
-    return argv, m.measure(m.parse(argv))
-
-
-def ray_share(quick: bool) -> tuple[list[str], Result]:
-    import ray_share as m
-
-    argv = ["--quick"] if quick else []
-    return argv, m.measure(m.parse(argv))
+    def run(self, argv: list[str]) -> Result:
+        m = importlib.import_module(self.module)
+        return m.measure(m.parse(argv))
 
 
-def search_efficiency(quick: bool) -> tuple[list[str], Result]:
-    import search_efficiency as m
+class CifarSection(Section):
+    def argv(self, quick: bool) -> list[str]:
+        import torch
 
-    argv = ["--quick"] if quick else []
-    return argv, m.measure(m.parse(argv))
-
-
-def gpu_packing(quick: bool) -> tuple[list[str], Result]:
-    import gpu_packing as m
-
-    argv = ["--seconds", "20"] if quick else []
-    return argv, m.measure(m.parse(argv))
+        # A full epoch takes about half an hour on a 2-core CPU: there, a slice tells the rate.
+        return list(self.full if torch.cuda.is_available() and not quick else self.quick)
 
 
-def cifar_epoch(quick: bool) -> tuple[list[str], Result]:
-    import cifar_epoch as m
-    import torch
-
-    # A full epoch takes about half an hour on a 2-core CPU: there, a slice tells the rate.
-    gpu = torch.cuda.is_available()
-    argv = ["--images", "640"] if quick or not gpu else ["--variants"]
-    return argv, m.measure(m.parse(argv))
-
-
-SECTIONS: dict[str, tuple[str, str, Callable[[bool], tuple[list[str], Result]]]] = {
-    "step_cost": ("Training-step cost and peak memory of each method", "step_cost.py",
-                  step_cost),
-    "data_path": ("Data path: throughput and share of a training step", "data_path.py",
-                  data_path),
-    "ray_share": ("Ray's share of the default sweep", "ray_share.py", ray_share),
-    "search_efficiency": ("Search efficiency: TPE+ASHA against a full grid",
-                          "search_efficiency.py", search_efficiency),
-    "gpu_packing": ("Trials sharing one GPU (fractional gpus_per_trial)", "gpu_packing.py",
-                    gpu_packing),
-    "cifar_epoch": ("CIFAR-100 resnet32x4 -> resnet8x4 SDKD epoch", "cifar_epoch.py",
-                    cifar_epoch),
+SECTIONS: dict[str, Section] = {
+    "step_cost": Section("Training-step cost and peak memory of each method", "step_cost",
+                         quick=("--images", "640", "--rounds", "2")),
+    "data_path": Section("Data path: throughput and share of a training step", "data_path",
+                         quick=("--images", "4000", "--share-images", "1280", "--rounds", "2")),
+    "ray_share": Section("Ray's share of the default sweep", "ray_share", quick=("--quick",)),
+    "search_efficiency": Section("Search efficiency: TPE+ASHA against a full grid",
+                                 "search_efficiency", quick=("--quick",)),
+    "gpu_packing": Section("Trials sharing one GPU (fractional gpus_per_trial)", "gpu_packing",
+                           quick=("--seconds", "20")),
+    "cifar_epoch": CifarSection("CIFAR-100 resnet32x4 -> resnet8x4 SDKD epoch", "cifar_epoch",
+                                quick=("--images", "640"), full=("--variants",)),
 }
 BLOCK = re.compile(r"<!-- bench:(?P<name>\w+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->\n",
                    re.S)
@@ -147,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output) if args.output else (QUICK_DOC if args.quick else DOC)
     text = out.read_text() if out.exists() else "# Benchmarks\n"
     for name in names:
-        title, script, run = SECTIONS[name]
+        section = SECTIONS[name]
+        script = f"{section.module}.py"
         print(f"== {name}: benchmarks/{script}", flush=True)
+        argv_used = section.argv(args.quick)
         start = time.perf_counter()
-        argv_used, result = run(args.quick)
+        result = section.run(argv_used)
         seconds = time.perf_counter() - start
         print(result.markdown + "\n", flush=True)
-        block = render_block(name, title, script, argv_used, result, seconds, args.quick)
+        block = render_block(name, section.title, script, argv_used, result, seconds, args.quick)
         text = update(text, {name: block})
         write_text(out, text)  # after every section: a long run keeps what it measured
     print(f"wrote {out}")

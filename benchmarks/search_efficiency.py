@@ -33,15 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import ROOT, Result, Target, machine
+from common import ROOT, Result, Target, machine, quick_document
 
 STRATEGIES = ("tpe+asha", "random+asha", "tpe", "random")
 TICK_S = 0.01  # per reported epoch in a replayed trial: keeps concurrent trials interleaved
-QUICK_OVERRIDES = {  # a small grid on little data: a smoke run of the whole benchmark
-    "dataset": {"n_train": 1000, "n_test": 1000},
-    "recipe": {"epochs": 2},
-    "teacher": {"epochs": 1, "n_train": 5000},
-}
 
 
 def grid_axis(dist: dict[str, Any], points: int) -> list[Any]:
@@ -58,10 +53,7 @@ def grid_axis(dist: dict[str, Any], points: int) -> list[Any]:
 
 
 def grid_document(base: dict[str, Any], points: int, quick: bool) -> dict[str, Any]:
-    doc = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    if quick:
-        for section, values in QUICK_OVERRIDES.items():
-            doc[section] = {**doc.get(section, {}), **values}
+    doc = quick_document(base) if quick else dict(base)
     doc["name"] = f"{base['name']}-grid"
     doc["baselines"] = []
     doc["space"] = {key: {"type": "choice", "values": grid_axis(d, points)}
@@ -141,8 +133,8 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
             time.sleep(TICK_S)
             tune.report({"epoch": epoch, "test_acc": acc, "at": time.monotonic()})
 
-    def reached(trial_id, result) -> bool:
-        return result["epoch"] >= epochs and result["test_acc"] >= target
+    def reached(epoch, acc) -> bool:
+        return epoch >= epochs and acc >= target
 
     optuna = make_optuna_search(space, f"sqlite:///{tmp / name}.db")
     searcher = StudySearcher(space, [], optuna, budget)
@@ -153,7 +145,8 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
                                     max_concurrent_trials=space.resources.max_concurrent,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(tmp), verbose=0,
-                                  stop=_StopAllWhen(reached)),
+                                  stop=stop_all_when(
+                                      lambda r: reached(r["epoch"], r["test_acc"]))),
     )
     reports = []
     for result in tuner.fit():
@@ -164,7 +157,7 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
     spent = 0
     for _, epoch, acc in reports:
         spent += 1  # each report is one trained epoch
-        if epoch >= epochs and acc >= target:
+        if reached(epoch, acc):
             return {"epochs": spent, "reached": True, "trials": _count_trials(reports, epochs)}
     return {"epochs": spent, "reached": False, "trials": _count_trials(reports, epochs)}
 
@@ -173,24 +166,21 @@ def _count_trials(reports, epochs) -> int:
     return sum(1 for _, e, _ in reports if e == 1)
 
 
-class _StopAllWhen:
+def stop_all_when(test):
     """A Tune stopper that ends the whole experiment once any result satisfies `test`."""
+    from ray.tune import Stopper  # here: the module is imported without Ray by run.py's tests
 
-    def __new__(cls, test):
-        from ray.tune import Stopper
+    class StopAll(Stopper):
+        hit = False
 
-        class Stop(Stopper):
-            def __init__(self):
-                self.hit = False
+        def __call__(self, trial_id, result):
+            self.hit = self.hit or test(result)
+            return False
 
-            def __call__(self, trial_id, result):
-                self.hit = self.hit or test(trial_id, result)
-                return False
+        def stop_all(self):
+            return self.hit
 
-            def stop_all(self):
-                return self.hit
-
-        return Stop()
+    return StopAll()
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], grid_epochs: int) -> list[dict[str, Any]]:

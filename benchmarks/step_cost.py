@@ -33,7 +33,10 @@ from sdkd_core.models import build_model
 
 DEFAULT_METHODS = ("vanilla", "kd", "dml", "shake", "dkd", "sdkd")
 SDKD_GOAL = 1.35  # SDKD step / KD step
-SWITCHES = ("channels_last", "amp", "compile")
+# Engine switch -> (the attribute holding its resolved value, its name in the table).
+SWITCHES = {"channels_last": ("channels_last", "channels_last"),
+            "amp": ("use_amp", "bf16 autocast"),
+            "compile": ("compile", "torch.compile")}
 
 
 def build_engine(args, data, method: str, **switches) -> Engine:
@@ -46,14 +49,9 @@ def build_engine(args, data, method: str, **switches) -> Engine:
                   device=args.device, **switches)
 
 
-def variant_name(method: str, flipped: str | None, engine: Engine) -> str:
-    if flipped is None:
-        return method
-    now = {"channels_last": engine.channels_last, "amp": engine.use_amp,
-           "compile": engine.compile}[flipped]
-    label = {"channels_last": "channels_last", "amp": "bf16 autocast",
-             "compile": "torch.compile"}[flipped]
-    return f"{method} {'+' if now else '-'}{label}"
+def variant_name(method: str, flipped: str, engine: Engine) -> str:
+    attr, label = SWITCHES[flipped]
+    return f"{method} {'+' if getattr(engine, attr) else '-'}{label}"
 
 
 def measure_rates(args, data) -> tuple[dict[str, float], dict[str, float], str]:
@@ -63,8 +61,7 @@ def measure_rates(args, data) -> tuple[dict[str, float], dict[str, float], str]:
     default = next(iter(engines.values()))
     for method in args.variants:
         for flipped in SWITCHES:
-            value = {"channels_last": not default.channels_last, "amp": not default.use_amp,
-                     "compile": not default.compile}[flipped]
+            value = not getattr(default, SWITCHES[flipped][0])
             engine = build_engine(args, data, method, **{flipped: value})
             engines[variant_name(method, flipped, engine)] = engine
     rates: dict[str, list[float]] = {name: [] for name in engines}

@@ -59,6 +59,15 @@ def run_mains(calls: list[tuple[str, list[str]]]) -> list[subprocess.CompletedPr
                 proc.stdout.splitlines()[-1]), strict=True)]
 
 
+def run_cases_in_folders(tmp_path_factory, module: str, cases, argv_for):
+    """{case index: (fresh folder, result)}: each (args, fragment) case of `cases` through
+    `module`'s main, all in one process; `argv_for(folder, args)` builds the command line."""
+    folders = [tmp_path_factory.mktemp("case") for _ in cases]
+    results = run_mains([(module, argv_for(folder, args))
+                         for folder, (args, _) in zip(folders, cases, strict=True)])
+    return dict(enumerate(zip(folders, results, strict=True)))
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
     """Run a project script as a user would: `python <script> args...` from the repository root."""
     full_env = {**os.environ, **(env or {})}

@@ -9,7 +9,7 @@ from sdkd_core.distillers import METHODS
 from sdkd_core.engine import Recipe
 from study.distill import DistillRun, run
 from study.teachers import TeacherCache
-from tests.conftest import assert_usage_error, run_cli, run_mains
+from tests.conftest import assert_usage_error, run_cases_in_folders, run_cli
 
 
 @pytest.mark.slow
@@ -65,12 +65,10 @@ BAD_INPUT = [
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
     """{case: (folder, result)}: every BAD_INPUT case through `distill.py`'s main."""
-    folders = [tmp_path_factory.mktemp("bad-distill") for _ in BAD_INPUT]
-    results = run_mains([("study.distill", ["--dataset", "synthetic", "--n-train", "500",
-                                            "--cache-dir", str(folder / "cache"),
-                                            "--output", str(folder / "out"), *args])
-                         for folder, (args, _) in zip(folders, BAD_INPUT, strict=True)])
-    return dict(enumerate(zip(folders, results, strict=True)))
+    return run_cases_in_folders(
+        tmp_path_factory, "study.distill", BAD_INPUT,
+        lambda folder, args: ["--dataset", "synthetic", "--n-train", "500", "--cache-dir",
+                              str(folder / "cache"), "--output", str(folder / "out"), *args])
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f for _, f in BAD_INPUT])

@@ -6,7 +6,7 @@ import torch
 
 from sdkd_core.engine import Recipe
 from study.teachers import TeacherCache, TeacherSpec
-from tests.conftest import assert_usage_error, run_cli, run_mains
+from tests.conftest import assert_usage_error, run_cases_in_folders, run_cli
 
 SMALL = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2", "--n-test", "200"]
 
@@ -84,10 +84,8 @@ BAD_INPUT = [
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
     """{case: (cache folder, result)}: every BAD_INPUT case through `teachers.py`'s main."""
-    caches = [tmp_path_factory.mktemp("bad-teacher") for _ in BAD_INPUT]
-    results = run_mains([("study.teachers", ["--cache-dir", str(cache), *args])
-                         for cache, (args, _) in zip(caches, BAD_INPUT, strict=True)])
-    return dict(enumerate(zip(caches, results, strict=True)))
+    return run_cases_in_folders(tmp_path_factory, "study.teachers", BAD_INPUT,
+                                lambda cache, args: ["--cache-dir", str(cache), *args])
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f for _, f in BAD_INPUT])
