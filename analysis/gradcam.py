@@ -144,10 +144,11 @@ def load_teacher(run: Run, arch: str, num_classes: int, in_channels: int) -> Sta
 
 def trial_distiller(run: Run, trial_id: str, teacher: StagedNet, info):
     """The trial's method with its final checkpoint loaded, built from its own params.json."""
-    params_file = run.folder.tune_dir / trial_id / "params.json"
+    params_file = run.folder.trial_dir(trial_id) / "params.json"
     checkpoint = run.checkpoint(trial_id)
     if not params_file.is_file() or checkpoint is None:
-        raise Skipped(f"trial {trial_id} left no params.json or checkpoint in tune/")
+        raise Skipped(f"trial {trial_id} left no params.json or checkpoint in "
+                      f"{params_file.parent.parent.name}/")
     config = json.loads(params_file.read_text())
     student = build_model(config["student"], info.num_classes, info.in_channels)
     method = build_distiller(config["method"], student, teacher, config["params"])

@@ -76,10 +76,11 @@ class Run:
         return cards
 
     def checkpoint(self, trial_id: str) -> Path | None:
-        """The trial's last checkpoint (in-trial runs under tune/, Ray Train runs under it)."""
+        """The trial's last checkpoint (in-trial runs in their Tune folder, Ray Train runs
+        under tune/ray_train)."""
         found = []
-        for base in (self.folder.tune_dir, self.folder.train_dir):
-            for path in (base / trial_id).glob("checkpoint_*/engine.pt"):
+        for folder in (self.folder.trial_dir(trial_id), self.folder.train_dir / trial_id):
+            for path in folder.glob("checkpoint_*/engine.pt"):
                 index = re.findall(r"\d+", path.parent.name)
                 found.append((int(index[-1]) if index else -1, path.stat().st_mtime, path))
         return max(found)[2] if found else None

@@ -75,10 +75,17 @@ def column_order(methods: list[str]) -> list[str]:
 
 
 def tuned_config(search: pd.DataFrame, metric: str, param_cols: list[str]) -> pd.DataFrame:
-    """The trials of the drawn configuration with the best mean (all its seeds)."""
+    """The trials of the drawn configuration with the best mean (all its seeds).
+
+    Once the sweep has run its best configurations again on the other seeds (role `confirm`),
+    only those compete: a single lucky draw would otherwise beat every seed-averaged mean.
+    """
     if not param_cols:
         return search.nlargest(1, metric)
     keyed = search.assign(_key=search[param_cols].astype(str).agg("|".join, axis=1))
+    confirmed = keyed.loc[keyed["role"] == "confirm", "_key"]
+    if not confirmed.empty:
+        keyed = keyed[keyed["_key"].isin(set(confirmed))]
     best = keyed.groupby("_key")[metric].mean().idxmax()
     return keyed[keyed["_key"] == best].drop(columns="_key")
 
@@ -97,7 +104,7 @@ def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[st
         cells[method] = Cell(fixed.loc[fixed["method"] == raw, metric].tolist())
     if (fixed["method"] == "sdkd").any():
         cells[SDKD_DEFAULTS] = Cell(fixed.loc[fixed["method"] == "sdkd", metric].tolist())
-    search = done[done["role"] == "search"]
+    search = done[done["role"].isin(["search", "confirm"])]
     if not search.empty:
         params = [c for c in run.search_space if c in search.columns]
         cells[SDKD_TUNED] = Cell(tuned_config(search, metric, params)[metric].tolist())
@@ -190,7 +197,8 @@ def write_tables(run: Run, out: Path | None = None) -> list[Path]:
         note = (f"{run.name}: {run.dataset} test accuracy (%), {what}, mean ± std over seeds "
                 f"({run.n_epochs} epochs). Bold: best student. SDKD vs the strongest baseline, "
                 "Welch's t-test: * p<0.05, ** p<0.01, ns not significant. 'Best tuned' is the "
-                "drawn configuration with the best mean, chosen on the test set (optimistic).")
+                "drawn configuration with the best mean, chosen on the test set (optimistic); "
+                "after a confirming run, its mean covers every seed.")
         atomic_write(stem.with_suffix(".csv"), lambda tmp, t=long: t.to_csv(tmp, index=False))
         md = wide(long, lambda s: f"**{s}**")
         write_text(stem.with_suffix(".md"), f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")

@@ -58,7 +58,9 @@ def grid_document(base: dict[str, Any], points: int, quick: bool) -> dict[str, A
     doc["baselines"] = []
     doc["space"] = {key: {"type": "choice", "values": grid_axis(d, points)}
                     for key, d in base["space"].items()}
-    doc["search"] = {**doc.get("search", {}), "sampler": "grid", "scheduler": "none"}
+    # Every point once, on the search's seed: the searches replay exactly these curves.
+    doc["search"] = {**doc.get("search", {}), "sampler": "grid", "scheduler": "none",
+                     "confirm_top": 0}
     return doc
 
 

@@ -19,8 +19,9 @@ PRINT_EVERY_S = 20.0
 
 class SweepMonitor(Callback):
     def __init__(self, folder: RunFolder, total_trials: int, epochs: int, metric: str,
-                 mode: str):
+                 mode: str, earlier: dict[str, str] | None = None):
         self.folder = folder
+        self.earlier = dict(earlier or {})  # final statuses of an earlier experiment's trials
         self.total = total_trials
         self.epochs = epochs
         self.metric = metric
@@ -70,7 +71,7 @@ class SweepMonitor(Callback):
     # ------------------------------------------------------------ output
 
     def _write(self, trials) -> None:
-        statuses = {t.config.get("trial_name"): t.status for t in trials}
+        statuses = {**self.earlier, **{t.config.get("trial_name"): t.status for t in trials}}
         configs = {t.config.get("trial_name"): t.config for t in trials}
         write_tables(self.folder, statuses, self.epochs, configs)
 

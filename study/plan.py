@@ -11,7 +11,9 @@ from typing import Any
 from study.space import Choice, IntRange, LogUniform, Space, Uniform
 
 PAIR_KEY = "pair"
-FIXED, SEARCH = "fixed", "search"
+FIXED, SEARCH, CONFIRM = "fixed", "search", "confirm"
+# Roles that always run to their last epoch: ASHA and Optuna see drawn trials only.
+FULL_LENGTH = (FIXED, CONFIRM)
 
 
 def pair_label(teacher: str, student: str) -> str:
@@ -64,3 +66,31 @@ def search_trial_count(space: Space) -> int:
     if space.search.sampler == "grid":
         return math.prod(len(v) for v in grid_values(space).values())
     return space.search.num_samples
+
+
+def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best `confirm_top` completed drawn configurations of each pair, on every seed of
+    `seeds` but the one the search ran them on.
+
+    One drawn trial is one seed, and the best of many single draws is optimistic; run again on
+    the baselines' seeds, the chosen configuration gets a mean ± std comparable to theirs.
+    `rows` are results.csv's rows; ties go to the earlier trial, so a resumed sweep plans the
+    same trials.
+    """
+    top, metric = space.search.confirm_top, space.search.metric
+    drawn = [r for r in rows if r["role"] == SEARCH and r["status"] == "completed"
+             and isinstance(r[metric], int | float) and math.isfinite(r[metric])]
+    sign = -1 if space.search.mode == "max" else 1
+    drawn.sort(key=lambda r: (sign * r[metric], r["trial_id"]))
+    trials = []
+    for p in space.pairs:
+        mine = [r for r in drawn if (r["teacher"], r["student"]) == (p.teacher, p.student)]
+        for r in mine[:top]:
+            params = {k: r[k] for k in space.space}
+            trials += [
+                {"trial_name": f"{r['trial_id']}-s{seed}", "role": CONFIRM,
+                 "method": r["method"], "teacher": p.teacher, "student": p.student,
+                 "seed": seed, "params": params}
+                for seed in space.seeds if seed != r["seed"]
+            ]
+    return trials

@@ -6,12 +6,13 @@
     optuna.db    the Optuna study (sqlite)
     teachers/    each pretrained teacher's weights (<arch>.pt) and card (<arch>.json)
     tune/        Ray Tune's experiment folder (trial checkpoints, logs)
+    confirm/     the second experiment: the best drawn configurations on the other seeds
     report/      written by the analysis
 
-results.csv and epochs.csv are rebuilt from the trials' own records in tune/ (each trial's
-params.json and result.json, which Tune flushes on every report). A trial that restarts from
-its checkpoint reports some epochs again; rows are keyed by (trial, epoch), so nothing is lost
-or counted twice however often the sweep is killed and resumed.
+results.csv and epochs.csv are rebuilt from the trials' own records in tune/ and confirm/
+(each trial's params.json and result.json, which Tune flushes on every report). A trial that
+restarts from its checkpoint reports some epochs again; rows are keyed by (trial, epoch), so
+nothing is lost or counted twice however often the sweep is killed and resumed.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class RunFolder:
     @property
     def tune_dir(self) -> Path:
         return self.root / "tune"
+
+    @property
+    def confirm_dir(self) -> Path:
+        return self.root / "confirm"
+
+    def trial_dir(self, trial_id: str) -> Path:
+        """A trial's Tune folder: tune/<trial>, or confirm/<trial> for a confirming trial."""
+        confirm = self.confirm_dir / trial_id
+        return confirm if confirm.is_dir() else self.tune_dir / trial_id
 
     @property
     def train_dir(self) -> Path:
@@ -194,7 +204,8 @@ def trial_status(tune_status: str, done: int, epochs: int) -> str:
 
 def write_tables(folder: RunFolder, statuses: dict[str, str], epochs: int,
                  configs: dict[str, dict] | None = None) -> list[dict]:
-    records = trial_records(folder.tune_dir, configs)
+    records = {**trial_records(folder.tune_dir, configs),
+               **trial_records(folder.confirm_dir, configs)}
     results_rows, epoch_rows = build_tables(records, statuses, epochs)
     write_csv(folder.results_csv, results_rows, first=IDENTITY)
     write_csv(folder.epochs_csv, epoch_rows, first=(*IDENTITY, "epoch"))

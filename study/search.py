@@ -15,7 +15,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.plan import FIXED, PAIR_KEY, SEARCH, grid_values, optuna_space, pair_label
+from study.plan import FULL_LENGTH, PAIR_KEY, SEARCH, grid_values, optuna_space, pair_label
 from study.records import is_diverged
 from study.space import Space
 
@@ -125,11 +125,11 @@ class StudySearcher(Searcher):
 
 
 class SearchOnlyASHA(ASHAScheduler):
-    """ASHA over the drawn trials only; fixed trials (baselines) always run to the end."""
+    """ASHA over the drawn trials only; baselines and confirmations always run to the end."""
 
     @staticmethod
     def _fixed(trial) -> bool:
-        return trial.config.get("role") == FIXED
+        return trial.config.get("role") in FULL_LENGTH
 
     def on_trial_add(self, tune_controller, trial):
         if not self._fixed(trial):

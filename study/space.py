@@ -72,6 +72,8 @@ class SearchSection(Section):
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: Annotated[int, Field(gt=0)] = 2
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    # The best drawn configurations of each pair, run again on the other seeds after the search.
+    confirm_top: Annotated[int, Field(ge=0)] = 1
 
 
 class Choice(Section):

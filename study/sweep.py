@@ -4,7 +4,9 @@
 
 validate -> check the data -> pretrain every teacher needed (once, cached) -> run the baselines
 on every pair and seed and the Optuna-drawn trials in one Ray Tune sweep (ASHA stops weak drawn
-trials) -> results.csv, epochs.csv, optuna.db and space.yaml in the run folder -> analysis.
+trials) -> the best drawn configurations of each pair again on the other seeds (a second,
+short experiment) -> results.csv, epochs.csv, optuna.db and space.yaml in the run folder ->
+analysis.
 
 A killed sweep continues with `--resume`: finished trials are kept, running ones continue from
 their last epoch's checkpoint.
@@ -32,6 +34,7 @@ from study.estimate import (
     teacher_flops,
     trial_flops,
 )
+from study.plan import CONFIRM, confirm_trials
 from study.runfolder import RunFolder, write_tables
 from study.space import Space, load_space
 from study.teachers import TeacherCache, default_cache_dir
@@ -130,15 +133,21 @@ def print_plan(space: Space, fixed, n_search: int, cache: TeacherCache, context,
     dims = ", ".join(space.space) + (", pair" if len(space.pairs) > 1 else "")
     print(f"drawn trials: {n_search} ({space.search.method}; {space.search.sampler} over "
           f"{dims or 'nothing'}; scheduler {space.search.scheduler})")
-    total = len(fixed) + n_search
+    other_seeds = [s for s in space.seeds if s != space.search_seed]
+    n_confirm = (space.search.confirm_top * len(space.pairs) * len(other_seeds)
+                 if n_search and args.max_trials is None else 0)
+    if n_confirm:
+        print(f"confirming trials: up to {n_confirm} (the best {space.search.confirm_top} "
+              f"drawn configuration(s) of each pair again on seeds {other_seeds})")
+    total = len(fixed) + n_search + n_confirm
     print(f"total trials: {total}")
 
     flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in fixed)
     drawn = [{"method": space.search.method, "teacher": p.teacher, "student": p.student,
               "params": {}} for p in space.pairs]
     if n_search and drawn:
-        flops += n_search * statistics.mean(trial_flops(t, ds, n_train, n_test, epochs)
-                                            for t in drawn)
+        flops += (n_search + n_confirm) * statistics.mean(
+            trial_flops(t, ds, n_train, n_test, epochs) for t in drawn)
     teacher_train = space.teacher.n_train or full_train
     for arch in teacher_archs(space):
         spec = teacher_spec(context, arch)
@@ -240,7 +249,9 @@ def start_ray(args) -> None:
 
 
 def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_search,
-               resume: bool):
+               resume: bool, experiment: Path, earlier: dict[str, str] | None = None):
+    """The Tuner of one experiment in the run folder (tune/, or confirm/ after it); restored
+    when resuming one that exists. `earlier`: final statuses of the experiment before."""
     from ray import tune
 
     from study.monitor import SweepMonitor
@@ -249,29 +260,37 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
 
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context),
                                     context.trial_resources())
-    if resume and tune.Tuner.can_restore(str(folder.tune_dir.resolve())):
-        return tune.Tuner.restore(str(folder.tune_dir.resolve()), trainable=trainable,
+    if resume and tune.Tuner.can_restore(str(experiment.resolve())):
+        return tune.Tuner.restore(str(experiment.resolve()), trainable=trainable,
                                   resume_unfinished=True, resume_errored=True)
     optuna = make_optuna_search(space, folder.optuna_url) if n_search else None
     searcher = StudySearcher(space, fixed, optuna, n_search)
     total = len(fixed) + n_search
     monitor = SweepMonitor(folder, total, space.recipe.epochs, space.search.metric,
-                           space.search.mode)
+                           space.search.mode, earlier=earlier)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=make_scheduler(space), num_samples=total,
+            search_alg=searcher, scheduler=make_scheduler(space) if n_search else None,
+            num_samples=total,
             max_concurrent_trials=space.resources.max_concurrent,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
             reuse_actors=True,  # a new trial in a warm process: no re-import of torch
         ),
         run_config=tune.RunConfig(
-            name=folder.tune_dir.name, storage_path=str(folder.root.resolve()),
+            name=experiment.name, storage_path=str(experiment.parent.resolve()),
             callbacks=[monitor], verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=space.resources.max_failures),
         ),
     )
+
+
+def fit(tuner) -> dict[str, str]:
+    """Run an experiment to its end; every trial's final Tune status."""
+    grid = tuner.fit()
+    # Every trial has ended once fit returns: in error, or terminated (done or stopped).
+    return {r.config["trial_name"]: "ERROR" if r.error else "TERMINATED" for r in grid}
 
 
 def trial_name(trial) -> str:
@@ -317,6 +336,18 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
             best = [r["test_acc_best"] for r in rs]
             lines.append(f"  {pair:<22} {method:<8} {_mean_std(last)} / {_mean_std(best)}"
                          f"  (n={len(rs)})")
+    confirmed = [r for r in rows if r["role"] == CONFIRM and r["status"] == "completed"
+                 and _finite(r["test_acc"])]
+    if confirmed:
+        lines.append("Best drawn configurations on every seed, mean ± std (test_acc last "
+                     "epoch / best epoch):")
+        by_id = {r["trial_id"]: r for r in rows}
+        for drawn_id in dict.fromkeys(r["trial_id"].rsplit("-s", 1)[0] for r in confirmed):
+            rs = [by_id[drawn_id], *(r for r in confirmed
+                                     if r["trial_id"].rsplit("-s", 1)[0] == drawn_id)]
+            pair = f"{rs[0]['teacher']}->{rs[0]['student']}"
+            lines.append(f"  {pair:<22} {drawn_id:<18} {_mean_std([r['test_acc'] for r in rs])}"
+                         f" / {_mean_std([r['test_acc_best'] for r in rs])}  (n={len(rs)})")
     diverged = [f"{r['trial_id']} (epoch {r['diverged_epoch']})" for r in rows
                 if r["status"] == "diverged"]
     if diverged:
@@ -385,15 +416,21 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         try:
-            tuner = make_tuner(space, folder, context, fixed, n_search, args.resume)
-            grid = tuner.fit()
+            statuses = fit(make_tuner(space, folder, context, fixed, n_search, args.resume,
+                                      folder.tune_dir))
+            rows = write_tables(folder, statuses, space.recipe.epochs)
+            if n_search:
+                finish_optuna(folder)
+            confirm = confirm_trials(space, rows) if n_search and args.max_trials is None \
+                else []
+            if confirm:
+                print(f"confirming the best {space.search.confirm_top} drawn configuration(s) "
+                      f"of each pair on the other seeds: {len(confirm)} trials", flush=True)
+                statuses |= fit(make_tuner(space, folder, context, confirm, 0, args.resume,
+                                           folder.confirm_dir, earlier=statuses))
+                rows = write_tables(folder, statuses, space.recipe.epochs)
         finally:
             ray.shutdown()
-        # Every trial has ended once fit returns: in error, or terminated (done or stopped).
-        statuses = {r.config["trial_name"]: "ERROR" if r.error else "TERMINATED" for r in grid}
-        rows = write_tables(folder, statuses, space.recipe.epochs)
-        if n_search:
-            finish_optuna(folder)
         print(summary(space, rows))
         report = None if args.no_report else run_analysis(folder)
         print(f"done in {clock(time.monotonic() - started)}: {len(rows)} trials")

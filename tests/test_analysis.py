@@ -110,7 +110,7 @@ def test_bad_run_folders_are_one_line_and_write_nothing(tiny_run, tmp_path):
         ("analysis.report", [str(broken)]), ("analysis.report", [str(unfinished)]),
         ("analysis.report", [str(tiny_run.run), "--images", "1"])])
     assert_usage_error(missing, "lacks column(s) test_acc, status")
-    assert_usage_error(running, "has no finished trials yet (trials: running 11)")
+    assert_usage_error(running, "has no finished trials yet (trials: running 12)")
     assert not (broken / "report").exists() and not (unfinished / "report").exists()
     assert_usage_error(images, "--images 1")
 
@@ -132,8 +132,12 @@ def test_table_cells_are_the_mean_and_std_over_seeds_of_results_csv(tiny_run):
             kd = statistics.mean(float(r[metric]) for r in results
                                  if r["role"] == "fixed" and r["method"] == "kd")
             assert float(cells[label]["delta_vs_kd"]) == pytest.approx(statistics.mean(values) - kd)
-        drawn = [float(r[metric]) for r in results if r["role"] == "search"]
-        assert float(cells["SDKD (best tuned)"]["mean"]) == pytest.approx(max(drawn))
+        # Best tuned: the confirmed configuration, over its drawn trial and its repeat.
+        (confirm,) = [r for r in results if r["role"] == "confirm"]
+        tuned = [float(r[metric]) for r in results
+                 if r["trial_id"] in (confirm["trial_id"], confirm["trial_id"][:-3])]
+        assert len(tuned) == 2 and int(cells["SDKD (best tuned)"]["n"]) == 2
+        assert float(cells["SDKD (best tuned)"]["mean"]) == pytest.approx(statistics.mean(tuned))
         students = [c for c in cells if c != "teacher"]
         best = max(students, key=lambda c: float(cells[c]["mean"]))
         assert [c for c in students if cells[c]["best"] == "True"] == [best]

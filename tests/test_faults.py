@@ -146,7 +146,7 @@ pairs:
   - {teacher: resnet14, student: resnet8}
 baselines: [vanilla, kd]
 seeds: [0, 1, 2, 3, 4]
-search: {sampler: grid, scheduler: none}
+search: {sampler: grid, scheduler: none, confirm_top: 0}
 space:
   sdkd.lambda: {type: choice, values: [1.0, 1.0e+30]}
 resources: {max_concurrent: 2}

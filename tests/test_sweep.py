@@ -144,12 +144,47 @@ def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
     assert "pid" not in epochs[0]
 
 
+def test_confirm_plans_the_best_completed_drawn_configs_of_each_pair_on_the_other_seeds(
+        tmp_path):
+    from study.plan import confirm_trials
+    from study.space import load_space
+
+    text = tiny_space(tmp_path).read_text().replace("seeds: [0]", "seeds: [0, 1, 2]")
+    text = text.replace("  - {teacher: resnet14, student: resnet8}",
+                        "  - {teacher: resnet14, student: resnet8}\n"
+                        "  - {teacher: resnet20, student: resnet8}")
+    (tmp_path / "s.yaml").write_text(text.replace("reduction_factor: 2",
+                                                  "reduction_factor: 2\n  confirm_top: 2"))
+    space = load_space(tmp_path / "s.yaml")
+
+    def row(name, teacher, acc, status="completed", lam=0.5):
+        return {"trial_id": name, "role": "search", "method": "sdkd", "teacher": teacher,
+                "student": "resnet8", "seed": 0, "sdkd.lambda": lam, "sdkd.ffb_depth": 2,
+                "test_acc": acc, "status": status}
+
+    rows = [row("d1", "resnet14", 70.0), row("d2", "resnet14", 90.0, "stopped"),
+            row("d3", "resnet14", 80.0, lam=0.123456789), row("d4", "resnet14", 80.0),
+            row("d5", "resnet14", float("nan"), "diverged"), row("d6", "resnet20", 60.0),
+            {**row("kd", "resnet14", 99.0), "role": "fixed"}]
+    trials = confirm_trials(space, rows)
+    # Per pair the top 2 completed by test_acc (a tie goes to the earlier trial); stopped,
+    # diverged and fixed trials never; each on seeds 1 and 2, with its params exactly.
+    assert [t["trial_name"] for t in trials] == ["d3-s1", "d3-s2", "d4-s1", "d4-s2",
+                                                 "d6-s1", "d6-s2"]
+    assert trials[0]["params"] == {"sdkd.lambda": 0.123456789, "sdkd.ffb_depth": 2}
+    assert {t["role"] for t in trials} == {"confirm"}
+    assert trials[-1]["teacher"] == "resnet20" and trials[-1]["seed"] == 2
+    off = space.model_copy(update={"search": space.search.model_copy(update={"confirm_top": 0})})
+    assert confirm_trials(off, rows) == []
+
+
 def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
     result = run_cli("study/sweep.py", "--space", "study/spaces/cifar100.yaml", "--dry-run",
                      "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "total trials: 187" in out, out  # 5 baselines x 6 pairs x 3 seeds + 97 drawn
+    # 5 baselines x 6 pairs x 3 seeds + 97 drawn + the best of each pair on 2 more seeds
+    assert "total trials: 199" in out, out
     assert "GPU-hours" in out and "nothing was started" in out
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
     assert "Started a local Ray" not in result.stderr
@@ -216,7 +251,7 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     from study.space import load_space
 
     run, result = tiny_run.run, tiny_run.result
-    results = check_run_folder(run, epochs=3, expected_trials=11)
+    results = check_run_folder(run, epochs=3, expected_trials=12)
     assert "Best drawn configurations" in result.stdout and "Baselines" in result.stdout
     assert f"report   {run / 'report' / 'index.html'}" in result.stdout
     assert load_space(run / "space.yaml") == load_space(tiny_run.space)
@@ -227,6 +262,16 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     assert len(drawn) == 3 and all(r["method"] == "sdkd" for r in drawn)
     for r in drawn:  # ASHA stops a drawn trial only at a rung, never before its grace period
         assert r["status"] == "completed" or int(r["epochs"]) >= 1
+    # The best completed drawn configuration ran again on the other seed, with the same params.
+    best = max((r for r in drawn if r["status"] == "completed"),
+               key=lambda r: float(r["test_acc"]))
+    (confirm,) = [r for r in results if r["role"] == "confirm"]
+    assert confirm["trial_id"] == f"{best['trial_id']}-s1" and confirm["seed"] == "1"
+    assert confirm["status"] == "completed"
+    assert (confirm["sdkd.lambda"], confirm["sdkd.ffb_depth"]) == \
+        (best["sdkd.lambda"], best["sdkd.ffb_depth"])
+    assert (run / "confirm" / confirm["trial_id"] / "params.json").is_file()
+    assert "Best drawn configurations on every seed" in result.stdout
     rows = read_csv(run / "epochs.csv")
     vanilla = [float(r["train_loss"]) for r in rows
                if r["trial_id"] == "vanilla-resnet14-resnet8-s0"]
@@ -254,8 +299,23 @@ def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.5
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def result_lines(run: Path, trial: str) -> list[dict]:
-    path = run / "tune" / trial / "result.json"
+def sweep_killed_when(predicate, what: str, space: Path, run: Path, cache: Path) -> None:
+    """Start a sweep and SIGKILL it once `predicate()` holds."""
+    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
+           "--cache-dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(predicate, 300, what, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def result_lines(run: Path, trial: str, experiment: str = "tune") -> list[dict]:
+    path = run / experiment / trial / "result.json"
     if not path.exists():
         return []
     out = []
@@ -270,19 +330,10 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     path = tiny_space(tmp_path, name="killed", epochs=6, samples=2,
                       resources="{max_concurrent: 1}")
     run, cache = tmp_path / "run", tmp_path / "cache"
-    cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
-           "--cache-dir", str(cache)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
     first, second = "vanilla-resnet14-resnet8-s0", "kd-resnet14-resnet8-s0"
-    try:
-        # Kill it mid-trial: the first trial finished, the second half-way through.
-        wait_for(lambda: len(result_lines(run, second)) >= 2, 300, "two epochs of kd", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # Kill it mid-trial: the first trial finished, the second half-way through.
+    sweep_killed_when(lambda: len(result_lines(run, second)) >= 2, "two epochs of kd",
+                      path, run, cache)
     before_first = result_lines(run, first)
     before_second = result_lines(run, second)
     assert len(before_first) == 6 and 2 <= len(before_second) < 6
@@ -296,6 +347,28 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     assert resumed and resumed[0]["epoch"] > 1
     assert after_second[:len(before_second)] == before_second
     check_run_folder(run, epochs=6, expected_trials=4)
+
+
+@pytest.mark.slow
+def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp_path):
+    path = tiny_space(tmp_path, name="confirmed", epochs=5, baselines="[]", samples=1,
+                      resources="{max_concurrent: 1}")
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    drawn, confirm = "sdkd-search-0001", "sdkd-search-0001-s1"
+    lines = lambda: result_lines(run, confirm, "confirm")  # noqa: E731
+    sweep_killed_when(lambda: len(lines()) >= 2, "two epochs of the confirming trial",
+                      path, run, cache)
+    before_drawn, before = result_lines(run, drawn), lines()
+    assert len(before_drawn) == 5 and 2 <= len(before) < 5
+
+    result = sweep("--resume", "--output", str(run), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result_lines(run, drawn) == before_drawn  # the search is not run again
+    after = lines()
+    assert after[:len(before)] == before and after[len(before)]["epoch"] > 1
+    results = check_run_folder(run, epochs=5, expected_trials=2)
+    assert [(r["trial_id"], r["seed"]) for r in results] == [(drawn, "0"), (confirm, "1")]
 
 
 @pytest.mark.slow
