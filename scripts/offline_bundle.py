@@ -86,12 +86,14 @@ def split_torch_dependents(reqs: list[Requirement], excluded: set[str]):
     return resolvable, no_deps
 
 
-def pip(*args: str) -> None:
+def pip(*args: str, check: bool = True) -> bool:
+    """Run pip quietly; a failure raises (or, unchecked, returns False)."""
     result = subprocess.run([sys.executable, "-m", "pip", *args, "--quiet",
                              "--disable-pip-version-check"], capture_output=True, text=True)
-    if result.returncode != 0:
+    if result.returncode != 0 and check:
         errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ERROR")]
         raise BundleError("pip failed: " + (errors[-1] if errors else result.stderr.strip()))
+    return result.returncode == 0
 
 
 def target_args(python: str) -> list[str]:
@@ -111,25 +113,22 @@ def resolve(reqs: list[Requirement], python: str, work: Path) -> list[tuple[str,
 
 
 def install_no_deps(pins: list[str], python: str, staging: Path, work: Path) -> None:
-    """Install wheels for the target; a package with only a source release is built here,
-    which is only portable when the result is pure Python."""
-    binary, source = [], []
+    """Fetch each pin's wheel for the target once, then install them all; a package with only
+    a source release is built here, which is only portable when the result is pure Python."""
+    wheels = work / "wheels"
     for pin in pins:
-        probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                                "-d", str(work / "probe"), *target_args(python), pin],
-                               capture_output=True, text=True)
-        (binary if probe.returncode == 0 else source).append(pin)
-    wheels = work / "built"
-    for pin in source:
-        pip("wheel", "--no-deps", "-w", str(wheels), pin)
-    impure = [w.name for w in wheels.glob("*.whl") if not w.name.endswith("-py3-none-any.whl")]
+        fetched = pip("download", "--no-deps", "-d", str(wheels), *target_args(python), pin,
+                      check=False)
+        if not fetched:
+            pip("wheel", "--no-deps", "-w", str(work / "built"), pin)
+    built = sorted((work / "built").glob("*.whl"))
+    impure = [w.name for w in built if not w.name.endswith("-py3-none-any.whl")]
     if impure:
         raise BundleError(f"{impure[0]} has no wheel for the target and is not pure Python; "
                           "install it on the target by other means and name it in --have")
-    if binary:
-        pip("install", "--no-deps", "--target", str(staging), *target_args(python), *binary)
-    if source:
-        pip("install", "--no-deps", "--target", str(staging), *map(str, wheels.glob("*.whl")))
+    files = [str(w) for w in (*sorted(wheels.glob("*.whl")), *built)]
+    pip("install", "--no-deps", "--no-index", "--target", str(staging), *target_args(python),
+        *files)
 
 
 def write_bundle(staging: Path, out: Path, keep_java: bool) -> None:

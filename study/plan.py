@@ -14,6 +14,7 @@ PAIR_KEY = "pair"
 FIXED, SEARCH, CONFIRM = "fixed", "search", "confirm"
 # Roles that always run to their last epoch: ASHA and Optuna see drawn trials only.
 FULL_LENGTH = (FIXED, CONFIRM)
+CONFIRM_SUFFIX = "-s"  # a confirming trial is named <drawn trial>-s<seed>
 
 
 def pair_label(teacher: str, student: str) -> str:
@@ -77,7 +78,7 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[dict[str, A
     `rows` are results.csv's rows; ties go to the earlier trial, so a resumed sweep plans the
     same trials.
     """
-    top, metric = space.search.confirm_top, space.search.metric
+    top, metric, seeds = space.search.confirm_top, space.search.metric, confirm_seeds(space)
     drawn = [r for r in rows if r["role"] == SEARCH and r["status"] == "completed"
              and isinstance(r[metric], int | float) and math.isfinite(r[metric])]
     sign = -1 if space.search.mode == "max" else 1
@@ -88,9 +89,19 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[dict[str, A
         for r in mine[:top]:
             params = {k: r[k] for k in space.space}
             trials += [
-                {"trial_name": f"{r['trial_id']}-s{seed}", "role": CONFIRM,
+                {"trial_name": f"{r['trial_id']}{CONFIRM_SUFFIX}{seed}", "role": CONFIRM,
                  "method": r["method"], "teacher": p.teacher, "student": p.student,
                  "seed": seed, "params": params}
-                for seed in space.seeds if seed != r["seed"]
+                for seed in seeds
             ]
     return trials
+
+
+def confirm_seeds(space: Space) -> list[int]:
+    """The seeds a confirmed configuration runs on: all but the search's own."""
+    return [s for s in space.seeds if s != space.search_seed]
+
+
+def confirmed_trial(confirm_id: str) -> str:
+    """The drawn trial a confirming trial repeats (its name without the seed suffix)."""
+    return confirm_id.rsplit(CONFIRM_SUFFIX, 1)[0]

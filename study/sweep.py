@@ -34,7 +34,7 @@ from study.estimate import (
     teacher_flops,
     trial_flops,
 )
-from study.plan import CONFIRM, confirm_trials
+from study.plan import CONFIRM, confirm_seeds, confirm_trials, confirmed_trial
 from study.runfolder import RunFolder, write_tables
 from study.space import Space, load_space
 from study.teachers import TeacherCache, default_cache_dir
@@ -133,7 +133,7 @@ def print_plan(space: Space, fixed, n_search: int, cache: TeacherCache, context,
     dims = ", ".join(space.space) + (", pair" if len(space.pairs) > 1 else "")
     print(f"drawn trials: {n_search} ({space.search.method}; {space.search.sampler} over "
           f"{dims or 'nothing'}; scheduler {space.search.scheduler})")
-    other_seeds = [s for s in space.seeds if s != space.search_seed]
+    other_seeds = confirm_seeds(space)
     n_confirm = (space.search.confirm_top * len(space.pairs) * len(other_seeds)
                  if n_search and args.max_trials is None else 0)
     if n_confirm:
@@ -342,9 +342,9 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
         lines.append("Best drawn configurations on every seed, mean ± std (test_acc last "
                      "epoch / best epoch):")
         by_id = {r["trial_id"]: r for r in rows}
-        for drawn_id in dict.fromkeys(r["trial_id"].rsplit("-s", 1)[0] for r in confirmed):
+        for drawn_id in dict.fromkeys(confirmed_trial(r["trial_id"]) for r in confirmed):
             rs = [by_id[drawn_id], *(r for r in confirmed
-                                     if r["trial_id"].rsplit("-s", 1)[0] == drawn_id)]
+                                     if confirmed_trial(r["trial_id"]) == drawn_id)]
             pair = f"{rs[0]['teacher']}->{rs[0]['student']}"
             lines.append(f"  {pair:<22} {drawn_id:<18} {_mean_std([r['test_acc'] for r in rs])}"
                          f" / {_mean_std([r['test_acc_best'] for r in rs])}  (n={len(rs)})")
