@@ -255,6 +255,7 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     from ray import tune
 
     from study.monitor import SweepMonitor
+    from study.reaper import TrainReaper
     from study.search import StudySearcher, make_optuna_search, make_scheduler
     from study.trial import tune_trial
 
@@ -268,6 +269,9 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     total = len(fixed) + n_search
     monitor = SweepMonitor(folder, total, space.recipe.epochs, space.search.metric,
                            space.search.mode, earlier=earlier)
+    callbacks = [monitor]
+    if context.executor == "ray_train":
+        callbacks.append(TrainReaper(Path(context.train_storage)))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -275,11 +279,13 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
             num_samples=total,
             max_concurrent_trials=space.resources.max_concurrent,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-            reuse_actors=True,  # a new trial in a warm process: no re-import of torch
+            # A new trial in a warm process skips re-importing torch; a Ray Train trial's actor
+            # cannot be reset while its controller winds down, so it gets a fresh one.
+            reuse_actors=context.executor == "in_trial",
         ),
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=str(experiment.parent.resolve()),
-            callbacks=[monitor], verbose=0,
+            callbacks=callbacks, verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=space.resources.max_failures),
         ),

@@ -26,6 +26,7 @@ import torch
 
 from sdkd_core.engine import DivergedError, Recipe, load_checkpoint, save_checkpoint
 from study.distill import DistillRun, prepare
+from study.reaper import record_placement_group
 from study.teachers import TeacherCache
 
 CHECKPOINT_FILE = "engine.pt"
@@ -127,6 +128,8 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     spec = context.distill_run(loop_config["trial"])
     train_ctx = ray.train.get_context()
     rank, world_size = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    if rank == 0:  # so the sweep can free it if Tune ends the trial under the controller
+        record_placement_group(Path(context.train_storage) / loop_config["trial"]["trial_name"])
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(context.cpus_per_worker)))
