@@ -29,7 +29,8 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None) -> None:
     p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), cifar10, cifar100 or synthetic")
+                   help="fashion_mnist (default), cifar10, cifar100, synthetic or "
+                        "synthetic_cifar100 (generated, CIFAR-100-shaped)")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (default: Debian package folder, "
                         "then $SDKD_DATA or ~/.cache/sdkd/data)")

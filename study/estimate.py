@@ -24,7 +24,8 @@ from sdkd_core.models import build_model
 CPU_GFLOPS_PER_CORE = 50.0
 GPU_TFLOPS = 10.0
 FULL_SIZES = {"fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
-              "cifar100": (50000, 10000), "synthetic": (2000, 500)}
+              "cifar100": (50000, 10000), "synthetic": (2000, 500),
+              "synthetic_cifar100": (50000, 10000)}
 
 
 @cache
