@@ -17,12 +17,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from sdkd_core.engine import Recipe
 from sdkd_core.errors import unknown_choice
@@ -40,6 +43,7 @@ from study.cli import (
 from study.records import atomic_write, write_json
 
 CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
+WAIT_LOG_S = 30.0  # while another process trains the teacher, say so this often
 
 
 def default_cache_dir() -> Path:
@@ -95,8 +99,13 @@ class TeacherCache:
     def paths(self, spec: TeacherSpec) -> tuple[Path, Path]:
         return self.root / f"{spec.key}.pt", self.root / f"{spec.key}.json"
 
-    def load(self, spec: TeacherSpec) -> tuple[StagedNet, dict[str, Any]] | None:
-        """The cached teacher in eval mode, or None when absent or damaged (with a warning)."""
+    def lock_path(self, spec: TeacherSpec) -> Path:
+        return self.root / f"{spec.key}.lock"
+
+    def load(self, spec: TeacherSpec, warn: bool = True
+             ) -> tuple[StagedNet, dict[str, Any]] | None:
+        """The cached teacher in eval mode, or None when absent or damaged (with a warning
+        unless `warn` is False)."""
         weights, card_path = self.paths(spec)
         if not card_path.exists():
             return None
@@ -109,8 +118,9 @@ class TeacherCache:
             model = build_model(spec.arch, card["num_classes"], card["in_channels"])
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         except Exception as err:  # noqa: BLE001 - any damage means: retrain
-            print(f"warning: cached teacher {spec.key} is unusable ({err}); retraining it",
-                  file=sys.stderr)
+            if warn:
+                print(f"warning: cached teacher {spec.key} is unusable ({err}); retraining it",
+                      file=sys.stderr)
             return None
         model.eval().requires_grad_(False)
         return model, card
@@ -136,22 +146,62 @@ class TeacherCache:
         device: str = "auto",
         log=print,
     ) -> tuple[StagedNet, dict[str, Any], bool]:
-        """(teacher, card, was_cached): from the cache, or trained now and cached."""
+        """(teacher, card, was_cached): from the cache, or trained now and cached.
+
+        A cached teacher loads without touching the lock. Otherwise the teacher's lock is taken
+        (waiting, with a line every WAIT_LOG_S, while another process holds it) and the cache
+        checked again under it: whoever held the lock may just have written the teacher."""
         cached = self.load(spec)
         if cached is not None:
             return (*cached, True)
-        model, card = train_teacher(spec, data=data, data_root=data_root, device=device, log=log)
-        return model, self.save(spec, model, card), False
+        if data is None:  # before the lock, so that bad input fails with nothing written
+            data = teacher_data(spec, data_root)
+        with self.training_lock(spec, log):
+            cached = self.load(spec, warn=False)  # the first check already warned
+            if cached is not None:
+                return (*cached, True)
+            model, card = train_teacher(spec, data=data, data_root=data_root, device=device,
+                                        log=log)
+            return model, self.save(spec, model, card), False
+
+    @contextmanager
+    def training_lock(self, spec: TeacherSpec, log=print) -> Iterator[None]:
+        """Hold the teacher's lock. It is an flock(2) on `<key>.lock` (filelock's FileLock on
+        Linux), which the kernel drops when its holder exits or is killed, even by SIGKILL, so
+        a dead trainer never blocks the others; the file itself stays, harmless and reused."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.lock_path(spec)
+        lock = FileLock(path)
+        start = time.monotonic()
+        timeout = 0.0  # first a try, so the wait is announced as it begins
+        while True:
+            try:
+                lock.acquire(timeout=timeout)
+                break
+            except Timeout:
+                waited = timedelta(seconds=round(time.monotonic() - start))
+                log(f"waiting for another process training teacher {spec.arch} on "
+                    f"{spec.dataset} (lock {path}); waited {waited}")
+                timeout = WAIT_LOG_S
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def teacher_data(spec: TeacherSpec, data_root=None):
+    from sdkd_core.data import load_dataset
+
+    return load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed)
 
 
 def train_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):
     """Train a teacher from scratch; returns (model in eval mode, card without hashes)."""
-    from sdkd_core.data import load_dataset
     from sdkd_core.distillers.vanilla import Vanilla
     from sdkd_core.engine import Engine
 
     if data is None:
-        data = load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed)
+        data = teacher_data(spec, data_root)
     torch.manual_seed(spec.seed)
     model = build_model(spec.arch, data.num_classes, data.in_channels)
     engine = Engine(Vanilla(model), data, spec.recipe, device=device, seed=spec.seed)
@@ -210,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"teacher {card['arch']} on {card['dataset']}: test accuracy "
               f"{card['test_acc']:.2f}% (best epoch {card['test_acc_best']:.2f}%, "
               f"{card['n_test']} test images), {source}")
-        print(f"weights: {cache.paths(spec)[0]}")
+        print(f"weights: {cache.paths(spec)[0]} (SHA-256 {card['weights_sha256']})")
         return 0
 
     return run_main("teachers.py", body)

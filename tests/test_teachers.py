@@ -1,12 +1,18 @@
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
+from filelock import FileLock, Timeout
 
 from sdkd_core.engine import Recipe
-from study.teachers import TeacherCache, TeacherSpec
-from tests.conftest import assert_usage_error, run_cases_in_folders, run_cli
+from study.teachers import TeacherCache, TeacherSpec, file_sha256
+from tests.conftest import ROOT, assert_usage_error, run_cases_in_folders, run_cli
 
 SMALL = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2", "--n-test", "200"]
 
@@ -133,3 +139,102 @@ def test_cached_teacher_holding_code_is_refused_even_with_a_matching_hash(tmp_pa
     assert cache.load(spec) is None
     assert not marker.exists()
     assert "retraining it" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- one trainer per teacher
+
+ONE_EPOCH = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "1", "--n-train", "600",
+             "--n-test", "200"]
+ONE_EPOCH_SPEC = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1), 0, n_train=600, n_test=200)
+
+
+def start_cli(out_path, *args):
+    """`python study/teachers.py args...` in the background, its output (unbuffered) to a file."""
+    with open(out_path, "w") as out:
+        return subprocess.Popen([sys.executable, "study/teachers.py", *args], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_output(proc, out_path, text, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while text not in out_path.read_text():
+        assert proc.poll() is None, f"exited {proc.returncode}: {out_path.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} in: {out_path.read_text()}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_two_processes_needing_the_same_teacher_train_it_once(tmp_path):
+    """Two `teachers.py` started together on one cache: one trains, the other waits for its
+    lock and loads the result. The test holds the teacher's lock until both are waiting, so
+    neither can finish before the other has looked (no reliance on timing)."""
+    cache = TeacherCache(tmp_path)
+    test_lock = FileLock(cache.lock_path(ONE_EPOCH_SPEC))
+    test_lock.acquire()
+    outs = [tmp_path / f"out{i}.txt" for i in range(2)]
+    procs = [start_cli(out, *ONE_EPOCH, "--cache-dir", str(tmp_path)) for out in outs]
+    try:
+        for proc, out in zip(procs, outs, strict=True):
+            wait_for_output(proc, out, "waiting for another process training teacher resnet8")
+        test_lock.release()
+        for proc in procs:
+            proc.wait(timeout=300)
+    finally:
+        for proc in procs:
+            proc.kill()
+    texts = [out.read_text() for out in outs]
+    assert [p.returncode for p in procs] == [0, 0], texts
+    for text in texts:
+        assert f"(lock {cache.lock_path(ONE_EPOCH_SPEC)}); waited 0:00:00" in text
+    trained = [t for t in texts if re.search(r"^training teacher resnet8", t, re.MULTILINE)]
+    assert len(trained) == 1, texts  # exactly one trained
+    assert sum("trained in" in t for t in texts) == 1
+    assert sum("from the cache" in t for t in texts) == 1
+    assert "epoch   1/1" not in next(t for t in texts if t not in trained)
+
+    # both report the same weights: the one file in the cache, with its recorded hash
+    weights, card_path = cache.paths(ONE_EPOCH_SPEC)
+    reported = [re.findall(r"weights: (.+) \(SHA-256 (\w+)\)", t) for t in texts]
+    assert reported[0] == reported[1] == [(str(weights), file_sha256(weights))]
+    card = json.loads(card_path.read_text())
+    assert card["weights_sha256"] == file_sha256(weights)
+    accuracy = [re.findall(r"test accuracy .*%", t) for t in texts]
+    assert accuracy[0] == accuracy[1] and f"{card['test_acc']:.2f}%" in accuracy[0][0]
+
+
+def test_cached_teacher_loads_without_waiting_for_the_lock(tmp_path):
+    """The fast path: a cached teacher is served even while another holder has its lock."""
+    from sdkd_core.models import build_model
+
+    spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1))
+    cache = TeacherCache(tmp_path)
+    cache.save(spec, build_model("resnet8", 10, 1), {"num_classes": 10, "in_channels": 1})
+    lines = []
+    with FileLock(cache.lock_path(spec)):
+        _, _, cached = cache.get(spec, device="cpu", log=lines.append)
+    assert cached and lines == []
+
+
+@pytest.mark.slow
+def test_a_killed_trainer_does_not_hold_the_teacher_lock(tmp_path):
+    """A trainer killed with SIGKILL mid-training: the kernel drops its flock, so the next
+    process takes the teacher's lock at once (and no teacher is cached)."""
+    out = tmp_path / "out.txt"
+    args = [*ONE_EPOCH, "--epochs", "500", "--cache-dir", str(tmp_path)]
+    proc = start_cli(out, *args)
+    try:
+        wait_for_output(proc, out, "600 train / 200 test images, 500 epochs")
+        spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=500), 0, n_train=600, n_test=200)
+        lock = FileLock(TeacherCache(tmp_path).lock_path(spec))
+        with pytest.raises(Timeout):
+            lock.acquire(timeout=0.2)  # it holds the lock while it trains
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    start = time.monotonic()
+    lock.acquire(timeout=1)
+    assert time.monotonic() - start < 1
+    lock.release()
+    assert TeacherCache(tmp_path).load(spec) is None
