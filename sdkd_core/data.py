@@ -318,7 +318,10 @@ class BatchLoader:
 
     Training order and augmentation depend only on (seed, epoch, rank), so a resumed run sees
     exactly the batches an uninterrupted one would. With world_size > 1 each rank gets a
-    disjoint shard; training shards have equal length so DDP ranks step together.
+    disjoint shard; training shards have equal length so DDP ranks step together. `batch_size`
+    is this rank's: with a global batch B split as B // world_size, the ranks' i-th batches
+    together hold exactly the images of one rank's i-th batch of size B (the order is shared
+    and dealt round-robin), so one and several ranks take the same steps over the same images.
     """
 
     def __init__(

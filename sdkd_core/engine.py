@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import distributed as dist
 from torch import nn
 
 from sdkd_core.data import BatchLoader, ImageData
 from sdkd_core.distillers.base import Distiller
+from sdkd_core.distributed import broadcast_buffers, split_batch, sum_across_ranks
 from sdkd_core.errors import UserError
 
 
@@ -104,17 +104,14 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def _sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
 @dataclass
 class Engine:
     """Trains a `Distiller` on `data` with `recipe`; `wrap` lets a caller add DDP.
 
-    `epoch` counts finished epochs; `state_dict()` after any epoch resumes exactly.
+    `recipe.batch_size` is the global batch: each of `world_size` ranks takes its share per
+    step, so any number of ranks takes the same optimizer steps per epoch (and, together, the
+    very batches one rank would). `epoch` counts finished epochs; `state_dict()` after any
+    epoch resumes exactly.
     """
 
     method: Distiller
@@ -134,6 +131,7 @@ class Engine:
 
     def __post_init__(self):
         self.device = select_device(str(self.device))
+        rank_batch = split_batch(self.recipe.batch_size, self.world_size)
         self.cuda = self.device.type == "cuda"
         self.use_amp = self.cuda if self.amp is None else bool(self.amp)
         self.method.to(self.device, memory_format=torch.channels_last if self.channels_last
@@ -141,7 +139,7 @@ class Engine:
         self.train_module = self.wrap(self.method) if self.wrap else self.method
         if self.compile:
             self.train_module = torch.compile(self.train_module)
-        common = dict(info=self.data.info, batch_size=self.recipe.batch_size, device=self.device,
+        common = dict(info=self.data.info, batch_size=rank_batch, device=self.device,
                       rank=self.rank, world_size=self.world_size,
                       channels_last=self.channels_last)
         self.train_loader = BatchLoader(self.data.train_x, self.data.train_y, train=True,
@@ -149,10 +147,8 @@ class Engine:
         self.test_loader = BatchLoader(self.data.test_x, self.data.test_y, **common)
         steps = len(self.train_loader)
         if steps == 0:
-            raise UserError(
-                f"batch_size={self.recipe.batch_size} is larger than the "
-                f"{self.train_loader.num_images} training images per worker; lower it"
-            )
+            raise UserError(f"batch_size={self.recipe.batch_size} is larger than the "
+                            f"{len(self.data.train_y)} training images; lower it")
         r = self.recipe
         self.optimizers = {
             group: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum,
@@ -197,14 +193,15 @@ class Engine:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         names = list(sums)
-        totals = _sum_across_ranks(torch.stack([*(sums[k] for k in names), correct,
-                                                torch.tensor(float(seen), device=self.device)]))
+        broadcast_buffers(self.method)  # every rank evaluates the model rank 0 checkpoints
+        totals = sum_across_ranks(torch.stack([*(sums[k] for k in names), correct,
+                                               torch.tensor(float(seen), device=self.device)]))
         totals = totals.tolist()
         count = totals[-1]
         stats = {("train_loss" if k == "loss" else f"loss_{k}"): v / count
                  for k, v in zip(names, totals, strict=False)}
         stats["train_acc"] = 100.0 * totals[-2] / count
-        stats["images_per_s"] = count / elapsed
+        stats["images_per_s"] = count / elapsed  # all ranks' images: the trial's throughput
         stats["train_s"] = elapsed
         stats["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
         stats.update(self.method.epoch_metrics())
@@ -232,7 +229,7 @@ class Engine:
             totals[-2] += nn.functional.cross_entropy(heads["student"].float(), y, reduction="sum")
             totals[-1] += len(y)
         self.method.train(was_training)
-        values = _sum_across_ranks(totals).tolist()
+        values = sum_across_ranks(totals).tolist()
         count = values[-1]
         stats = {"test_acc": 100.0 * values[0] / count, "test_loss": values[-2] / count,
                  "eval_s": time.perf_counter() - start}

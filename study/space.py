@@ -23,6 +23,7 @@ from pydantic import (
 
 from sdkd_core.data import DATASETS
 from sdkd_core.distillers import METHODS, method_config
+from sdkd_core.distributed import split_batch
 from sdkd_core.engine import Recipe
 from sdkd_core.errors import UserError, nearest, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
@@ -127,12 +128,17 @@ class Resources(Section):
     max_failures: Annotated[int, Field(ge=0)] = 1
     executor: Literal["auto", "in_trial", "ray_train"] = "auto"
     compile: bool = False  # torch.compile each trial's training step
+    # BatchNorm statistics over the global batch rather than each worker's share.
+    sync_batchnorm: bool = False
 
     @model_validator(mode="after")
     def _gpus_need_use_gpu(self):
         if self.gpus_per_trial > 0 and not self.use_gpu:
             raise ValueError(f"gpus_per_trial={self.gpus_per_trial:g} needs use_gpu: true; "
                              "set use_gpu: true or drop gpus_per_trial")
+        if self.sync_batchnorm and not self.use_gpu:  # torch's SyncBatchNorm runs on GPUs only
+            raise ValueError("sync_batchnorm: true needs use_gpu: true (torch's SyncBatchNorm "
+                             "runs on GPUs only); set use_gpu: true or drop sync_batchnorm")
         return self
 
     def resolved_executor(self) -> str:
@@ -153,6 +159,13 @@ class Space(Section):
     search: SearchSection = SearchSection()
     space: dict[str, Distribution] = {}
     resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _batch_splits_among_workers(self):
+        if self.recipe.batch_size >= 2:  # smaller ones are the recipe's own error
+            split_batch(self.recipe.batch_size, self.resources.num_workers,
+                        "recipe.batch_size", "resources.num_workers")
+        return self
 
     def recipe_obj(self) -> Recipe:
         return Recipe(**self.recipe.model_dump())
@@ -243,7 +256,8 @@ def _describe(err: ValidationError) -> str:
         return f"{key}: 'type' must be one of choice, uniform, loguniform, int"
     given = first.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
-    return f"{key}: {msg.removeprefix('Value error, ')}{shown}"
+    where = f"{key}: " if loc else ""  # a check across sections names its keys itself
+    return f"{where}{msg.removeprefix('Value error, ')}{shown}"
 
 
 def _known_keys(loc: list[str]) -> list[str]:
