@@ -121,11 +121,14 @@ class RunFolder:
         write_text(self.space_yaml, yaml.safe_dump(document, sort_keys=False))
 
 
-def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None):
+def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None,
+                  train_dir: Path | None = None):
     """{trial name: (config, reported results in order)} from every trial folder in tune/.
 
     `configs` are the live trials' configs, for a trial whose params.json Tune has not
-    written yet.
+    written yet. `train_dir`: Ray Train's run folders, whose epoch records (`epochs.json`)
+    supply any epoch Tune did not log (a sweep killed between a Train checkpoint and Tune's
+    record of it resumes after that epoch).
     """
     configs = configs or {}
     records: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -145,7 +148,15 @@ def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None):
                 # A line cut short by a kill is skipped: the epoch is reported again on resume.
                 with contextlib.suppress(json.JSONDecodeError):
                     results.append(json.loads(line))
-        records[config["trial_name"]] = (config, results)
+        name = config["trial_name"]
+        train_file = train_dir / name / "epochs.json" if train_dir is not None else None
+        if train_file is not None and train_file.exists():
+            logged = {r.get("epoch") for r in results}
+            with contextlib.suppress(json.JSONDecodeError):
+                missing = [r for r in json.loads(train_file.read_text())
+                           if r["epoch"] not in logged]
+                results = sorted(missing, key=lambda r: r["epoch"]) + results
+        records[name] = (config, results)
     return records
 
 
@@ -204,8 +215,8 @@ def trial_status(tune_status: str, done: int, epochs: int) -> str:
 
 def write_tables(folder: RunFolder, statuses: dict[str, str], epochs: int,
                  configs: dict[str, dict] | None = None) -> list[dict]:
-    records = {**trial_records(folder.tune_dir, configs),
-               **trial_records(folder.confirm_dir, configs)}
+    records = {**trial_records(folder.tune_dir, configs, folder.train_dir),
+               **trial_records(folder.confirm_dir, configs, folder.train_dir)}
     results_rows, epoch_rows = build_tables(records, statuses, epochs)
     write_csv(folder.results_csv, results_rows, first=IDENTITY)
     write_csv(folder.epochs_csv, epoch_rows, first=(*IDENTITY, "epoch"))

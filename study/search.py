@@ -90,9 +90,21 @@ class StudySearcher(Searcher):
                 "method": self.method, "teacher": teacher, "student": student,
                 "seed": self.search_seed, "params": params}
 
+    def _running_in_optuna(self, trial_id: str) -> bool:
+        """Whether Optuna still waits for this trial's outcome. A sweep killed after Optuna
+        recorded an outcome but before Tune's next snapshot reruns the trial on --resume;
+        the outcome first recorded stands."""
+        import optuna
+
+        ot_trial = self.optuna._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        state = ot_trial.storage.get_trial(ot_trial._trial_id).state
+        return state == optuna.trial.TrialState.RUNNING
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.search_ids and trial_id in self.optuna._ot_trials \
-                and not is_diverged(result):
+        if trial_id in self.search_ids and not is_diverged(result) \
+                and self._running_in_optuna(trial_id):
             self.optuna.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -101,7 +113,8 @@ class StudySearcher(Searcher):
             return
         error = error or is_diverged(result)  # Optuna records a diverged trial as FAIL
         if trial_id in self.optuna._ot_trials:
-            self.optuna.on_trial_complete(trial_id, result, error)
+            if self._running_in_optuna(trial_id):
+                self.optuna.on_trial_complete(trial_id, result, error)
         elif result and self.metric in result:
             # Drawn just before a crash that lost Optuna's handle: record the outcome anyway.
             self.optuna.add_evaluated_point(self.search_ids[trial_id], result[self.metric],

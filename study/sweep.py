@@ -112,7 +112,7 @@ def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContex
         cache_dir=cache_dir, train_storage=str(folder.train_dir.resolve()),
         num_workers=r.num_workers, use_gpu=r.use_gpu, cpus_per_worker=r.cpus_per_worker,
         gpus_per_trial=r.gpus_per_trial, max_failures=r.max_failures,
-        executor=r.resolved_executor(), compile=r.compile,
+        executor=r.resolved_executor(), compile=r.compile, sync_batchnorm=r.sync_batchnorm,
     )
 
 
@@ -159,7 +159,8 @@ def print_plan(space: Space, fixed, n_search: int, cache: TeacherCache, context,
     r = space.resources
     print(f"resources: {r.num_workers} worker(s) per trial, {r.cpus_per_worker:g} CPU each, "
           f"{'GPU ' + format(r.gpus_per_trial, 'g') + ' per trial' if r.use_gpu else 'no GPU'}"
-          f", up to {r.max_concurrent} trials at once ({context.executor})")
+          f", up to {r.max_concurrent} trials at once ({context.executor}"
+          f"{', SyncBatchNorm' if r.sync_batchnorm else ''})")
     pflop = flops / 1e15
     if r.use_gpu:
         hours = flops / (args.gpu_tflops * 1e12) / 3600
@@ -258,6 +259,7 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     from study.reaper import TrainReaper
     from study.search import StudySearcher, make_optuna_search, make_scheduler
     from study.trial import tune_trial
+    from study.watchdog import StallWatchdog
 
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context),
                                     context.trial_resources())
@@ -269,8 +271,10 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     total = len(fixed) + n_search
     monitor = SweepMonitor(folder, total, space.recipe.epochs, space.search.metric,
                            space.search.mode, earlier=earlier)
-    callbacks = [monitor]
-    if context.executor == "ray_train":
+    train = context.executor == "ray_train"
+    callbacks = [monitor, StallWatchdog(context.worker_resources() if train else None,
+                                        context.num_workers)]
+    if train:
         callbacks.append(TrainReaper(Path(context.train_storage)))
     return tune.Tuner(
         trainable,

@@ -4,9 +4,9 @@ Two ways to run a trial's epochs through the same `sdkd_core` engine:
 
 - in the Tune trial's own process (single-worker CPU trials): no extra actors, so a small
   trial pays Tune's overhead only;
-- through a `TorchTrainer` (several workers, or GPUs): Ray Train starts the workers, sets up
-  DDP (`prepare_model`), shards the data by rank, and relays each epoch's metrics to Tune with
-  `TuneReportCallback`.
+- through a `TorchTrainer` (several workers, or GPUs): Ray Train starts the workers and their
+  process group, `ddp_wrap` wraps the method in DDP, the engine splits the global batch and
+  shards the data by rank, and `TuneReportCallback` relays each epoch's metrics to Tune.
 
 Either way every epoch is reported with a checkpoint of the complete engine state, so a trial
 restarted after a crash continues from its last finished epoch, bit for bit. A trial whose loss
@@ -23,13 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from sdkd_core.engine import DivergedError, Recipe, load_checkpoint, save_checkpoint
 from study.distill import DistillRun, prepare
-from study.reaper import record_placement_group
+from study.records import write_json
 from study.teachers import TeacherCache
 
 CHECKPOINT_FILE = "engine.pt"
+HISTORY_FILE = "epochs.json"  # beside a Ray Train run's checkpoints: every finished epoch
+
+
+def spec_name(loop_config: dict[str, Any]) -> str:
+    return loop_config["trial"]["trial_name"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class TrialContext:
     max_failures: int = 0
     executor: str = "in_trial"  # or "ray_train"
     compile: bool = False
+    sync_batchnorm: bool = False  # SyncBatchNorm in the modules that train (several workers)
 
     def distill_run(self, config: dict[str, Any]) -> DistillRun:
         return DistillRun(
@@ -62,21 +69,33 @@ class TrialContext:
             teacher_n_train=self.teacher_n_train, data_root=self.data_root,
         )
 
+    def worker_resources(self) -> dict[str, float]:
+        """What each Ray Train worker of a trial holds."""
+        per_worker = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            per_worker["GPU"] = (self.gpus_per_trial or self.num_workers) / self.num_workers
+        return per_worker
+
     def trial_resources(self) -> dict[str, float]:
         """What Tune reserves for the trial process itself."""
         if self.executor == "in_trial":
             gpu = (self.gpus_per_trial or 1.0) if self.use_gpu else 0.0
             return {"cpu": self.cpus_per_worker, "gpu": gpu}
-        # The trial only drives Ray Train's controller; the workers hold the real resources
-        # (Tune refuses an empty request, hence a token share).
-        return {"cpu": 0.01}
+        # The trial only drives Ray Train's controller; the workers hold the real resources.
+        # Tune refuses an empty request, and a token CPU share would leave a 2-CPU machine
+        # 1.98 CPUs: one 1-CPU worker group too few. A mebibyte of memory is never short.
+        return {"cpu": 0, "memory": 2**20}
 
 
 def train_epochs(spec: DistillRun, context: TrialContext, report, checkpoint, *,
-                 device: str = "auto", rank: int = 0, world_size: int = 1, wrap=None) -> None:
+                 device: str = "auto", rank: int = 0, world_size: int = 1, wrap=None,
+                 history_file: Path | None = None) -> None:
     """Run the remaining epochs of `spec`; `report(metrics, checkpoint_dir_or_None)` per epoch.
 
     `checkpoint` is the Tune/Train checkpoint to continue from, or None for a fresh start.
+    `history_file`: where rank 0 keeps every finished epoch's metrics before reporting it. Ray
+    Train persists its checkpoint before Tune logs the report, so a sweep killed in between
+    resumes after an epoch that Tune never recorded; the run folder's tables take it from here.
     """
     engine = prepare(spec, TeacherCache(context.cache_dir), device=device, log=lambda _: None,
                      rank=rank, world_size=world_size, wrap=wrap, compile=context.compile)
@@ -93,7 +112,10 @@ def train_epochs(spec: DistillRun, context: TrialContext, report, checkpoint, *,
         with tempfile.TemporaryDirectory(prefix="sdkd-ckpt-") as folder:
             if rank == 0:
                 save_checkpoint(engine.state_dict(), Path(folder) / CHECKPOINT_FILE)
-            report(stats, folder if rank == 0 else None)
+                if history_file is not None:
+                    write_json(history_file, [{**row, "workers": world_size}
+                                              for row in engine.history])
+            report({**stats, "workers": world_size}, folder if rank == 0 else None)
 
 
 def diverged_result(err: DivergedError) -> dict[str, Any]:
@@ -124,28 +146,56 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from study.reaper import record_placement_group  # imports Ray: not at the top
+
     context = TrialContext(**loop_config["context"])
     spec = context.distill_run(loop_config["trial"])
     train_ctx = ray.train.get_context()
     rank, world_size = train_ctx.get_world_rank(), train_ctx.get_world_size()
     if rank == 0:  # so the sweep can free it if Tune ends the trial under the controller
-        record_placement_group(Path(context.train_storage) / loop_config["trial"]["trial_name"])
+        record_placement_group(Path(context.train_storage) / spec_name(loop_config))
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(context.cpus_per_worker)))
-    wrap = None
-    if world_size > 1:
-        # Methods may leave a head idle in a step (e.g. SDKD before its phase boundary).
-        wrap = lambda module: ray.train.torch.prepare_model(  # noqa: E731
-            module, move_to_device=False,
-            parallel_strategy_kwargs={"find_unused_parameters": True})
+    else:
+        torch.cuda.set_device(device)
+    wrap = ddp_wrap(device, context.sync_batchnorm) if world_size > 1 else None
 
     def report(metrics, folder):
         checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
     train_epochs(spec, context, report, ray.train.get_checkpoint(), device=str(device),
-                 rank=rank, world_size=world_size, wrap=wrap)
+                 rank=rank, world_size=world_size, wrap=wrap,
+                 history_file=Path(context.train_storage) / spec_name(loop_config)
+                 / HISTORY_FILE)
+
+
+def ddp_wrap(device: torch.device, sync_batchnorm: bool = False):
+    """How a worker of a multi-worker trial wraps its method; the process group must exist."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    def wrap(method: nn.Module) -> nn.Module:
+        if sync_batchnorm:
+            with_sync_batchnorm(method)
+        cuda = device.type == "cuda"
+        per_gpu = {"device_ids": [device], "output_device": device} if cuda else {}
+        # Methods may leave a head idle in a step (e.g. SDKD before its phase boundary).
+        return DistributedDataParallel(method, find_unused_parameters=True, **per_gpu)
+
+    return wrap
+
+
+def with_sync_batchnorm(method: nn.Module) -> nn.Module:
+    """`method` with SyncBatchNorm in every module it registers (student, FFB, peer, shadow
+    head, ...): what trains. A frozen teacher stays outside the module tree (`Distiller`), so
+    neither this nor DDP touches it or its statistics. Torch's SyncBatchNorm runs on GPUs only.
+    """
+    # Children are replaced in place (same parameters and buffers); the method is no BatchNorm
+    # itself, so it stays the very module the engine and its optimizers hold.
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    assert converted is method
+    return method
 
 
 def _fit_with_ray_train(config: dict[str, Any], context: TrialContext) -> None:
@@ -153,9 +203,7 @@ def _fit_with_ray_train(config: dict[str, Any], context: TrialContext) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    per_worker = {"CPU": context.cpus_per_worker}
-    if context.use_gpu:
-        per_worker["GPU"] = (context.gpus_per_trial or context.num_workers) / context.num_workers
+    per_worker = context.worker_resources()
     trainer = TorchTrainer(
         ray_train_worker,
         train_loop_config={"trial": config, "context": asdict(context)},

@@ -134,23 +134,7 @@ def test_worker_killed_mid_epoch_resumes_with_identical_metrics(tmp_path, execut
     assert same_numbers(lines, reference)
 
 
-# ---------------------------------------------------------------- many tiny trials, one diverges
-
-
-MANY_SPACE = """\
-name: many
-dataset: {name: synthetic, n_train: 256, n_test: 128}
-recipe: {epochs: 2, batch_size: 64}
-teacher: {epochs: 1}
-pairs:
-  - {teacher: resnet14, student: resnet8}
-baselines: [vanilla, kd]
-seeds: [0, 1, 2, 3, 4]
-search: {sampler: grid, scheduler: none, confirm_top: 0}
-space:
-  sdkd.lambda: {type: choice, values: [1.0, 1.0e+30]}
-resources: {max_concurrent: 2}
-"""
+# ---------------------------------------------------------------- tables read while written
 
 
 class TableReader(threading.Thread):
@@ -180,63 +164,6 @@ class TableReader(threading.Thread):
             for name in ("results.csv", "epochs.csv"):
                 self.read(self.folder / name)
             time.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-def many_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("many")
-    space = tmp / "many.yaml"
-    space.write_text(MANY_SPACE)
-    run = tmp / "run"
-    reader = TableReader(run)
-    reader.start()
-    try:
-        result = sweep("--space", str(space), "--output", str(run), cache=tmp / "cache")
-    finally:
-        reader.halt.set()
-        reader.join()
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run, result, reader
-
-
-@pytest.mark.slow
-def test_diverging_trial_is_recorded_and_the_sweep_goes_on(many_run):
-    import optuna
-
-    run, result, _ = many_run
-    rows = {r["trial_id"]: r for r in read_csv(run / "results.csv")}
-    assert len(rows) == 12  # 2 baselines x 5 seeds + a grid of 2
-    diverged = [r for r in rows.values() if r["status"] == "diverged"]
-    assert len(diverged) == 1, [(r["trial_id"], r["status"]) for r in rows.values()]
-    (bad,) = diverged
-    assert float(bad["sdkd.lambda"]) == 1e30 and bad["diverged_epoch"] == "1"
-    assert bad["epochs"] == "0"  # no epoch finished; the diverged one is not a row
-    assert not [r for r in read_csv(run / "epochs.csv") if r["trial_id"] == bad["trial_id"]]
-    others = [r for r in rows.values() if r is not bad]
-    assert all(r["status"] == "completed" and r["epochs"] == "2" for r in others), others
-    assert f"{bad['trial_id']} diverged in epoch 1" in result.stdout
-    assert f"Diverged (loss NaN or infinite, left out above): {bad['trial_id']}" in \
-        result.stdout
-    # Optuna counts it as failed, not as a (NaN) value.
-    study = optuna.load_study(study_name="many", storage=f"sqlite:///{run / 'optuna.db'}")
-    states = {t.params["sdkd.lambda"]: t.state.name for t in study.trials}
-    assert states == {1.0: "COMPLETE", 1e30: "FAIL"}
-
-
-@pytest.mark.slow
-def test_tables_of_concurrent_trials_are_complete_at_every_read(many_run):
-    run, _, reader = many_run
-    assert not reader.problems, reader.problems[:5]
-    assert reader.reads["results.csv"] > 10 and reader.reads["epochs.csv"] > 10, reader.reads
-    # Each trial's rows are its own: the same numbers as its own result.json, once each.
-    epochs = read_csv(run / "epochs.csv")
-    assert len({(r["trial_id"], r["epoch"]) for r in epochs}) == len(epochs) == 11 * 2
-    for row in epochs:
-        own = result_lines(run, row["trial_id"])[int(row["epoch"]) - 1]
-        assert own["epoch"] == int(row["epoch"])
-        assert float(row["test_acc"]) == own["test_acc"]
-        assert float(row["train_loss"]) == own["train_loss"]
-    assert not list(run.glob(".*.tmp")) and not list(run.glob("**/.*.tmp"))
 
 
 def _rewrite(path: str, writer: int, rounds: int) -> None:
@@ -277,7 +204,7 @@ def test_unwritable_output_is_one_line_before_anything_runs(tmp_path, where):
     blocker.write_text("not a folder\n")
     output = blocker if where == "a-file" else blocker / "run"
     space = tmp_path / "space.yaml"
-    space.write_text(MANY_SPACE)
+    space.write_text(KILL_SPACE.format(name="unwritable", executor="in_trial"))
     result = sweep("--space", str(space), "--output", str(output), cache=tmp_path / "cache")
     assert_usage_error(result, f"{output}: the run folder cannot be written")
     assert "pass --output with a writable folder" in result.stderr

@@ -371,27 +371,6 @@ def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp
     assert [(r["trial_id"], r["seed"]) for r in results] == [(drawn, "0"), (confirm, "1")]
 
 
-@pytest.mark.slow
-def test_multi_worker_trials_run_through_ray_train(tmp_path):
-    """Two DDP workers per trial: TorchTrainer, TuneReportCallback, a Train run folder."""
-    path = tmp_path / "ddp.yaml"
-    path.write_text(
-        "name: ddp\n"
-        "dataset: {name: synthetic, n_train: 512, n_test: 256}\n"
-        "recipe: {epochs: 2, batch_size: 32}\n"
-        "teacher: {epochs: 2}\n"
-        "pairs: [{teacher: resnet14, student: resnet8}]\n"
-        "baselines: [kd]\n"
-        "resources: {num_workers: 2, cpus_per_worker: 0.5}\n")
-    run = tmp_path / "run"
-    result = sweep("--space", str(path), "--output", str(run), cache=tmp_path / "cache")
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = check_run_folder(run, epochs=2, expected_trials=1)
-    assert float(results[0]["test_acc"]) > 10.0
-    train_run = run / "tune" / "ray_train" / "kd-resnet14-resnet8-s0"
-    assert any(train_run.glob("checkpoint_*")), list(train_run.iterdir())
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,218 @@
+"""Every sweep feature under both executors: trials in the Tune process (`in_trial`) and trials
+through Ray Train (`ray_train`, here with two DDP workers per trial over gloo).
+
+One sweep per executor serves every assertion: ASHA over drawn trials whose first epochs differ,
+two trials at a time, two of them diverging, the best drawn configuration confirmed on a second
+seed, and the sweep SIGKILLed halfway and finished with --resume. A stall (a Ray Train trial
+whose workers cannot be placed) is reported in one line instead of a silent hang.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import ROOT
+from test_faults import TableReader
+from test_sweep import read_csv, result_lines, sweep, sweep_killed_when
+
+EPOCHS = 3
+# kd.ce_weight 1e-4 with kd_weight 0 barely learns in an epoch, 1.0 learns: ASHA has something
+# to stop from the first rung on. 1e30 diverges.
+EDGE_SPACE = """\
+name: edge-{executor}
+dataset: {{name: synthetic, n_train: 256, n_test: 128}}
+recipe: {{epochs: {epochs}, batch_size: 32}}
+teacher: {{epochs: 1}}
+pairs:
+  - {{teacher: resnet14, student: resnet8}}
+baselines: []
+seeds: [0, 1]
+search: {{method: kd, sampler: grid, grace_period: 1, reduction_factor: 2}}
+space:
+  kd.ce_weight: {{type: choice, values: [0.0001, 1.0, 1.0e+30]}}
+  kd.kd_weight: {{type: choice, values: [0.0, 0.9]}}
+resources: {resources}
+"""
+RESOURCES = {
+    "in_trial": "{max_concurrent: 2, executor: in_trial}",
+    "ray_train": "{max_concurrent: 2, executor: ray_train, num_workers: 2, cpus_per_worker: 0.5}",
+}
+TERMINAL = ("completed", "stopped", "diverged")
+
+
+def finished_rows(run: Path) -> list[dict[str, str]]:
+    path = run / "results.csv"
+    return [r for r in read_csv(path) if r["status"] in TERMINAL] if path.exists() else []
+
+
+@pytest.fixture(scope="module", params=["in_trial", "ray_train"])
+def edge_run(request, tmp_path_factory):
+    executor = request.param
+    tmp = tmp_path_factory.mktemp(f"edge-{executor}")
+    space = tmp / "edge.yaml"
+    space.write_text(EDGE_SPACE.format(executor=executor, epochs=EPOCHS,
+                                       resources=RESOURCES[executor]))
+    run, cache = tmp / "run", tmp / "cache"
+    sweep_killed_when(lambda: len(finished_rows(run)) >= 2, "two finished trials",
+                      space, run, cache)
+    before = {r["trial_id"]: result_lines(run, r["trial_id"]) for r in finished_rows(run)}
+    reader = TableReader(run)  # the tables, read over and over while concurrent trials write
+    reader.start()
+    try:
+        result = sweep("--resume", "--output", str(run), cache=cache)
+    finally:
+        reader.halt.set()
+        reader.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    return SimpleNamespace(executor=executor, run=run, result=result, before=before,
+                           reader=reader,
+                           results={r["trial_id"]: r for r in read_csv(run / "results.csv")},
+                           epochs=read_csv(run / "epochs.csv"))
+
+
+@pytest.mark.slow
+def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_run):
+    results = edge_run.results
+    assert len(results) == 7, sorted(results)  # a grid of 6, and one confirming run
+    assert all(r["status"] in TERMINAL for r in results.values()), results
+    counts = Counter((r["trial_id"], r["epoch"]) for r in edge_run.epochs)
+    assert set(counts.values()) == {1}
+    for trial_id, r in results.items():
+        epochs = sorted(int(e["epoch"]) for e in edge_run.epochs if e["trial_id"] == trial_id)
+        assert epochs == list(range(1, int(r["epochs"]) + 1)), (trial_id, epochs)
+        if r["status"] == "completed":
+            assert int(r["epochs"]) == EPOCHS
+    # Trials that had finished before the kill were kept as they were, not run again.
+    assert edge_run.before
+    for trial_id, lines in edge_run.before.items():
+        assert result_lines(edge_run.run, trial_id) == lines
+
+
+@pytest.mark.slow
+def test_asha_stops_weak_drawn_trials_while_two_run_at_a_time(edge_run):
+    drawn = [r for r in edge_run.results.values() if r["role"] == "search"]
+    stopped = [r for r in drawn if r["status"] == "stopped"]
+    assert stopped, [(r["trial_id"], r["status"], r["epochs"]) for r in drawn]
+    assert all(1 <= int(r["epochs"]) < EPOCHS for r in stopped)
+    # Two trials trained at the same time: their epoch intervals overlap.
+    spans = []
+    for r in drawn:
+        lines = result_lines(edge_run.run, r["trial_id"])
+        if lines:
+            spans.append((lines[0]["timestamp"] - lines[0]["time_this_iter_s"],
+                          lines[-1]["timestamp"]))
+    spans.sort()
+    pairs = zip(spans, spans[1:], strict=False)
+    assert any(later[0] < earlier[1] for earlier, later in pairs), spans
+
+
+@pytest.mark.slow
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(edge_run):
+    diverged = [r for r in edge_run.results.values() if r["status"] == "diverged"]
+    assert sorted(float(r["kd.ce_weight"]) for r in diverged) == [1e30, 1e30]
+    assert all(r["diverged_epoch"] == "1" and r["epochs"] == "0" for r in diverged)
+    assert "Diverged (loss NaN or infinite, left out above)" in edge_run.result.stdout
+    # Optuna counts them as failed, not as (NaN) values; every other drawn trial is told.
+    import optuna
+
+    study = optuna.load_study(study_name=f"edge-{edge_run.executor}",
+                              storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
+    states = Counter((t.params["kd.ce_weight"] == 1e30, t.state.name) for t in study.trials)
+    assert states[(True, "FAIL")] == 2 and states[(False, "COMPLETE")] >= 4, states
+
+
+@pytest.mark.slow
+def test_tables_of_concurrent_trials_are_complete_at_every_read(edge_run):
+    reader = edge_run.reader
+    assert not reader.problems, reader.problems[:5]
+    assert reader.reads["results.csv"] > 10 and reader.reads["epochs.csv"] > 10, reader.reads
+    for row in edge_run.epochs:  # each row is its trial's own result, once
+        own = result_lines(edge_run.run, row["trial_id"],
+                           "confirm" if row["trial_id"].endswith("-s1") else "tune")
+        own = [x for x in own if x["epoch"] == int(row["epoch"])] or train_record(
+            edge_run.run, row["trial_id"], int(row["epoch"]))
+        own = own[-1]
+        assert float(row["test_acc"]) == own["test_acc"]
+        assert float(row["train_loss"]) == own["train_loss"]
+    assert not list(edge_run.run.glob("**/.*.tmp"))
+
+
+@pytest.mark.slow
+def test_the_best_drawn_configuration_is_confirmed_on_the_other_seed(edge_run):
+    results = edge_run.results.values()
+    completed = [r for r in results if r["role"] == "search" and r["status"] == "completed"]
+    best = max(completed, key=lambda r: float(r["test_acc"]))
+    (confirm,) = [r for r in results if r["role"] == "confirm"]
+    assert confirm["trial_id"] == f"{best['trial_id']}-s1" and confirm["seed"] == "1"
+    assert confirm["status"] == "completed"
+    keys = ("kd.ce_weight", "kd.kd_weight")
+    assert [confirm[k] for k in keys] == [best[k] for k in keys]
+    assert float(best["test_acc"]) > 15.0  # it learned: 10 classes
+
+
+def train_record(run: Path, trial_id: str, epoch: int) -> list[dict]:
+    """The epoch as Ray Train's worker recorded it (when Tune never logged it: killed)."""
+    import json
+
+    rows = json.loads((run / "tune" / "ray_train" / trial_id / "epochs.json").read_text())
+    return [r for r in rows if r["epoch"] == epoch]
+
+
+@pytest.mark.slow
+def test_trials_ran_on_the_executor_asked_for(edge_run):
+    workers = {e["workers"] for e in edge_run.epochs}
+    assert workers == ({"2"} if edge_run.executor == "ray_train" else {"1"})
+    train_dir = edge_run.run / "tune" / "ray_train"
+    assert train_dir.is_dir() == (edge_run.executor == "ray_train")
+    if edge_run.executor == "ray_train":  # Ray Train's own run folders, with checkpoints
+        completed = [t for t, r in edge_run.results.items()
+                     if r["status"] == "completed" and r["role"] == "search"]
+        assert all(any((train_dir / t).glob("checkpoint_*")) for t in completed), completed
+
+
+STALL_SPACE = """\
+name: stall
+dataset: {name: synthetic, n_train: 256, n_test: 128}
+recipe: {epochs: 1, batch_size: 32}
+teacher: {epochs: 1}
+pairs: [{teacher: resnet14, student: resnet8}]
+baselines: [kd]
+resources: {executor: ray_train, cpus_per_worker: 2}
+"""
+
+
+@pytest.mark.slow
+def test_a_stalled_sweep_says_which_trial_waits_for_what(tmp_path):
+    """Ray given 1 CPU: the trial starts (it holds no CPU), its 2-CPU Train worker never can."""
+    import os
+
+    space = tmp_path / "stall.yaml"
+    space.write_text(STALL_SPACE)
+    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output",
+           str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--num-cpus", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "SDKD_STALL_MIN_S": "3"})
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("stalled:") and "Ray Train workers" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    stall = [x for x in lines if x.startswith("stalled:") and "Ray Train workers" in x]
+    assert stall, "".join(lines[-20:])
+    assert "kd-resnet14-resnet8-s0 waits for its Ray Train workers (1 x {CPU: 2})" in stall[0]
+    assert "free CPU 1 of 1" in stall[0]
