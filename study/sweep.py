@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import os
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 from sdkd_core.distillers import get_method
 from sdkd_core.errors import UserError
 from study.cli import OneLineParser, clock, run_main
+from study.cluster import check_address, ray_environment, split_address, start_ray
 from study.estimate import (
     CPU_GFLOPS_PER_CORE,
     FULL_SIZES,
@@ -34,6 +34,7 @@ from study.estimate import (
     teacher_flops,
     trial_flops,
 )
+from study.interrupt import Interruption, SweepInterrupted, resume_command
 from study.plan import CONFIRM, confirm_seeds, confirm_trials, confirmed_trial
 from study.runfolder import RunFolder, write_tables
 from study.space import Space, load_space
@@ -225,30 +226,6 @@ def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache,
         folder.keep_teacher(arch, cache.paths(spec)[0], card)
 
 
-def ray_environment(args) -> None:
-    """Settings Ray reads when it is first imported, so before anything imports it."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the monitor prints progress instead
-    # Every epoch checkpoints, so Tune snapshots often; that is the point, not a problem.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if args.address:
-        # A cluster started by `ray start` checks tokens; a connecting driver sends its token
-        # (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) only in token mode.
-        token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-                 or (Path.home() / ".ray" / "auth_token").exists())
-        if token:
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
-def start_ray(args) -> None:
-    import ray
-
-    if args.address:
-        ray.init(address=args.address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False)
-
-
 def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_search,
                resume: bool, experiment: Path, earlier: dict[str, str] | None = None):
     """The Tuner of one experiment in the run folder (tune/, or confirm/ after it); restored
@@ -297,10 +274,10 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
 
 
 def fit(tuner) -> dict[str, str]:
-    """Run an experiment to its end; every trial's final Tune status."""
+    """Run an experiment (to its end, unless interrupted); every trial's Tune status."""
     grid = tuner.fit()
-    # Every trial has ended once fit returns: in error, or terminated (done or stopped).
-    return {r.config["trial_name"]: "ERROR" if r.error else "TERMINATED" for r in grid}
+    # Tune's own states: after an interruption some trials are still RUNNING or PENDING.
+    return {t.config["trial_name"]: t.status for t in grid._experiment_analysis.trials}
 
 
 def trial_name(trial) -> str:
@@ -392,13 +369,33 @@ def run_analysis(folder: RunFolder) -> str | None:
         return None
 
 
+def check_flags(args) -> None:
+    """Every flag's value, before anything is read, written or started."""
+    if args.max_trials is not None and args.max_trials < 1:
+        raise UserError(f"--max-trials {args.max_trials}: give a positive number")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise UserError(f"--num-cpus {args.num_cpus}: give at least 1")
+    if args.num_gpus is not None and args.num_gpus < 0:
+        raise UserError(f"--num-gpus {args.num_gpus}: give 0 or more")
+    if args.address and (args.num_cpus is not None or args.num_gpus is not None):
+        raise UserError("--num-cpus and --num-gpus size the Ray started here; a cluster "
+                        "(--address) has its own: leave them out")
+    if not (math.isfinite(args.gpu_tflops) and args.gpu_tflops > 0):
+        raise UserError(f"--gpu-tflops {args.gpu_tflops}: give a positive number like 10")
+    if args.address is not None and not args.address.strip():
+        raise UserError("--address is empty: give the cluster's HOST:PORT, or leave it out")
+    if args.address and args.address != "auto":
+        split_address(args.address)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interruption = Interruption()
 
     def body() -> int:
-        if args.max_trials is not None and args.max_trials < 1:
-            raise UserError(f"--max-trials {args.max_trials}: give a positive number")
-        ray_environment(args)
+        check_flags(args)
+        ray_environment(args.address)
+        interruption.install()
         started = time.monotonic()
         space, folder = resolve(args)
         cache_dir = str(Path(args.cache_dir or default_cache_dir()).resolve())
@@ -408,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_plan(space, fixed, n_search, cache, context, args)
             return 0
+        if args.address:
+            check_address(args.address)
         from sdkd_core.data import load_dataset
 
         try:
@@ -422,17 +421,19 @@ def main(argv: list[str] | None = None) -> int:
         del data
         folder.write_space(space.model_dump(mode="json"))
         pretrain_teachers(space, context, cache, folder)
-        start_ray(args)
+        start_ray(args.address, args.num_cpus, args.num_gpus, folder.root / "ray.log")
+        interruption.install()  # again: ray.init's core took SIGTERM
         import ray
 
         try:
+            interruption.fitting = True
             statuses = fit(make_tuner(space, folder, context, fixed, n_search, args.resume,
                                       folder.tune_dir))
             rows = write_tables(folder, statuses, space.recipe.epochs)
-            if n_search:
+            if n_search and not interruption.signum:
                 finish_optuna(folder)
             confirm = confirm_trials(space, rows) if n_search and args.max_trials is None \
-                else []
+                and not interruption.signum else []
             if confirm:
                 print(f"confirming the best {space.search.confirm_top} drawn configuration(s) "
                       f"of each pair on the other seeds: {len(confirm)} trials", flush=True)
@@ -440,9 +441,17 @@ def main(argv: list[str] | None = None) -> int:
                                            folder.confirm_dir, earlier=statuses))
                 rows = write_tables(folder, statuses, space.recipe.epochs)
         finally:
+            interruption.fitting = False
             ray.shutdown()
         print(summary(space, rows))
         report = None if args.no_report else run_analysis(folder)
+        if interruption.signum:
+            finished = sum(r["status"] in ("completed", "stopped", "diverged") for r in rows)
+            total = max(len(rows), len(fixed) + n_search)
+            print(f"interrupted by {interruption.name()}: {finished} of {total} trials "
+                  f"finished{f'; report {report}' if report else ''}; resume with: "
+                  f"{resume_command(str(folder.root))}", file=sys.stderr, flush=True)
+            return interruption.exit_code
         print(f"done in {clock(time.monotonic() - started)}: {len(rows)} trials")
         print(f"  results  {folder.results_csv}\n  epochs   {folder.epochs_csv}")
         if n_search:
@@ -452,7 +461,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  report   {report}")
         return 0
 
-    return run_main(PROG, body)
+    try:
+        return run_main(PROG, body)
+    except (SweepInterrupted, KeyboardInterrupt):
+        # Before the trials (data, teachers) or at a second signal: nothing to finish.
+        print(f"{PROG}: interrupted by {interruption.name() or 'SIGINT'} before any trial "
+              "ran; run the same command again to start over", file=sys.stderr)
+        return interruption.exit_code if interruption.signum else 130
 
 
 if __name__ == "__main__":

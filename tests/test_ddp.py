@@ -214,14 +214,3 @@ def test_sync_batchnorm_converts_what_trains_and_leaves_the_teacher(data):
         if teacher is not None:
             assert all(type(m) is not nn.SyncBatchNorm for m in teacher.modules())
             assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm needs two GPUs")
-def test_sync_batchnorm_trains_in_sync_on_two_gpus(tmp_path):
-    ranks = run_two_ranks(tmp_path, "cuda", sync_bn=True, cases=SYNC_BN_CASES)
-    for case in SYNC_BN_CASES:
-        r0, r1 = ranks[0][case], ranks[1][case]
-        assert "SyncBatchNorm" in r0["modules"] and "BatchNorm2d" not in r0["modules"]
-        assert all(finite(row) for row in r0["history"])
-        assert all(torch.equal(v, r1["state"][k]) for k, v in r0["state"].items()), case

@@ -195,6 +195,19 @@ BAD_INVOCATIONS = [
     (["--max-trials", "0", "--space", "ablations.yaml"], "--max-trials 0"),
     ([], "--space is required"),
     (["--space", "{tmp}/missing.yaml"], "no such file"),
+    (["--max-trials", "-1", "--space", "ablations.yaml"], "--max-trials -1"),
+    (["--max-trials", "many", "--space", "ablations.yaml"], "invalid int value: 'many'"),
+    (["--num-cpus", "0", "--space", "ablations.yaml"], "--num-cpus 0: give at least 1"),
+    (["--num-cpus", "-3", "--space", "ablations.yaml"], "--num-cpus -3"),
+    (["--num-gpus", "-1", "--space", "ablations.yaml"], "--num-gpus -1: give 0 or more"),
+    (["--gpu-tflops", "nan", "--space", "ablations.yaml"], "--gpu-tflops nan"),
+    (["--gpu-tflops", "inf", "--space", "ablations.yaml"], "--gpu-tflops inf"),
+    (["--gpu-tflops", "0", "--space", "ablations.yaml"], "--gpu-tflops 0.0"),
+    (["--address", "nohost", "--space", "ablations.yaml"], "give the cluster's head as HOST:PORT"),
+    (["--address", "127.0.0.1:99999", "--space", "ablations.yaml"], "HOST:PORT"),
+    (["--address", " ", "--space", "ablations.yaml"], "--address is empty"),
+    (["--address", "127.0.0.1:6379", "--num-cpus", "2", "--space", "ablations.yaml"],
+     "size the Ray started here"),
 ]
 
 
@@ -204,6 +217,17 @@ def test_bad_invocations_are_one_line_and_write_nothing(tmp_path):
     for result, (_, fragment) in zip(run_mains(calls), BAD_INVOCATIONS, strict=True):
         assert_usage_error(result, fragment)
     assert not any(tmp_path.iterdir())
+
+
+def test_address_where_no_cluster_listens_is_one_line_in_seconds(tmp_path):
+    port = free_port()  # bound a moment ago, closed now: nothing listens there
+    start = time.monotonic()
+    result = sweep("--space", str(tiny_space(tmp_path)), "--output", str(tmp_path / "run"),
+                   "--address", f"127.0.0.1:{port}", cache=tmp_path / "cache")
+    assert time.monotonic() - start < 20
+    assert_usage_error(result, f"--address 127.0.0.1:{port}: no Ray cluster answers there")
+    assert "ray start --head" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing written
 
 
 def test_existing_run_needs_resume_and_the_same_space(tmp_path):
@@ -347,6 +371,37 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     assert resumed and resumed[0]["epoch"] > 1
     assert after_second[:len(before_second)] == before_second
     check_run_folder(run, epochs=6, expected_trials=4)
+
+
+@pytest.mark.slow
+def test_sigint_ends_with_the_resume_command_and_exit_130_then_resume_completes(tmp_path):
+    path = tiny_space(tmp_path, name="sigint", epochs=3, samples=1,
+                      resources="{max_concurrent: 1}")
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
+           "--cache-dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: len(result_lines(run, "vanilla-resnet14-resnet8-s1")) >= 1,
+                 300, "the third trial's first epoch", proc, every=0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    line = f"resume with: python study/sweep.py --resume --output {run}"
+    (last,) = [x for x in err.splitlines() if x.startswith("interrupted by SIGINT")]
+    assert line in last and "of 5 trials finished" in last, last
+    assert "Tuner.restore" not in out + err and "done in" not in out
+    assert (run / "report" / "index.html").is_file()
+
+    result = sweep("--resume", "--output", str(run), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "done in" in result.stdout
+    check_run_folder(run, epochs=3, expected_trials=5 + 1)  # 4 fixed, 1 drawn, 1 confirming
 
 
 @pytest.mark.slow
