@@ -8,7 +8,9 @@ accuracy never steers the search.
 
 from __future__ import annotations
 
+import math
 import pickle
+from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -138,13 +140,45 @@ class StudySearcher(Searcher):
 
 
 class SearchOnlyASHA(ASHAScheduler):
-    """ASHA over the drawn trials only; baselines and confirmations always run to the end."""
+    """ASHA over the drawn trials only; baselines and confirmations always run to the end.
+
+    Tune does not save a scheduler with the experiment: a resumed sweep would start with empty
+    rungs, keep weak trials an uninterrupted sweep stops, and spend another budget. So, once
+    per process, the rungs are refilled from the drawn trials' own records in `experiment_dir`
+    (result.json, keyed by Tune's trial id, which a restored trial keeps).
+    """
+
+    def __init__(self, *args, experiment_dir: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.experiment_dir = experiment_dir
+        self.replayed = False
 
     @staticmethod
     def _fixed(trial) -> bool:
         return trial.config.get("role") in FULL_LENGTH
 
+    def replay(self) -> None:
+        self.replayed = True
+        if self.experiment_dir is None or len(self._brackets) != 1:
+            return
+        from types import SimpleNamespace
+
+        from study.runfolder import trial_records
+
+        for config, results in trial_records(Path(self.experiment_dir)).values():
+            if config.get("role") in FULL_LENGTH:
+                continue
+            for r in results:
+                value, epoch = r.get(self._metric), r.get(self._time_attr)
+                if is_diverged(r) or value is None or epoch is None or "trial_id" not in r \
+                        or not math.isfinite(value):
+                    continue
+                self._brackets[0].on_result(SimpleNamespace(trial_id=r["trial_id"]), epoch,
+                                            self._metric_op * value)
+
     def on_trial_add(self, tune_controller, trial):
+        if not self.replayed:
+            self.replay()
         if not self._fixed(trial):
             super().on_trial_add(tune_controller, trial)
 
@@ -166,11 +200,12 @@ class SearchOnlyASHA(ASHAScheduler):
             super().on_trial_remove(tune_controller, trial)
 
 
-def make_scheduler(space: Space):
+def make_scheduler(space: Space, experiment_dir: str | None = None):
     s = space.search
     if s.scheduler == "none":
         return None
-    return SearchOnlyASHA(time_attr="epoch", metric=s.metric, mode=s.mode,
+    return SearchOnlyASHA(experiment_dir=experiment_dir, time_attr="epoch", metric=s.metric,
+                          mode=s.mode,
                           max_t=space.recipe.epochs, grace_period=min(s.grace_period,
                                                                        space.recipe.epochs),
                           reduction_factor=s.reduction_factor)

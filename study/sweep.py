@@ -256,7 +256,8 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=make_scheduler(space) if n_search else None,
+            search_alg=searcher,
+            scheduler=make_scheduler(space, str(experiment.resolve())) if n_search else None,
             num_samples=total,
             max_concurrent_trials=space.resources.max_concurrent,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,

@@ -63,6 +63,8 @@ def edge_run(request, tmp_path_factory):
     sweep_killed_when(lambda: len(finished_rows(run)) >= 2, "two finished trials",
                       space, run, cache)
     before = {r["trial_id"]: result_lines(run, r["trial_id"]) for r in finished_rows(run)}
+    running = {r["trial_id"]: result_lines(run, r["trial_id"]) for r in read_csv(
+        run / "results.csv") if r["trial_id"] not in before}
     reader = TableReader(run)  # the tables, read over and over while concurrent trials write
     reader.start()
     try:
@@ -72,7 +74,7 @@ def edge_run(request, tmp_path_factory):
         reader.join()
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(executor=executor, run=run, result=result, before=before,
-                           reader=reader,
+                           running=running, reader=reader,
                            results={r["trial_id"]: r for r in read_csv(run / "results.csv")},
                            epochs=read_csv(run / "epochs.csv"))
 
@@ -93,6 +95,12 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
     assert edge_run.before
     for trial_id, lines in edge_run.before.items():
         assert result_lines(edge_run.run, trial_id) == lines
+    # Those that were running continued from a checkpoint instead of starting over.
+    for trial_id, lines in edge_run.running.items():
+        after = result_lines(edge_run.run, trial_id)
+        assert after[:len(lines)] == lines
+        resumed = [x["epoch"] for x in after[len(lines):]]
+        assert not (lines and resumed) or resumed[0] > 1, (trial_id, resumed)
 
 
 @pytest.mark.slow
