@@ -91,10 +91,11 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
         assert epochs == list(range(1, int(r["epochs"]) + 1)), (trial_id, epochs)
         if r["status"] == "completed":
             assert int(r["epochs"]) == EPOCHS
-    # Trials that had finished before the kill were kept as they were, not run again.
+    # Trials that had finished before the kill keep every epoch they had, unchanged. (One that
+    # ended after Tune's last snapshot of the experiment may run on from its checkpoint.)
     assert edge_run.before
     for trial_id, lines in edge_run.before.items():
-        assert result_lines(edge_run.run, trial_id) == lines
+        assert result_lines(edge_run.run, trial_id)[:len(lines)] == lines
     # Those that were running continued from a checkpoint instead of starting over.
     for trial_id, lines in edge_run.running.items():
         after = result_lines(edge_run.run, trial_id)
@@ -133,7 +134,9 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(edge_run):
     study = optuna.load_study(study_name=f"edge-{edge_run.executor}",
                               storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
     states = Counter((t.params["kd.ce_weight"] == 1e30, t.state.name) for t in study.trials)
-    assert states[(True, "FAIL")] == 2 and states[(False, "COMPLETE")] >= 4, states
+    # (A draw asked for just before the kill, and drawn again after it, is left FAIL too.)
+    assert states[(True, "FAIL")] >= 2 and states[(True, "COMPLETE")] == 0, states
+    assert states[(False, "COMPLETE")] >= 4, states
 
 
 @pytest.mark.slow
