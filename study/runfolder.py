@@ -31,6 +31,8 @@ import yaml
 from sdkd_core.errors import UserError
 from study.records import atomic_write, is_diverged, write_csv, write_json, write_text
 
+# Beside a Ray Train run's checkpoints (tune/ray_train/<trial>/): every finished epoch's metrics.
+TRAIN_HISTORY_FILE = "epochs.json"
 IDENTITY = ("trial_id", "role", "method", "teacher", "student", "seed")
 # What Tune adds to every reported result: bookkeeping, not measurements.
 TUNE_KEYS = {
@@ -149,7 +151,7 @@ def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None,
                 with contextlib.suppress(json.JSONDecodeError):
                     results.append(json.loads(line))
         name = config["trial_name"]
-        train_file = train_dir / name / "epochs.json" if train_dir is not None else None
+        train_file = train_dir / name / TRAIN_HISTORY_FILE if train_dir is not None else None
         if train_file is not None and train_file.exists():
             logged = {r.get("epoch") for r in results}
             with contextlib.suppress(json.JSONDecodeError):

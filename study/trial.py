@@ -28,14 +28,10 @@ from torch import nn
 from sdkd_core.engine import DivergedError, Recipe, load_checkpoint, save_checkpoint
 from study.distill import DistillRun, prepare
 from study.records import write_json
+from study.runfolder import TRAIN_HISTORY_FILE
 from study.teachers import TeacherCache
 
 CHECKPOINT_FILE = "engine.pt"
-HISTORY_FILE = "epochs.json"  # beside a Ray Train run's checkpoints: every finished epoch
-
-
-def spec_name(loop_config: dict[str, Any]) -> str:
-    return loop_config["trial"]["trial_name"]
 
 
 @dataclass(frozen=True)
@@ -152,8 +148,9 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     spec = context.distill_run(loop_config["trial"])
     train_ctx = ray.train.get_context()
     rank, world_size = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    run_dir = Path(context.train_storage) / loop_config["trial"]["trial_name"]
     if rank == 0:  # so the sweep can free it if Tune ends the trial under the controller
-        record_placement_group(Path(context.train_storage) / spec_name(loop_config))
+        record_placement_group(run_dir)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(context.cpus_per_worker)))
@@ -167,8 +164,7 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
 
     train_epochs(spec, context, report, ray.train.get_checkpoint(), device=str(device),
                  rank=rank, world_size=world_size, wrap=wrap,
-                 history_file=Path(context.train_storage) / spec_name(loop_config)
-                 / HISTORY_FILE)
+                 history_file=run_dir / TRAIN_HISTORY_FILE)
 
 
 def ddp_wrap(device: torch.device, sync_batchnorm: bool = False):
