@@ -21,6 +21,11 @@ def pair_label(teacher: str, student: str) -> str:
     return f"{teacher}->{student}"
 
 
+def search_trial_name(method: str, number: int) -> str:
+    """The name of the sweep's `number`-th drawn trial (from 1)."""
+    return f"{method}-search-{number:04d}"
+
+
 def fixed_trials(space: Space) -> list[dict[str, Any]]:
     """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
     return [

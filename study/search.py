@@ -17,7 +17,15 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.plan import FULL_LENGTH, PAIR_KEY, SEARCH, grid_values, optuna_space, pair_label
+from study.plan import (
+    FULL_LENGTH,
+    PAIR_KEY,
+    SEARCH,
+    grid_values,
+    optuna_space,
+    pair_label,
+    search_trial_name,
+)
 from study.records import is_diverged
 from study.space import Space
 
@@ -88,7 +96,7 @@ class StudySearcher(Searcher):
         params = dict(params)
         teacher, student = self.pairs[params.pop(PAIR_KEY)] if PAIR_KEY in params \
             else next(iter(self.pairs.values()))
-        return {"trial_name": f"{self.method}-search-{self.drawn:04d}", "role": SEARCH,
+        return {"trial_name": search_trial_name(self.method, self.drawn), "role": SEARCH,
                 "method": self.method, "teacher": teacher, "student": student,
                 "seed": self.search_seed, "params": params}
 
@@ -137,6 +145,21 @@ class StudySearcher(Searcher):
         self.optuna = optuna
         if optuna is not None and saved["optuna"] is not None:
             optuna.__dict__.update(saved["optuna"])
+            self._queue_lost_draws()
+
+    def _queue_lost_draws(self) -> None:
+        """Draws Optuna handed out after Tune's last snapshot died with the killed sweep: Tune
+        will neither resume nor know them. Each is failed in the study and queued again, so the
+        resumed sweep draws what an uninterrupted one would, under the same names. (Left to
+        the sampler, a grid would hand out a point still running and never the lost one.)"""
+        import optuna
+
+        study = self.optuna._ot_study
+        known = {t.number for t in self.optuna._ot_trials.values()}
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.number not in known:
+                study.enqueue_trial(t.params, skip_if_exists=False)
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 class SearchOnlyASHA(ASHAScheduler):

@@ -84,6 +84,10 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
     results = edge_run.results
     assert len(results) == 7, sorted(results)  # a grid of 6, and one confirming run
     assert all(r["status"] in TERMINAL for r in results.values()), results
+    # Each grid point drawn once, though draws handed out just before the kill were lost.
+    drawn = Counter((r["kd.ce_weight"], r["kd.kd_weight"]) for r in results.values()
+                    if r["role"] == "search")
+    assert len(drawn) == 6 and set(drawn.values()) == {1}, drawn
     counts = Counter((r["trial_id"], r["epoch"]) for r in edge_run.epochs)
     assert set(counts.values()) == {1}
     for trial_id, r in results.items():
