@@ -39,11 +39,11 @@ from analysis.run import Run, Skipped, load_run, pair_label  # noqa: E402
 from analysis.tables import method_label  # noqa: E402
 from sdkd_core.data import DATASET_INFO, load_dataset  # noqa: E402
 from sdkd_core.distillers import build_distiller  # noqa: E402
+from sdkd_core.distillers.base import cam_layer  # noqa: E402
 from sdkd_core.distillers.sdkd import ProxyTeacher  # noqa: E402
 from sdkd_core.engine import load_checkpoint  # noqa: E402
-from sdkd_core.errors import UserError  # noqa: E402
 from sdkd_core.models import StagedNet, build_model  # noqa: E402
-from study.cli import OneLineParser, run_main  # noqa: E402
+from study.cli import OneLineParser, check_analysis_flags, run_main  # noqa: E402
 from study.records import atomic_write  # noqa: E402
 from study.teachers import file_sha256  # noqa: E402
 
@@ -63,8 +63,8 @@ class Logits(nn.Module):
 
 
 def target_layer(model: nn.Module) -> nn.Module:
-    """The layer whose maps are explained: the last stage the network runs."""
-    return model.target_layer if isinstance(model, ProxyTeacher) else model.stages[-1]
+    """The layer whose maps are explained: the network's `cam_layer`, else its last stage."""
+    return cam_layer(model)
 
 
 def cam_maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -287,9 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m analysis.gradcam", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
     p.add_argument("--images", type=int, default=64,
-                   help="test images the similarities average over (default 64)")
-    p.add_argument("--show", type=int, default=6, help="images in the overlay grid (default 6)")
-    p.add_argument("--out", default=None, help="output folder (default <run>/report/gradcam)")
+                   help="test images the similarities average over, at least 2 (default 64)")
+    p.add_argument("--show", type=int, default=6,
+                   help="images in the overlay grid, 1 to --images (default 6)")
+    p.add_argument("--out", default=None,
+                   help="output folder, not a file (default <run>/report/gradcam)")
     return p
 
 
@@ -297,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        if args.images < 2 or not 1 <= args.show <= args.images:
-            raise UserError(f"--images {args.images} --show {args.show}: need images >= 2 and "
-                        "1 <= show <= images")
+        check_analysis_flags(args)
         run = load_run(args.run)
         try:
             paths = write_gradcam(run, Path(args.out) if args.out else None, args.images,

@@ -32,7 +32,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from analysis.run import Run, Skipped, load_run, pair_label  # noqa: E402
 from analysis.tables import method_label  # noqa: E402
 from sdkd_core.distillers import method_config  # noqa: E402
-from study.cli import OneLineParser, run_main  # noqa: E402
+from study.cli import OneLineParser, check_analysis_flags, run_main  # noqa: E402
 from study.records import atomic_write  # noqa: E402
 
 PAIR = "pair"
@@ -219,7 +219,8 @@ def write_plots(run: Run, out: Path | None = None) -> tuple[list[Path], dict[str
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m analysis.plots", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
-    p.add_argument("--out", default=None, help="output folder (default <run>/report/plots)")
+    p.add_argument("--out", default=None,
+                   help="output folder, not a file (default <run>/report/plots)")
     return p
 
 
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        check_analysis_flags(args)
         written, skipped = write_plots(load_run(args.run), Path(args.out) if args.out else None)
         for path in written:
             print(path)

@@ -20,8 +20,7 @@ import pandas as pd
 
 from analysis.run import Run, Skipped, load_run
 from analysis.tables import write_tables
-from sdkd_core.errors import UserError
-from study.cli import OneLineParser, run_main
+from study.cli import OneLineParser, check_analysis_flags, run_main
 from study.records import write_text
 
 STYLE = """
@@ -191,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
     p.add_argument("--images", type=int, default=64,
-                   help="test images the Grad-CAM++ similarities average over (default 64)")
+                   help="test images the Grad-CAM++ similarities average over, at least 2 "
+                        "(default 64)")
     p.add_argument("--no-gradcam", action="store_true",
                    help="skip the Grad-CAM++ section (it needs the trials' checkpoints)")
     return p
@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        if args.images < 2:
-            raise UserError(f"--images {args.images}: give at least 2")
+        check_analysis_flags(args)
         print(build_report(args.run, n_images=args.images, gradcam=not args.no_gradcam))
         return 0
 

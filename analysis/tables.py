@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.run import METRICS, Run, load_run, pair_label
-from study.cli import OneLineParser, run_main
+from study.cli import OneLineParser, check_analysis_flags, run_main
 from study.records import atomic_write, write_text
 
 LABELS = {"vanilla": "vanilla", "kd": "KD", "dml": "DML", "shake": "SHAKE", "dkd": "DKD",
@@ -223,7 +223,8 @@ def _tex_escape(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
-    p.add_argument("--out", default=None, help="output folder (default <run>/report/tables)")
+    p.add_argument("--out", default=None,
+                   help="output folder, not a file (default <run>/report/tables)")
     return p
 
 
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        check_analysis_flags(args)
         run = load_run(args.run)
         for path in write_tables(run, Path(args.out) if args.out else None):
             print(path)

@@ -13,7 +13,9 @@ from sdkd_core.errors import UserError, unknown_choice
 class MethodConfig(BaseModel):
     """Base of every method's config: unknown keys are errors, values are validated."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # nan and inf pass every bound pydantic checks (or slip past it, as inf past ge=0).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              allow_inf_nan=False)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -57,7 +59,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UserError(f"--set '{item}' is not key=value, e.g. --set sdkd.lambda=2")
-        out[key.strip()] = parse_value(value.strip())
+        # 'lambda' and 'sdkd.lambda' are one setting: a second one would silently win.
+        again = [k for k in out if k.rpartition(".")[2] == key.rpartition(".")[2]]
+        if again:
+            raise UserError(f"--set {key} repeats --set {again[0]}; set each key once")
+        out[key] = parse_value(value.strip())
     return out

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,29 @@ from sdkd_core.data import BatchLoader, ImageData
 from sdkd_core.distillers.base import Distiller
 from sdkd_core.distributed import broadcast_buffers, split_batch, sum_across_ranks
 from sdkd_core.errors import UserError
+
+MAX_SEED = 2**32 - 1  # seeds go to torch and numpy generators, which take 0..2**32-1 alike
+
+
+def _increasing_fractions(ms: tuple[float, ...], _recipe) -> bool:
+    return all(0 < m < 1 for m in ms) and all(a < b for a, b in pairwise(ms))
+
+
+# What each recipe field must be: (the test, given the value and the whole recipe; the
+# requirement, with an example). The command-line flags (study/cli.py) use the same rules. Every
+# test fails for nan, and inf fails each one that has no upper bound by being finite.
+RECIPE_RULES: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    "epochs": (lambda v, _: v >= 1, "at least 1, like 8"),
+    "lr": (lambda v, _: math.isfinite(v) and v > 0, "positive and finite, like 0.05"),
+    "momentum": (lambda v, _: 0 <= v < 1, "in [0, 1), like 0.9"),
+    "weight_decay": (lambda v, _: math.isfinite(v) and v >= 0, "finite and >= 0, like 5e-4"),
+    "batch_size": (lambda v, _: v >= 2, "at least 2, like 64"),
+    "schedule": (lambda v, _: v in ("step", "cosine"), "step or cosine"),
+    "milestones": (_increasing_fractions,
+                   "increasing fractions of the epochs in (0, 1), each once, like 0.5,0.75"),
+    "gamma": (lambda v, _: 0 < v <= 1, "in (0, 1], like 0.1"),
+    "warmup_epochs": (lambda v, r: 0 <= v < r.epochs, "in [0, epochs), like 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,23 +65,11 @@ class Recipe:
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
-        checks = [
-            (self.epochs >= 1, f"epochs={self.epochs} must be at least 1"),
-            (self.lr > 0, f"lr={self.lr} must be positive"),
-            (0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)"),
-            (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
-            (self.batch_size >= 2, f"batch_size={self.batch_size} must be at least 2"),
-            (self.schedule in ("step", "cosine"),
-             f"schedule='{self.schedule}' must be step or cosine"),
-            (all(0 < m < 1 for m in self.milestones),
-             f"milestones={list(self.milestones)} must be fractions of the epochs in (0, 1)"),
-            (0 < self.gamma <= 1, f"gamma={self.gamma} must be in (0, 1]"),
-            (0 <= self.warmup_epochs < self.epochs,
-             f"warmup_epochs={self.warmup_epochs} must be in [0, epochs)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        for name, (ok, must) in RECIPE_RULES.items():
+            value = getattr(self, name)
+            if not ok(value, self):
+                shown = list(value) if isinstance(value, tuple) else value
+                raise UserError(f"{name}={shown!r} must be {must}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,9 +110,14 @@ def select_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # the engine runs on these only
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but no CUDA GPU is visible; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device '{name}': this machine has {torch.cuda.device_count()} GPU(s); "
+                        f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sdkd_core.engine import Recipe
+from sdkd_core.engine import MAX_SEED, RECIPE_RULES, Recipe
 from sdkd_core.errors import UserError
 
 
@@ -36,32 +38,40 @@ def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None
                         "then $SDKD_DATA or ~/.cache/sdkd/data)")
     what = "all of it" if n_train_default is None else str(n_train_default)
     p.add_argument("--n-train", type=int, default=n_train_default,
-                   help=f"stratified subset of the training set (default: {what})")
+                   help=f"stratified subset of the training set, a positive count "
+                        f"(default: {what})")
     p.add_argument("--n-test", type=int, default=None,
-                   help="stratified subset of the test set (default: all of it)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, subsets and batches")
+                   help="stratified subset of the test set, a positive count (default: all)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"seed for weights, subsets and batches, 0..{MAX_SEED} (default 0)")
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
     d = Recipe()
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
-    p.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"at least 1 (default {d.epochs})")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help=f"SGD learning rate, positive (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum,
+                   help=f"in [0, 1) (default {d.momentum})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help=f"default {d.weight_decay}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+                   help=f"0 or more (default {d.weight_decay})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"at least 2 (default {d.batch_size})")
     p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
                    help="learning-rate decay: cosine (default) or step (at --milestones)")
     p.add_argument("--milestones", type=fraction_list, default=d.milestones,
-                   help="step decay points as fractions of the epochs (default 0.5,0.75)")
-    p.add_argument("--gamma", type=float, default=d.gamma, help="step decay factor (default 0.1)")
+                   help="step decay points: increasing fractions of the epochs in (0, 1), "
+                        "each once (default 0.5,0.75)")
+    p.add_argument("--gamma", type=float, default=d.gamma,
+                   help="step decay factor in (0, 1] (default 0.1)")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
-                   help="linear learning-rate warm-up, in epochs (default 0)")
+                   help="linear learning-rate warm-up, in epochs, below --epochs (default 0)")
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None,
-                   help="teacher cache folder (default $SDKD_CACHE or ~/.cache/sdkd)")
+                   help="teacher cache folder, made if absent (default $SDKD_CACHE or "
+                        "~/.cache/sdkd)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
 
 
@@ -72,17 +82,65 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
                   warmup_epochs=args.warmup_epochs)
 
 
+_IMAGES = (lambda v, _: v is None or v >= 1, "a positive number of images, or left out for all")
+
+# What each number flag must be, as (test, requirement): the recipe's own rules and the rest.
+# A flag a command lacks is skipped.
+FLAG_RULES: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    **RECIPE_RULES,
+    "teacher_epochs": (lambda v, _: v >= 1, "at least 1, like 4"),
+    "n_train": _IMAGES,
+    "n_test": _IMAGES,
+    "teacher_n_train": _IMAGES,
+    "seed": (lambda v, _: 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED}, like 0"),
+}
+
+
+def check_flag_values(args: argparse.Namespace) -> None:
+    """Every number flag, so that nan, inf, 0 or a repeated milestone fail before any work."""
+    for name, (ok, must) in FLAG_RULES.items():
+        if hasattr(args, name) and not ok(value := getattr(args, name), args):
+            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+            raise UserError(f"--{name.replace('_', '-')} {shown}: must be {must}")
+
+
+def check_output_folder(flag: str, path: str | Path) -> None:
+    """A folder to write into: absent (it is made) or a folder, under a writable folder.
+    Checked without writing anything."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pass a folder path")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable; pass a folder you can "
+                        "write to")
+
+
+def check_analysis_flags(args: argparse.Namespace) -> None:
+    """An analysis command's flags (--images, --show, --out), before the run folder is read."""
+    images, show = getattr(args, "images", None), getattr(args, "show", None)
+    if images is not None and images < 2:
+        raise UserError(f"--images {images}: give at least 2 test images, like 64")
+    if show is not None and not 1 <= show <= images:
+        raise UserError(f"--show {show}: give 1 to --images ({images}) grid rows, like 6")
+    if getattr(args, "out", None) is not None:
+        check_output_folder("--out", args.out)
+
+
 def check_common(args: argparse.Namespace) -> None:
-    """Checks that need no data: dataset name, data folder, device."""
+    """Checks that need no data: every number flag, dataset name, folders, device."""
     from sdkd_core.data import DATASETS
     from sdkd_core.engine import select_device
     from sdkd_core.errors import unknown_choice
 
+    check_flag_values(args)
     if args.dataset not in DATASETS:
         raise unknown_choice("dataset", args.dataset, DATASETS)
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"data folder '{args.data_root}' does not exist; pass an existing "
                         "folder with --data-root or leave it out")
+    if args.cache_dir is not None:
+        check_output_folder("--cache-dir", args.cache_dir)
     select_device(args.device)
 
 

@@ -27,6 +27,7 @@ from study.cli import (
     add_recipe_args,
     add_runtime_args,
     check_common,
+    check_output_folder,
     progress_line,
     recipe_from_args,
     run_main,
@@ -118,17 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p, n_train_default=10000)
     add_recipe_args(p)
     p.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS,
-                   help=f"epochs of the teacher's pretraining (default {TEACHER_EPOCHS})")
+                   help=f"epochs of the teacher's pretraining, at least 1 "
+                        f"(default {TEACHER_EPOCHS})")
     p.add_argument("--teacher-n-train", type=int, default=None,
-                   help="training images of the teacher (default: all)")
+                   help="training images of the teacher, a positive count (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method setting, e.g. sdkd.lambda=2 or temperature=3 (repeatable)")
+                   help="a method setting, e.g. sdkd.lambda=2 or temperature=3 (repeatable, "
+                        "once per key; numbers finite)")
     add_runtime_args(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (see docs/benchmarks.md for when it "
                         "pays: it costs a compile at the start)")
     p.add_argument("--output", default=None,
-                   help="folder for epochs.csv and result.json (default runs/distill/<trial id>)")
+                   help="folder for epochs.csv and result.json, not a file (default "
+                        "runs/distill/<trial id>)")
     return p
 
 
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
         )
         output = Path(args.output or Path("runs") / "distill" / spec.trial_id)
+        check_output_folder("--output", output)
         rows = run(spec, TeacherCache(args.cache_dir), device=args.device, compile=args.compile,
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
         last = rows[-1]

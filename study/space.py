@@ -8,6 +8,7 @@ a range that the method would reject is caught here, not in trial 37.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
@@ -24,7 +25,7 @@ from pydantic import (
 from sdkd_core.data import DATASETS
 from sdkd_core.distillers import METHODS, method_config
 from sdkd_core.distributed import split_batch
-from sdkd_core.engine import Recipe
+from sdkd_core.engine import MAX_SEED, Recipe
 from sdkd_core.errors import UserError, nearest, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
 
@@ -33,7 +34,11 @@ MAX_ALIASES = 100  # YAML aliases can expand a small file into an enormous docum
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan and inf are refused in every float field: they pass (or slip past) pydantic's bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class DatasetSection(Section):
@@ -65,7 +70,7 @@ class Pair(Section):
 
 class SearchSection(Section):
     method: str = "sdkd"
-    seed: int | None = None
+    seed: Seed | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8
     metric: Literal["test_acc", "test_acc_best"] = "test_acc"
@@ -80,6 +85,15 @@ class SearchSection(Section):
 class Choice(Section):
     type: Literal["choice"]
     values: Annotated[list[Any], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _finite_and_distinct(self):  # values may be of any type, so the config's check misses them
+        for i, value in enumerate(self.values):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"values: {value} is not a finite number; give numbers like 0.5")
+            if value in self.values[:i]:
+                raise ValueError(f"values: {value!r} is listed twice; list each value once")
+        return self
 
 
 class Uniform(Section):
@@ -155,7 +169,7 @@ class Space(Section):
     teacher: TeacherSection = TeacherSection()
     pairs: Annotated[list[Pair], Field(min_length=1)]
     baselines: list[str] = []
-    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     search: SearchSection = SearchSection()
     space: dict[str, Distribution] = {}
     resources: Resources = Resources()
@@ -224,16 +238,40 @@ def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
             raise UserError(f"{path}: {aliases} YAML aliases (limit {MAX_ALIASES}); write the "
                             "values out instead of expanding anchors")
         document = yaml.safe_load(text)
+        repeated = _repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if repeated is not None:
+        raise UserError(f"{path}: line {repeated.start_mark.line + 1}: key '{repeated.value}' "
+                        "is given twice in one mapping (YAML keeps the last); keep one")
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {type(document).__name__}"
         raise UserError(f"{path}: the file is {kind}; a space file is a mapping with at least "
                         "'name' and 'pairs'")
     return document
+
+
+def _repeated_key(root: yaml.Node | None) -> yaml.ScalarNode | None:
+    """The first key given twice in one mapping; each node is visited once, so anchors used
+    many times cost nothing."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = [k for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.value != "<<"]
+            for i, key in enumerate(keys):
+                if any(key.value == k.value for k in keys[:i]):
+                    return key
+            stack += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return None
 
 
 def _describe(err: ValidationError) -> str:
@@ -254,6 +292,8 @@ def _describe(err: ValidationError) -> str:
         return f"'{key}' is required"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return f"{key}: 'type' must be one of choice, uniform, loguniform, int"
+    if kind == "finite_number":
+        return f"{key}: {first.get('input')} is not a finite number; write a number like 0.5"
     given = first.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
     where = f"{key}: " if loc else ""  # a check across sections names its keys itself
@@ -292,8 +332,12 @@ def _check_semantics(path: Path, space: Space) -> None:
             raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
     if space.search.method not in METHODS:
         raise fail(f"search.method: {unknown_choice('method', space.search.method, METHODS)}")
-    if len(set(space.seeds)) != len(space.seeds):
-        raise fail(f"seeds: {space.seeds} has duplicates; list each seed once")
+    for key, items, what in (
+        ("seeds", space.seeds, "seed"), ("baselines", space.baselines, "method"),
+        ("pairs", [f"{p.teacher}->{p.student}" for p in space.pairs], "teacher/student pair"),
+    ):
+        if len(set(items)) != len(items):  # a repeat would train the same trials twice
+            raise fail(f"{key}: {items} has duplicates; list each {what} once")
     for key, dist in space.space.items():
         _check_distribution(fail, space, key, dist)
 

@@ -32,39 +32,65 @@ def assert_usage_error(result: subprocess.CompletedProcess, fragment: str) -> No
     assert len(lines) == 1 and fragment in lines[0], result.stderr
 
 
+def assert_quick_usage_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    """A usage error (see above) found before any work: `main` returned within 10 s."""
+    assert_usage_error(result, fragment)
+    assert result.seconds < 10, result.seconds
+
+
+def tree(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under root, with each file's size and modification time."""
+    return {str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size,
+                                                                p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
 # Runs `module.main(argv)` for each call in one fresh Python process: what the command line
-# runs, with its exit code, stdout and stderr, paying the imports once for many bad inputs.
+# runs, with its exit code, stdout, stderr and the seconds `main` took (the imports apart),
+# paying the imports once for many bad inputs.
 MAINS_RUNNER = """
-import contextlib, importlib, io, json, sys
+import contextlib, importlib, io, json, sys, time
 results = []
 for module, argv in json.loads(sys.argv[1]):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        main = importlib.import_module(module).main
+        start = time.monotonic()
         try:
-            rc = importlib.import_module(module).main(argv)
+            rc = main(argv)
         except SystemExit as exit:
             rc = exit.code
-    results.append([rc, out.getvalue(), err.getvalue()])
+    results.append([rc, out.getvalue(), err.getvalue(), time.monotonic() - start])
 print(json.dumps(results))
 """
 
 
 def run_mains(calls: list[tuple[str, list[str]]]) -> list[subprocess.CompletedProcess]:
-    """`calls` as (module, argv) run by their `main` in one process; a result per call."""
+    """`calls` as (module, argv) run by their `main` in one process; a result per call, with
+    the call's `seconds`."""
     proc = subprocess.run([sys.executable, "-c", MAINS_RUNNER, json.dumps(calls)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [subprocess.CompletedProcess([module, *argv], rc, out, err)
-            for (module, argv), (rc, out, err) in zip(calls, json.loads(
-                proc.stdout.splitlines()[-1]), strict=True)]
+    results = []
+    for (module, argv), (rc, out, err, seconds) in zip(calls, json.loads(
+            proc.stdout.splitlines()[-1]), strict=True):
+        results.append(subprocess.CompletedProcess([module, *argv], rc, out, err))
+        results[-1].seconds = seconds
+    return results
 
 
 def run_cases_in_folders(tmp_path_factory, module: str, cases, argv_for):
     """{case index: (fresh folder, result)}: each (args, fragment) case of `cases` through
-    `module`'s main, all in one process; `argv_for(folder, args)` builds the command line."""
+    `module`'s main, all in one process; `argv_for(folder, args)` builds the command line, in
+    which `{file}` stands for an existing file (elsewhere) that must be left as it was."""
+    files = tmp_path_factory.mktemp("files")
+    (files / "a-file").write_text("not a folder\n")
+    before = tree(files)
     folders = [tmp_path_factory.mktemp("case") for _ in cases]
-    results = run_mains([(module, argv_for(folder, args))
+    results = run_mains([(module, [a.replace("{file}", str(files / "a-file"))
+                                   for a in argv_for(folder, args)])
                          for folder, (args, _) in zip(folders, cases, strict=True)])
+    assert tree(files) == before
     return dict(enumerate(zip(folders, results, strict=True)))
 
 

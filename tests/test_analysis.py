@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_usage_error, run_cli, run_mains
+from conftest import assert_quick_usage_error, assert_usage_error, run_cli, run_mains, tree
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -51,7 +51,8 @@ def test_proxy_teacher_network_reproduces_the_sdkd_proxy(synthetic):
             expected = method.eval_logits(x)["proxy"]
             assert torch.equal(proxy(x).logits, expected), values
         # A copy: hooks on its layers never see the student's own pass.
-        assert proxy.target_layer is not method.student.stages[-1]
+        assert proxy.cam_layer is not method.student.stages[-1]
+        assert torch.equal(method.extra_network("proxy")(x).logits, expected)
 
 
 def test_map_similarity_is_pearson_and_cosine():
@@ -86,6 +87,33 @@ def test_a_folder_that_is_not_a_run_folder_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
     # And once as a user types it.
     assert_usage_error(run_cli("-m", "analysis.report", str(tmp_path)), "is not a run folder")
+
+
+# (module, flags, fragment): each flag is checked before the run folder is read, so the line is
+# the flag's although the folder given does not exist. `{file}` is an existing file.
+BAD_FLAGS = [
+    ("analysis.report", ["--images", "0"], "--images 0: give at least 2 test images"),
+    ("analysis.report", ["--images", "-3"], "--images -3"),
+    ("analysis.report", ["--images", "nan"], "invalid int value: 'nan'"),
+    ("analysis.gradcam", ["--images", "1"], "--images 1: give at least 2"),
+    ("analysis.gradcam", ["--show", "0"], "--show 0: give 1 to --images (64) grid rows"),
+    ("analysis.gradcam", ["--show", "65"], "--show 65"),
+    ("analysis.gradcam", ["--images", "4", "--show", "5"], "--show 5: give 1 to --images (4)"),
+    ("analysis.gradcam", ["--out", "{file}"], "--out {file}: {file} is a file, not a folder"),
+    ("analysis.tables", ["--out", "{file}"], "is a file, not a folder; pass a folder path"),
+    ("analysis.plots", ["--out", "{file}/plots"], "--out {file}/plots: {file} is a file"),
+]
+
+
+def test_bad_flags_are_one_line_before_the_run_folder_is_read(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    before = tree(tmp_path)
+    calls = [(module, [str(tmp_path / "absent"), *(a.replace("{file}", str(a_file)) for a in args)])
+             for module, args, _ in BAD_FLAGS]
+    for result, (*_, fragment) in zip(run_mains(calls), BAD_FLAGS, strict=True):
+        assert_quick_usage_error(result, fragment.replace("{file}", str(a_file)))
+    assert tree(tmp_path) == before  # nothing written
 
 
 # ---------------------------------------------------------------- slow: on a real sweep
@@ -168,6 +196,7 @@ def test_gradcam_maps_equal_the_packages_own_output(tiny_run):
 
     from analysis.gradcam import Logits, cam_maps, load_networks, test_images
     from analysis.run import load_run
+    from sdkd_core.distillers.base import cam_layer
 
     run = load_run(tiny_run.run)
     nets = load_networks(run)
@@ -177,7 +206,7 @@ def test_gradcam_maps_equal_the_packages_own_output(tiny_run):
     for name in ("teacher", "proxy teacher", "KD student"):
         model = nets.models[name]
         ours = cam_maps(model, images, labels)
-        layer = model.target_layer if name == "proxy teacher" else model.stages[-1]
+        layer = cam_layer(model)
         with GradCAMPlusPlus(model=Logits(model), target_layers=[layer]) as cam:
             theirs = cam(input_tensor=images,
                          targets=[ClassifierOutputTarget(int(y)) for y in labels])

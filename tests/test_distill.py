@@ -9,7 +9,7 @@ from sdkd_core.distillers import METHODS
 from sdkd_core.engine import Recipe
 from study.distill import DistillRun, run
 from study.teachers import TeacherCache
-from tests.conftest import assert_usage_error, run_cases_in_folders, run_cli
+from tests.conftest import assert_quick_usage_error, run_cases_in_folders, run_cli
 
 
 @pytest.mark.slow
@@ -59,6 +59,29 @@ BAD_INPUT = [
     (["--set", "lambda"], "is not key=value"),
     (["--set", "kd.temperature=3"], "belongs to method 'kd'"),
     (["--student", "resnet9"], "unknown model 'resnet9'"),
+    # Every flag's value, checked before data, teacher or output: nan, inf, counts, order.
+    (["--lr", "nan"], "--lr nan: must be positive and finite, like 0.05"),
+    (["--lr", "inf"], "--lr inf: must be positive and finite"),
+    (["--weight-decay", "inf"], "--weight-decay inf: must be finite and >= 0"),
+    (["--momentum", "1"], "--momentum 1.0: must be in [0, 1)"),
+    (["--gamma", "nan"], "--gamma nan: must be in (0, 1]"),
+    (["--warmup-epochs", "8"], "--warmup-epochs 8.0: must be in [0, epochs)"),
+    (["--milestones", "0.75,0.5"], "--milestones 0.75,0.5: must be increasing fractions"),
+    (["--milestones", "0.5,0.5"], "each once"),
+    (["--epochs", "-2"], "--epochs -2: must be at least 1"),
+    (["--batch-size", "1"], "--batch-size 1: must be at least 2"),
+    (["--n-train", "0"], "--n-train 0: must be a positive number of images"),
+    (["--n-test", "-5"], "--n-test -5: must be a positive number of images"),
+    (["--teacher-epochs", "0"], "--teacher-epochs 0: must be at least 1"),
+    (["--teacher-n-train", "0"], "--teacher-n-train 0"),
+    (["--seed", "-1"], "--seed -1: must be in 0..4294967295"),
+    (["--set", "sdkd.lambda=nan"], "sdkd.lambda='nan': Input should be a finite number"),
+    (["--set", "temperature=.inf"], "sdkd.temperature=inf: Input should be a finite number"),
+    (["--set", "sdkd.lambda=2", "--set", "lambda=3"], "--set lambda repeats --set sdkd.lambda"),
+    (["--output", "{file}"], "is a file, not a folder; pass a folder path"),
+    (["--output", "{file}/run"], "is a file, not a folder"),
+    (["--cache-dir", "{file}"], "--cache-dir"),
+    (["--device", "meta"], "unknown device 'meta'"),
 ]
 
 
@@ -74,5 +97,5 @@ def bad_input_runs(tmp_path_factory):
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f for _, f in BAD_INPUT])
 def test_distill_bad_input_one_line_exit_2(bad_input_runs, case):
     folder, result = bad_input_runs[case]
-    assert_usage_error(result, BAD_INPUT[case][1])
+    assert_quick_usage_error(result, BAD_INPUT[case][1])
     assert not any(folder.iterdir())  # neither the output nor the cache was made

@@ -114,6 +114,11 @@ def test_scheduler_reaches_the_optimizer(synthetic):
         ("epochs", 0, "epochs=0"),
         ("lr", -1.0, "lr=-1.0"),
         ("milestones", (0.5, 1.5), "fractions"),
+        ("milestones", (0.75, 0.5), "increasing"),
+        ("milestones", (0.5, 0.5), "each once"),
+        ("lr", float("inf"), "lr=inf must be positive and finite"),
+        ("weight_decay", float("inf"), "weight_decay=inf must be finite"),
+        ("momentum", float("nan"), "momentum=nan"),
         ("batch_size", 1, "batch_size=1"),
         ("schedule", "linear", "step or cosine"),
         ("warmup_epochs", 9, "warmup_epochs"),
@@ -161,6 +166,8 @@ def test_unknown_method_suggests_nearest():
         get_method("vanila")
     with pytest.raises(UserError, match="unknown device"):
         make_engine_device("gpu0")
+    with pytest.raises(UserError, match="unknown device 'meta'"):  # a device torch knows
+        make_engine_device("meta")
 
 
 def make_engine_device(name):

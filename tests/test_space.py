@@ -8,10 +8,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_usage_error, run_cli
+from conftest import ROOT, assert_usage_error, run_cli, tree
 
 from study.space import load_space
 
@@ -126,6 +125,37 @@ BAD = [
     ("missing-file", None, ["no such file", "pass an existing space file"]),
     ("garbage-10MB", b"x" * (10 << 20), ["is not a space file", "limit"]),
     ("alias-bomb", bomb(), ["YAML aliases", "write the values out"]),
+    # Non-finite numbers anywhere, repeats in lists that name things once, order where it counts.
+    ("lr-nan", mutate("lr: 0.05", "lr: .nan"), ["recipe.lr", "nan is not a finite number"]),
+    ("lr-inf", mutate("lr: 0.05", "lr: .inf"), ["recipe.lr", "inf is not a finite number"]),
+    ("weight-decay-inf", mutate("lr: 0.05", "lr: 0.05, weight_decay: .inf"),
+     ["recipe.weight_decay", "inf is not a finite number", "like 0.5"]),
+    ("milestone-nan", mutate("lr: 0.05", "lr: 0.05, milestones: [0.5, .nan]"),
+     ["recipe.milestones.1", "nan is not a finite number"]),
+    ("milestones-repeated", mutate("lr: 0.05", "lr: 0.05, milestones: [0.5, 0.5]"),
+     ["recipe:", "milestones=[0.5, 0.5] must be increasing fractions", "each once"]),
+    ("milestones-unordered", mutate("lr: 0.05", "lr: 0.05, milestones: [0.75, 0.5]"),
+     ["recipe:", "milestones=[0.75, 0.5] must be increasing", "like 0.5,0.75"]),
+    ("reduction-factor-inf", mutate("num_samples: 6", "num_samples: 6, reduction_factor: .inf"),
+     ["search.reduction_factor", "inf is not a finite number"]),
+    ("cpus-nan", mutate("cpus_per_worker: 1", "cpus_per_worker: .nan"),
+     ["resources.cpus_per_worker", "nan is not a finite number"]),
+    ("loguniform-high-inf", mutate("low: 0.1, high: 10", "low: 0.1, high: .inf"),
+     ["space.sdkd.lambda.high", "inf is not a finite number"]),
+    ("uniform-low-nan", mutate("low: 0.2, high: 0.8", "low: .nan, high: 0.8"),
+     ["space.sdkd.phase_boundary.low", "nan is not a finite number"]),
+    ("choice-nan", mutate("values: [1, 2, 3]", "values: [1, .nan]"),
+     ["space.sdkd.ffb_depth", "values: nan is not a finite number"]),
+    ("choice-repeated", mutate("values: [1, 2, 3]", "values: [1, 2, 2]"),
+     ["space.sdkd.ffb_depth", "values: 2 is listed twice; list each value once"]),
+    ("duplicate-pairs", mutate("resnet32, student: resnet8}", "resnet20, student: resnet8}"),
+     ["pairs:", "resnet20->resnet8", "has duplicates; list each teacher/student pair once"]),
+    ("duplicate-baselines", mutate("[vanilla, kd, dml, shake]", "[vanilla, kd, kd]"),
+     ["baselines:", "has duplicates; list each method once"]),
+    ("negative-seed", mutate("seeds: [0, 1]", "seeds: [-1, 1]"),
+     ["seeds.0", "greater than or equal to 0"]),
+    ("repeated-key", mutate("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"),
+     ["line 10", "key 'seeds' is given twice in one mapping", "keep one"]),
 ]
 IDS = [case[0] for case in BAD]
 assert len(set(IDS)) == len(IDS) >= 25
@@ -150,13 +180,6 @@ for argv in json.loads(sys.argv[1]):
                     "seconds": time.monotonic() - start, "ray": "ray" in sys.modules})
 print(json.dumps({"import_s": import_s, "results": results}))
 """
-
-
-def tree(root: Path) -> dict[str, tuple[int, int] | None]:
-    """Every path under root, with each file's size and modification time."""
-    return {str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size,
-                                                                p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")

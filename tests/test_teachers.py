@@ -12,7 +12,12 @@ from filelock import FileLock, Timeout
 
 from sdkd_core.engine import Recipe
 from study.teachers import TeacherCache, TeacherSpec, file_sha256
-from tests.conftest import ROOT, assert_usage_error, run_cases_in_folders, run_cli
+from tests.conftest import (
+    ROOT,
+    assert_quick_usage_error,
+    run_cases_in_folders,
+    run_cli,
+)
 
 SMALL = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2", "--n-test", "200"]
 
@@ -81,9 +86,25 @@ BAD_INPUT = [
     (["--data-root", "/no/such/dir"], "data folder '/no/such/dir' does not exist"),
     (["--n-train", "70000"], "n_train=70000 is larger than the 60000"),
     (["--epochs", "zero"], "invalid int value"),
-    (["--epochs", "0"], "epochs=0 must be at least 1"),
+    (["--epochs", "0"], "--epochs 0: must be at least 1"),
     (["--milestones", "half"], "comma-separated"),
     (["--device", "cuda"], "no CUDA GPU"),
+    # Every flag's value, checked before the cache is read or data loaded.
+    (["--lr", "0"], "--lr 0.0: must be positive and finite, like 0.05"),
+    (["--lr=-inf"], "--lr -inf"),
+    (["--momentum", "nan"], "--momentum nan: must be in [0, 1)"),
+    (["--weight-decay", "-1"], "--weight-decay -1.0: must be finite and >= 0"),
+    (["--gamma", "1.5"], "--gamma 1.5: must be in (0, 1]"),
+    (["--warmup-epochs", "inf"], "--warmup-epochs inf: must be in [0, epochs)"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs -1.0"),
+    (["--milestones", "0.5,1.5"], "--milestones 0.5,1.5: must be increasing fractions"),
+    (["--milestones", "nan"], "--milestones nan"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 2"),
+    (["--n-train", "0"], "--n-train 0: must be a positive number of images"),
+    (["--n-test", "0"], "--n-test 0"),
+    (["--seed", "4294967296"], "--seed 4294967296: must be in 0..4294967295"),
+    (["--cache-dir", "{file}"], "is a file, not a folder; pass a folder path"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'"),
 ]
 
 
@@ -97,7 +118,7 @@ def bad_input_runs(tmp_path_factory):
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f for _, f in BAD_INPUT])
 def test_bad_input_one_line_exit_2_nothing_written(bad_input_runs, case):
     cache, result = bad_input_runs[case]
-    assert_usage_error(result, BAD_INPUT[case][1])
+    assert_quick_usage_error(result, BAD_INPUT[case][1])
     assert not any(cache.iterdir())
 
 

@@ -1,11 +1,14 @@
 """Training methods, one file each; `METHODS` is the registry that sweeps and tables read.
 
-Adding a method: write `distillers/<name>.py` with a `Distiller` subclass (and its `Config`),
-then add one line below.
+Adding a method here: write `distillers/<name>.py` with a `Distiller` subclass (its `name`,
+`label` and `Config`), then add one line to `METHODS`. A method in a researcher's own module
+registers itself with `@register` instead (loaded by `plugins:` in a space file).
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
 from sdkd_core.config import MethodConfig, build_config
@@ -18,7 +21,7 @@ from sdkd_core.distillers.kd import KD
 from sdkd_core.distillers.sdkd import SDKD
 from sdkd_core.distillers.shake import Shake
 from sdkd_core.distillers.vanilla import Vanilla
-from sdkd_core.errors import unknown_choice
+from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import StagedNet
 
 METHODS: dict[str, type[Distiller]] = {
@@ -31,6 +34,42 @@ METHODS: dict[str, type[Distiller]] = {
     "at": AT,
     "sdkd": SDKD,
 }
+
+
+def contract_problem(cls: Any) -> str | None:
+    """What keeps `cls` from being a method the platform can run, or None."""
+    if not (inspect.isclass(cls) and issubclass(cls, Distiller)):
+        return "is not a subclass of sdkd_core.distillers.Distiller"
+    if not (isinstance(cls.name, str) and re.fullmatch(r"[a-z][a-z0-9_]*", cls.name)) \
+            or cls.name == Distiller.name:
+        return (f"has name {cls.name!r}; give it a `name` of lower-case letters, digits and _ "
+                "(its settings are then <name>.<key>)")
+    if not (isinstance(cls.label, str) and cls.label.strip()):
+        return "has no `label`; give it the name tables and plots show, like label = \"KD\""
+    if not (inspect.isclass(cls.Config) and issubclass(cls.Config, MethodConfig)):
+        return "has a `Config` that is not a sdkd_core.config.MethodConfig subclass"
+    if inspect.isabstract(cls):
+        return "does not implement forward(x, y, epoch)"
+    bad = [k for k in cls.heads if not re.fullmatch(r"[a-z][a-z0-9_]*", k) or k == "student"]
+    if bad:
+        return f"has head keys {bad}; use lower-case identifiers other than 'student'"
+    return None
+
+
+def register(cls: type[Distiller]) -> type[Distiller]:
+    """Class decorator for a method in a researcher's own module: `@register` on a
+    `Distiller` subclass with `name`, `label` and `Config` adds it to `METHODS`."""
+    where = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)}"
+    problem = contract_problem(cls)
+    if problem:
+        raise UserError(f"method class {where} {problem}")
+    known = METHODS.get(cls.name)
+    if known is not None and known is not cls:
+        raise UserError(f"method name '{cls.name}' of {where} is taken by "
+                        f"{known.__module__}.{known.__qualname__}; give one of them another "
+                        "`name`")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def get_method(name: str) -> type[Distiller]:
@@ -51,4 +90,5 @@ def build_distiller(name: str, student: StagedNet, teacher: StagedNet | None = N
     return cls(student, teacher if cls.needs_teacher else None, method_config(name, values))
 
 
-__all__ = ["METHODS", "Distiller", "build_distiller", "get_method", "method_config"]
+__all__ = ["METHODS", "Distiller", "build_distiller", "contract_problem", "get_method",
+           "method_config", "register"]

@@ -18,6 +18,7 @@ class ATConfig(MethodConfig):
 
 class AT(Distiller):
     name = "at"
+    label = "AT"
     Config = ATConfig
 
     def __init__(self, student, teacher=None, config=None):

@@ -4,11 +4,18 @@ A method owns the student and whatever else it trains (an FFB, a peer, a shadow 
 `forward(x, y, epoch)` returns the student's logits and a dict of named losses; the engine sums
 them, steps one optimizer per parameter group, and logs each name. A frozen teacher is kept out
 of the module tree so it is neither saved with the method nor wrapped by DDP.
+
+A method also describes itself, so nothing outside `distillers/` needs its name: a display
+`label`, the extra networks it trains or exposes (`heads`, each built by `extra_network`), the
+epochs worth marking on a learning curve (`schedule_marks`), a check of a teacher/student pair
+against its config (`check_pair`), and whether it needs the teacher's weights or only its
+architecture (`needs_teacher_weights`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -23,9 +30,14 @@ class NoConfig(MethodConfig):
 
 
 class Distiller(nn.Module, ABC):
-    name = "base"
+    name = "base"  # the registry key, also the prefix of its settings (`kd.temperature`)
+    label = ""  # how tables, plots and reports name it: "KD", "SDKD"
     Config: type[MethodConfig] = NoConfig
-    needs_teacher = True  # a pretrained teacher must be passed in
+    needs_teacher = True  # a teacher network must be passed in
+    needs_teacher_weights = True  # ... pretrained (False: only its architecture is used)
+    # Extra networks besides the student, key -> display name. Each key's accuracy is logged as
+    # `test_acc_<key>` (see `eval_logits`) and `extra_network(key)` builds it for Grad-CAM.
+    heads: ClassVar[dict[str, str]] = {}
 
     def __init__(self, student: StagedNet, teacher: StagedNet | None = None,
                  config: MethodConfig | None = None):
@@ -70,12 +82,43 @@ class Distiller(nn.Module, ABC):
         return {}
 
     def eval_logits(self, x: Tensor) -> dict[str, Tensor]:
-        """Logits to score on the test set: the student, plus any extra heads by name."""
-        return {"student": self.student(x).logits}
+        """Logits to score on the test set: the student, plus each of `heads` by key."""
+        logits = {"student": self.student(x).logits}
+        logits.update({key: output_logits(self.extra_network(key)(x)) for key in self.heads})
+        return logits
+
+    def extra_network(self, key: str) -> nn.Module:
+        """Head `key` of `heads` as a network of its own: images in, logits (or a
+        `ModelOutput`) out, built from the method's current state. Its `cam_layer` attribute
+        (default: the last stage) is where Grad-CAM looks. It may share weights with the method:
+        copy it before changing it."""
+        raise NotImplementedError(f"{type(self).__name__} declares head '{key}' but does not "
+                                  "build it in extra_network")
+
+    @classmethod
+    def check_pair(cls, config: MethodConfig, teacher: StagedNet, student: StagedNet) -> None:
+        """Raise UserError when `config` cannot distil `teacher` into `student` (checked
+        before anything trains)."""
+
+    @classmethod
+    def schedule_marks(cls, config: MethodConfig, epochs: int) -> dict[str, float]:
+        """Epochs (from 0, fractional) worth marking on a learning curve, by display name."""
+        return {}
 
     @abstractmethod
     def forward(self, x: Tensor, y: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         """The student's logits and the named losses for one training batch."""
+
+
+def output_logits(output) -> Tensor:
+    """The logits of a network's output: a `ModelOutput` or the logits themselves."""
+    return output.logits if hasattr(output, "logits") else output
+
+
+def cam_layer(network: nn.Module) -> nn.Module:
+    """Where Grad-CAM looks in a network: its `cam_layer`, else its last stage."""
+    layer = getattr(network, "cam_layer", None)
+    return layer if layer is not None else network.stages[-1]
 
 
 def teacher_stage(j: int, student: StagedNet, teacher: StagedNet) -> int:

@@ -22,8 +22,14 @@ class DKDConfig(MethodConfig):
 
 class DKD(Distiller):
     name = "dkd"
+    label = "DKD"
     Config = DKDConfig
     step, warmup_steps = 0, 0.0  # the DKD term ramps up linearly, step by step
+
+    @classmethod
+    def schedule_marks(cls, config, epochs):
+        end = config.warmup_epochs
+        return {"DKD warm-up end": end} if 0 < end < epochs else {}
 
     def begin_epoch(self, epoch, epochs, steps_per_epoch=1):
         # Derived from the epoch, not counted across it, so a resumed run ramps identically.

@@ -3,6 +3,8 @@ from the other's detached predictions. The peer has the teacher's architecture b
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 from torch.nn import functional as F
 
@@ -20,7 +22,10 @@ class DMLConfig(MethodConfig):
 
 class DML(Distiller):
     name = "dml"
+    label = "DML"
     Config = DMLConfig
+    needs_teacher_weights = False  # the peer takes the teacher's architecture, trained anew
+    heads: ClassVar[dict[str, str]] = {"peer": "DML peer"}
 
     def __init__(self, student, teacher=None, config=None):
         super().__init__(student, teacher, config)
@@ -31,8 +36,8 @@ class DML(Distiller):
     def optim_groups(self):
         return {"student": list(self.student.parameters()), "peer": list(self.peer.parameters())}
 
-    def eval_logits(self, x):
-        return {"student": self.student(x).logits, "peer": self.peer(x).logits}
+    def extra_network(self, key):
+        return self.peer
 
     def forward(self, x, y, epoch):
         c = self.config

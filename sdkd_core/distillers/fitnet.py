@@ -20,6 +20,7 @@ class FitNetConfig(MethodConfig):
 
 class FitNet(Distiller):
     name = "fitnet"
+    label = "FitNet"
     Config = FitNetConfig
 
     def __init__(self, student, teacher=None, config=None):

@@ -18,6 +18,7 @@ class KDConfig(MethodConfig):
 
 class KD(Distiller):
     name = "kd"
+    label = "KD"
     Config = KDConfig
 
     def forward(self, x, y, epoch):

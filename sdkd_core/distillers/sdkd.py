@@ -16,7 +16,7 @@ FFB and L_S only the student, and one backward of their sum trains both.
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -68,19 +68,34 @@ class _ForwardFrom(nn.Module):
         return self.net.forward_from(i, h)
 
 
+def fuse_stage(config: SDKDConfig, student: StagedNet) -> int:
+    return config.fuse_stage if config.fuse_stage is not None else student.num_stages - 1
+
+
 class SDKD(Distiller):
     name = "sdkd"
+    label = "SDKD"
     Config = SDKDConfig
+    heads: ClassVar[dict[str, str]] = {"proxy": "SDKD proxy teacher"}
     k = 0.0  # set per epoch by begin_epoch
+
+    @classmethod
+    def check_pair(cls, config, teacher, student):
+        j, valid = fuse_stage(config, student), fusable_stages(student)
+        if j not in valid:
+            raise UserError(f"sdkd.fuse_stage={j} but {student.name} can fuse at stages "
+                            f"{valid.start}..{valid.stop - 1}")
+
+    @classmethod
+    def schedule_marks(cls, config, epochs):
+        # k turns 1 at the first epoch >= phase_boundary * epochs (see begin_epoch)
+        return {"SDKD phase boundary": round(config.phase_boundary * epochs)}
 
     def __init__(self, student, teacher=None, config=None):
         super().__init__(student, teacher, config)
         c = self.config
-        j = c.fuse_stage if c.fuse_stage is not None else student.num_stages - 1
-        valid = fusable_stages(student)
-        if j not in valid:
-            raise UserError(f"sdkd.fuse_stage={j} but {student.name} can fuse at stages "
-                            f"{valid.start}..{valid.stop - 1}")
+        self.check_pair(c, self.teacher, student)
+        j = fuse_stage(c, student)
         self.j = j
         self.jt = min(teacher_stage(j, student, self.teacher), self.teacher.num_stages - 1)
         c_s, c_t = student.stage_channels[j], self.teacher.stage_channels[self.jt]
@@ -119,19 +134,40 @@ class SDKD(Distiller):
 
     def proxy(self, student_feats, teacher_feats) -> ModelOutput:
         """The proxy teacher's output; gradients reach the FFB (and connector) only."""
-        f_t = teacher_feats[self.jt] if self.config.use_teacher_feats else None
         if self.config.proxy_arch == "teacher":
-            size = tuple(teacher_feats[self.jt].shape[-2:])
-            h = self.ffb(student_feats[self.j].detach(), f_t, size=size)
-            return self.teacher.forward_from(self.jt, h)  # frozen, eval mode
-        h = self.ffb(student_feats[self.j].detach(), f_t)
+            return self.fused_pass(student_feats, teacher_feats, self.teacher)  # frozen, eval
         use_snapshot = self.config.proxy_weights == "snapshot" and bool(self.snapshot_taken)
         view = self._views[1] if use_snapshot else self._views[0]
         # Detached weights: no gradient to the student. Cloned buffers: BatchNorm updates in
         # training mode land on the copies, so the student's running statistics stay as they are.
         state = {name: p.detach() for name, p in view.named_parameters()}
         state.update({name: b.clone() for name, b in view.named_buffers()})
-        return functional_call(view, state, (self.j, h))
+        return self.fused_pass(student_feats, teacher_feats,
+                               lambda i, h: functional_call(view, state, (i, h)))
+
+    def proxy_body(self) -> StagedNet:
+        """The network whose later stages the proxy runs: the student, its snapshot, or the
+        (frozen) teacher."""
+        if self.config.proxy_arch == "teacher":
+            return self.teacher
+        if self.config.proxy_weights == "snapshot" and bool(self.snapshot_taken):
+            return self.snapshot
+        return self.student
+
+    def fused_pass(self, student_feats, teacher_feats, body) -> ModelOutput:
+        """FFB(student map j, teacher map j') run through `body` from the fusion stage on;
+        `body` is a StagedNet or a `forward_from`-like callable (i, h) -> ModelOutput."""
+        c = self.config
+        forward_from = body.forward_from if isinstance(body, StagedNet) else body
+        f_t = teacher_feats[self.jt] if c.use_teacher_feats else None
+        if c.proxy_arch == "teacher":
+            size = tuple(teacher_feats[self.jt].shape[-2:])
+            return forward_from(self.jt, self.ffb(student_feats[self.j].detach(), f_t,
+                                                  size=size))
+        return forward_from(self.j, self.ffb(student_feats[self.j].detach(), f_t))
+
+    def extra_network(self, key):
+        return ProxyTeacher(self)
 
     def _proxy_feature(self, out: ModelOutput, like: torch.Tensor) -> torch.Tensor:
         f_p = self.connector(out.feats[-1])
@@ -169,39 +205,20 @@ class SDKD(Distiller):
 class ProxyTeacher(nn.Module):
     """SDKD's proxy teacher as a network of its own: images in, `ModelOutput` out.
 
-    The same computation as `SDKD.proxy` at evaluation, but on a copy of the network the proxy
-    runs (the student, its snapshot, or the teacher), so hooks on the copy's layers (Grad-CAM)
-    see the proxy's pass alone and never the student's. `target_layer` is its last stage.
+    `SDKD.fused_pass` on a copy of the method, run through a copy of the network the proxy
+    uses, so hooks on that copy's layers (Grad-CAM, `cam_layer`: its last stage) see the
+    proxy's pass alone and never the student's.
     """
 
     def __init__(self, sdkd: SDKD):
         super().__init__()
-        c = sdkd.config
-        self.j, self.jt = sdkd.j, sdkd.jt
-        self.use_teacher_feats = c.use_teacher_feats
-        self.teacher_shaped = c.proxy_arch == "teacher"
-        self.student = copy.deepcopy(sdkd.student)
-        self.teacher = copy.deepcopy(sdkd.teacher)
-        self.ffb = copy.deepcopy(sdkd.ffb)
-        if self.teacher_shaped:
-            body = sdkd.teacher
-        elif c.proxy_weights == "snapshot" and bool(sdkd.snapshot_taken):
-            body = sdkd.snapshot
-        else:
-            body = sdkd.student
-        self.body = copy.deepcopy(body)
+        self.method = copy.deepcopy(sdkd)
+        self.body = copy.deepcopy(sdkd.proxy_body())
+        self.cam_layer = self.body.stages[-1]
         self.eval()
-
-    @property
-    def target_layer(self) -> nn.Module:
-        return self.body.stages[-1]
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         with torch.no_grad():  # the FFB's inputs are detached in training too
-            f_s = self.student(x).feats[self.j]
-            f_t = self.teacher(x).feats[self.jt]
-        if self.teacher_shaped:
-            h = self.ffb(f_s, f_t if self.use_teacher_feats else None, size=tuple(f_t.shape[-2:]))
-            return self.body.forward_from(self.jt, h)
-        h = self.ffb(f_s, f_t if self.use_teacher_feats else None)
-        return self.body.forward_from(self.j, h)
+            f_s = self.method.student(x).feats
+            f_t = self.method.teacher_output(x).feats
+        return self.method.fused_pass(f_s, f_t, self.body)

@@ -3,6 +3,8 @@ with the student so the student learns from a teacher-shaped proxy that moves wi
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -38,7 +40,9 @@ class ShadowHead(nn.Module):
 
 class Shake(Distiller):
     name = "shake"
+    label = "SHAKE"
     Config = ShakeConfig
+    heads: ClassVar[dict[str, str]] = {"shadow": "SHAKE shadow head"}
 
     def __init__(self, student, teacher=None, config=None):
         super().__init__(student, teacher, config)
@@ -52,9 +56,8 @@ class Shake(Distiller):
         head = self.teacher.classifier
         return F.linear(self.shadow(teacher_feats[1:]), head.weight, head.bias)
 
-    def eval_logits(self, x):
-        return {"student": self.student(x).logits,
-                "shadow": self._shadow_logits(self.teacher_output(x).feats)}
+    def extra_network(self, key):
+        return ShadowNetwork(self)
 
     def forward(self, x, y, epoch):
         c = self.config
@@ -71,3 +74,16 @@ class Shake(Distiller):
             "shadow_ce": c.beta * F.cross_entropy(z_sh, y),
             "shadow_mse": c.beta * F.mse_loss(z_sh.float(), z_t.float()),
         }
+
+
+class ShadowNetwork(nn.Module):
+    """The shadow head as a network: images -> frozen teacher -> shadow head -> the teacher's
+    classifier. Shares the method's modules; Grad-CAM looks at the head's fusing conv."""
+
+    def __init__(self, shake: Shake):
+        super().__init__()
+        self.shake = shake
+        self.cam_layer = shake.shadow.fuse
+
+    def forward(self, x):
+        return self.shake._shadow_logits(self.shake.teacher_output(x).feats)

@@ -9,6 +9,7 @@ from sdkd_core.distillers.base import Distiller
 
 class Vanilla(Distiller):
     name = "vanilla"
+    label = "vanilla"
     needs_teacher = False
 
     def forward(self, x, y, epoch):
