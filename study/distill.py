@@ -79,7 +79,7 @@ def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=pri
     info = DATASET_INFO[spec.dataset]
     method, teacher = spec.build(info.num_classes, info.in_channels)  # fail fast on bad keys
     data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=spec.seed)
-    if method.needs_teacher:
+    if method.needs_teacher and method.needs_teacher_weights:
         trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
                                           device=device, log=log)
         teacher.load_state_dict(trained.state_dict())
@@ -113,7 +113,12 @@ def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="distill.py", description="Train one student with one method.")
-    p.add_argument("--method", default="sdkd", help=f"one of {', '.join(METHODS)} (default sdkd)")
+    p.add_argument("--method", default="sdkd",
+                   help=f"one of {', '.join(METHODS)} (default sdkd), or a method of a --plugin")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (from the working directory or PYTHONPATH) first; its "
+                        "@sdkd_core.distillers.register methods become --method choices "
+                        "(repeatable)")
     p.add_argument("--teacher", default="resnet20", help=f"teacher model: {', '.join(MODEL_NAMES)}")
     p.add_argument("--student", default="resnet8", help="student model (default resnet8)")
     add_data_args(p, n_train_default=10000)
@@ -141,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from sdkd_core.config import parse_overrides
+        from sdkd_core.plugins import load_plugins
 
+        load_plugins(args.plugin)
         check_common(args)
         spec = DistillRun(
             method=args.method, teacher=args.teacher, student=args.student,

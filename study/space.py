@@ -22,12 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from sdkd_core.data import DATASETS
-from sdkd_core.distillers import METHODS, method_config
 from sdkd_core.distributed import split_batch
 from sdkd_core.engine import MAX_SEED, Recipe
-from sdkd_core.errors import UserError, nearest, unknown_choice
-from sdkd_core.models import MODEL_NAMES, build_model
+from sdkd_core.errors import UserError, nearest
+from sdkd_core.plugins import load_plugins
 
 MAX_SPACE_BYTES = 1 << 20  # a space file is a page of YAML; anything bigger is a mistake
 MAX_ALIASES = 100  # YAML aliases can expand a small file into an enormous document
@@ -162,6 +160,9 @@ class Resources(Section):
         return "in_trial" if self.num_workers == 1 and not self.use_gpu else "ray_train"
 
 
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
+
+
 class Space(Section):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     dataset: DatasetSection = DatasetSection()
@@ -169,6 +170,8 @@ class Space(Section):
     teacher: TeacherSection = TeacherSection()
     pairs: Annotated[list[Pair], Field(min_length=1)]
     baselines: list[str] = []
+    # The researcher's own modules that register methods (imported before anything is checked).
+    plugins: list[ModuleName] = []
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     search: SearchSection = SearchSection()
     space: dict[str, Distribution] = {}
@@ -206,7 +209,13 @@ def load_space(path: str | Path, local_gpu_check: bool = True) -> Space:
         space = Space.model_validate(document)
     except ValidationError as err:
         raise UserError(f"{path}: {_describe(err)}") from None
-    _check_semantics(path, space)
+    from study.space_checks import check_semantics  # (it imports this module)
+
+    try:
+        load_plugins(space.plugins)  # their methods are then known to every check below
+    except UserError as err:
+        raise UserError(f"{path}: plugins: {err}") from None
+    check_semantics(path, space)
     if local_gpu_check and space.resources.use_gpu:
         import torch
 
@@ -308,63 +317,3 @@ def _known_keys(loc: list[str]) -> list[str]:
             return []
         model = field.annotation
     return list(getattr(model, "model_fields", {}))
-
-
-def _check_semantics(path: Path, space: Space) -> None:
-    """What the schema alone cannot know: names, ranges a method rejects, fusable stages."""
-
-    def fail(message: str) -> UserError:
-        return UserError(f"{path}: {message}")
-
-    if space.dataset.name not in DATASETS:
-        raise fail(str(unknown_choice("dataset", space.dataset.name, DATASETS)))
-    try:
-        space.recipe_obj()
-    except UserError as err:
-        raise fail(f"recipe: {err}") from None
-    for i, pair in enumerate(space.pairs):
-        for role in ("teacher", "student"):
-            name = getattr(pair, role)
-            if name not in MODEL_NAMES:
-                raise fail(f"pairs[{i}].{role}: {unknown_choice('model', name, MODEL_NAMES)}")
-    for method in space.baselines:
-        if method not in METHODS:
-            raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
-    if space.search.method not in METHODS:
-        raise fail(f"search.method: {unknown_choice('method', space.search.method, METHODS)}")
-    for key, items, what in (
-        ("seeds", space.seeds, "seed"), ("baselines", space.baselines, "method"),
-        ("pairs", [f"{p.teacher}->{p.student}" for p in space.pairs], "teacher/student pair"),
-    ):
-        if len(set(items)) != len(items):  # a repeat would train the same trials twice
-            raise fail(f"{key}: {items} has duplicates; list each {what} once")
-    for key, dist in space.space.items():
-        _check_distribution(fail, space, key, dist)
-
-
-def _check_distribution(fail, space: Space, key: str, dist) -> None:
-    method, _, name = key.rpartition(".")
-    if not method:
-        raise fail(f"space.{key}: keys are method settings like sdkd.{key}")
-    if method not in METHODS:
-        raise fail(f"space.{key}: {unknown_choice('method', method, METHODS)}")
-    if method != space.search.method:
-        raise fail(f"space.{key}: the drawn trials train search.method={space.search.method}; "
-                   f"use {space.search.method}.* keys or set search.method: {method}")
-    if space.search.sampler == "grid" and not isinstance(dist, Choice | IntRange):
-        raise fail(f"space.{key}: a grid needs finite values; use type: choice "
-                   f"(or int) instead of {dist.type}")
-    # Each end of the range (or every choice) must be a value the method accepts.
-    samples = dist.values if isinstance(dist, Choice) else [dist.low, dist.high]
-    for value in samples:
-        try:
-            method_config(method, {key: value})
-        except UserError as err:
-            raise fail(f"space.{key}: {err}") from None
-    if key == "sdkd.fuse_stage":
-        for pair in space.pairs:
-            student = build_model(pair.student, 10, 1)
-            for value in samples:
-                if not 0 <= int(value) < student.num_stages:
-                    raise fail(f"space.{key}: {value} is not a stage {pair.student} can fuse at;"
-                               f" use 0..{student.num_stages - 1}")

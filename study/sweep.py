@@ -25,6 +25,7 @@ from typing import Any
 
 from sdkd_core.distillers import get_method
 from sdkd_core.errors import UserError
+from sdkd_core.plugins import plugin_paths
 from study.cli import OneLineParser, clock, run_main
 from study.cluster import check_address, ray_environment, split_address, start_ray
 from study.estimate import (
@@ -93,7 +94,9 @@ def plan(space: Space, max_trials: int | None) -> tuple[list[dict[str, Any]], in
 def teacher_archs(space: Space) -> list[str]:
     methods = [*space.baselines, space.search.method] if space.space or len(space.pairs) > 1 \
         else list(space.baselines)
-    if not any(get_method(m).needs_teacher for m in methods):
+    # A method that takes only the teacher's architecture (DML's peer) needs no pretraining.
+    if not any(get_method(m).needs_teacher and get_method(m).needs_teacher_weights
+               for m in methods):
         return []
     return list(dict.fromkeys(p.teacher for p in space.pairs))
 
@@ -114,6 +117,7 @@ def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContex
         num_workers=r.num_workers, use_gpu=r.use_gpu, cpus_per_worker=r.cpus_per_worker,
         gpus_per_trial=r.gpus_per_trial, max_failures=r.max_failures,
         executor=r.resolved_executor(), compile=r.compile, sync_batchnorm=r.sync_batchnorm,
+        plugins=tuple(space.plugins), plugin_paths=tuple(plugin_paths(space.plugins)),
     )
 
 
@@ -304,7 +308,8 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
              and _finite(r[metric])]
     keys = list(space.space)
     if drawn:
-        lines.append(f"Best drawn configurations ({metric}, last epoch unless *_best):")
+        label = get_method(space.search.method).label
+        lines.append(f"Best drawn {label} configurations ({metric}, last epoch unless *_best):")
         for pair in dict.fromkeys(f"{r['teacher']}->{r['student']}" for r in drawn):
             mine = [r for r in drawn if f"{r['teacher']}->{r['student']}" == pair]
             mine.sort(key=lambda r: r[metric], reverse=space.search.mode == "max")
@@ -322,7 +327,8 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
         for (pair, method), rs in groups.items():
             last = [r["test_acc"] for r in rs]
             best = [r["test_acc_best"] for r in rs]
-            lines.append(f"  {pair:<22} {method:<8} {_mean_std(last)} / {_mean_std(best)}"
+            label = get_method(method).label
+            lines.append(f"  {pair:<22} {label:<8} {_mean_std(last)} / {_mean_std(best)}"
                          f"  (n={len(rs)})")
     confirmed = [r for r in rows if r["role"] == CONFIRM and r["status"] == "completed"
                  and _finite(r["test_acc"])]

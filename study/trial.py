@@ -55,6 +55,14 @@ class TrialContext:
     executor: str = "in_trial"  # or "ray_train"
     compile: bool = False
     sync_batchnorm: bool = False  # SyncBatchNorm in the modules that train (several workers)
+    plugins: tuple[str, ...] = ()  # the space's plugin modules, imported in every trial process
+    plugin_paths: tuple[str, ...] = ()  # where the sweep found them
+
+    def load_plugins(self) -> None:
+        """Register the space's own methods in this (fresh) trial or worker process."""
+        from sdkd_core.plugins import load_plugins
+
+        load_plugins(self.plugins, self.plugin_paths)
 
     def distill_run(self, config: dict[str, Any]) -> DistillRun:
         return DistillRun(
@@ -122,6 +130,7 @@ def diverged_result(err: DivergedError) -> dict[str, Any]:
 
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The function Tune runs for each trial."""
+    context.load_plugins()
     if context.executor == "ray_train":
         _fit_with_ray_train(config, context)
         return
@@ -145,6 +154,7 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     from study.reaper import record_placement_group  # imports Ray: not at the top
 
     context = TrialContext(**loop_config["context"])
+    context.load_plugins()
     spec = context.distill_run(loop_config["trial"])
     train_ctx = ray.train.get_context()
     rank, world_size = train_ctx.get_world_rank(), train_ctx.get_world_size()

@@ -94,10 +94,11 @@ def run_cases_in_folders(tmp_path_factory, module: str, cases, argv_for):
     return dict(enumerate(zip(folders, results, strict=True)))
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
-    """Run a project script as a user would: `python <script> args...` from the repository root."""
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT):
+    """Run a project script as a user would: `python <script> args...` from the repository root
+    (or from `cwd`, a script then given by its full path)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True,
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -104,7 +104,7 @@ BAD = [
     ("ffb-depth-zero", mutate("values: [1, 2, 3]", "values: [0, 1]"),
      ["space.sdkd.ffb_depth", "sdkd.ffb_depth=0"]),
     ("fuse-stage-missing", mutate("low: 1, high: 2}", "low: 1, high: 5}"),
-     ["space.sdkd.fuse_stage", "5 is not a stage resnet8 can fuse at; use 0..2"]),
+     ["space.sdkd.fuse_stage", "sdkd.fuse_stage=5 but resnet8 can fuse at stages 0..2; choose"]),
     ("num-samples-zero", mutate("num_samples: 6", "num_samples: 0"),
      ["search.num_samples", "greater than 0"]),
     ("gpu-where-none", mutate("num_workers: 1,", "num_workers: 1, use_gpu: true,"),

@@ -70,6 +70,18 @@ def test_plan_puts_baselines_first_and_caps_at_max_trials(tmp_path):
     assert plan(space, 1) == (fixed[:1], 0)
 
 
+def test_only_methods_that_use_the_teachers_weights_get_a_pretrained_teacher(tmp_path):
+    from study.space import load_space
+    from study.sweep import teacher_archs
+
+    # DML trains a peer of the teacher's architecture from scratch: nothing to pretrain.
+    path = tiny_space(tmp_path, baselines="[vanilla, dml]")
+    path.write_text(path.read_text().split("space:\n")[0] + "resources: {max_concurrent: 2}\n")
+    assert teacher_archs(load_space(path)) == []
+    path.write_text(path.read_text().replace("[vanilla, dml]", "[dml, kd]"))
+    assert teacher_archs(load_space(path)) == ["resnet14"]
+
+
 def test_grid_draws_each_point_once(tmp_path):
     from study.plan import search_trial_count
     from study.space import load_space
@@ -289,7 +301,7 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
 
     run, result = tiny_run.run, tiny_run.result
     results = check_run_folder(run, epochs=3, expected_trials=12)
-    assert "Best drawn configurations" in result.stdout and "Baselines" in result.stdout
+    assert "Best drawn SDKD configurations" in result.stdout and "Baselines" in result.stdout
     assert f"report   {run / 'report' / 'index.html'}" in result.stdout
     assert load_space(run / "space.yaml") == load_space(tiny_run.space)
     fixed = Counter((r["method"], r["seed"]) for r in results if r["role"] == "fixed")

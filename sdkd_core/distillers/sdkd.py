@@ -84,7 +84,7 @@ class SDKD(Distiller):
         j, valid = fuse_stage(config, student), fusable_stages(student)
         if j not in valid:
             raise UserError(f"sdkd.fuse_stage={j} but {student.name} can fuse at stages "
-                            f"{valid.start}..{valid.stop - 1}")
+                            f"{valid.start}..{valid.stop - 1}; choose one of those")
 
     @classmethod
     def schedule_marks(cls, config, epochs):

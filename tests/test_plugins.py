@@ -1,0 +1,122 @@
+"""A researcher's own method, from a module outside the repository, goes through the sweep,
+tables, plots, Grad-CAM and report exactly like a built-in one; a broken plugin is one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import assert_usage_error, run_mains, tree
+
+# KD with its own label, one extra head (a linear layer on the student's detached logits) and a
+# schedule mark: what a researcher would write, in about 30 lines.
+ECHO_KD = '''
+import copy
+
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from sdkd_core.config import MethodConfig
+from sdkd_core.distillers import Distiller, register
+from sdkd_core.losses import kd_loss
+
+
+class EchoConfig(MethodConfig):
+    temperature: float = Field(4.0, gt=0)
+    echo_weight: float = Field(1.0, ge=0)
+    warmup: float = Field(1.0, ge=0)
+
+
+class EchoNet(nn.Module):
+    def __init__(self, method):
+        super().__init__()
+        self.student, self.echo = copy.deepcopy(method.student), copy.deepcopy(method.echo)
+        self.cam_layer = self.student.stages[-1]
+
+    def forward(self, x):
+        return self.echo(self.student(x).logits)
+
+
+@register
+class EchoKD(Distiller):
+    name, label, Config = "echokd", "EchoKD", EchoConfig
+    heads = {"echo": "EchoKD echo head"}
+
+    def __init__(self, student, teacher=None, config=None):
+        super().__init__(student, teacher, config)
+        self.echo = nn.Linear(student.num_classes, student.num_classes)
+
+    @classmethod
+    def schedule_marks(cls, config, epochs):
+        return {"EchoKD warm-up end": config.warmup}
+
+    def optim_groups(self):
+        return {"student": [*self.student.parameters(), *self.echo.parameters()]}
+
+    def extra_network(self, key):
+        return EchoNet(self)
+
+    def forward(self, x, y, epoch):
+        z_s, z_t = self.student(x).logits, self.teacher_output(x).logits
+        return z_s, {"ce": F.cross_entropy(z_s, y),
+                     "kd": kd_loss(z_s, z_t, self.config.temperature),
+                     "echo": self.config.echo_weight * F.cross_entropy(self.echo(z_s.detach()), y)}
+'''
+
+SPACE = """\
+name: echo
+plugins: [{module}]
+dataset: {{name: synthetic, n_train: 512, n_test: 256}}
+recipe: {{epochs: 2, batch_size: 32}}
+teacher: {{epochs: 2}}
+pairs:
+  - {{teacher: resnet14, student: resnet8}}
+baselines: [vanilla, {method}]
+seeds: [0, 1]
+search: {{method: {method}, sampler: grid, grace_period: 1, reduction_factor: 2, confirm_top: 0}}
+space:
+  {method}.temperature: {{type: choice, values: [2.0, 4.0]}}
+resources: {{max_concurrent: 2}}
+"""
+
+BROKEN = {
+    "echo_clash": ECHO_KD.replace('"echokd", "EchoKD"', '"kd", "EchoKD"'),
+    "echo_nolabel": ECHO_KD.replace('"echokd", "EchoKD"', '"echokd", ""'),
+    "echo_raises": "raise RuntimeError('no GPU driver here')\n",
+    "echo_notdistiller": "from sdkd_core.distillers import register\n\n@register\nclass X:\n"
+                         "    name = 'x'\n",
+}
+CASES = [
+    ("echo_clash", "method name 'kd' of echo_clash.EchoKD is taken by"),
+    ("echo_nolabel", "has no `label`"),
+    ("echo_raises", "plugin 'echo_raises' failed to import: RuntimeError: no GPU driver here"),
+    ("echo_notdistiller", "is not a subclass of sdkd_core.distillers.Distiller"),
+    ("echo_absent", "plugin 'echo_absent' not found: put echo_absent.py in the working"),
+]
+
+
+def write_plugins(folder: Path) -> None:
+    (folder / "echo_kd.py").write_text(ECHO_KD)
+    for module, text in BROKEN.items():
+        (folder / f"{module}.py").write_text(text)
+
+
+def test_a_broken_plugin_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    write_plugins(plugins)
+    calls = []
+    for module, _ in CASES:
+        space = tmp_path / f"{module}.yaml"
+        space.write_text(SPACE.format(module=module, method="kd"))
+        calls.append(("study.sweep", ["--space", str(space), "--output", str(tmp_path / "run"),
+                                      "--cache-dir", str(tmp_path / "cache"), "--dry-run"]))
+        calls.append(("study.distill", ["--plugin", module, "--output", str(tmp_path / "d"),
+                                        "--cache-dir", str(tmp_path / "cache")]))
+    before = tree(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(plugins))
+    results = run_mains(calls)
+    for result, (_, fragment) in zip(results, [c for c in CASES for _ in range(2)],
+                                     strict=True):
+        assert_usage_error(result, fragment)
+    assert tree(tmp_path) == before
