@@ -50,6 +50,8 @@ def contract_problem(cls: Any) -> str | None:
         return "has a `Config` that is not a sdkd_core.config.MethodConfig subclass"
     if inspect.isabstract(cls):
         return "does not implement forward(x, y, epoch)"
+    if cls.heads and cls.extra_network is Distiller.extra_network:
+        return f"declares heads {list(cls.heads)} but does not build them in extra_network(key)"
     bad = [k for k in cls.heads if not re.fullmatch(r"[a-z][a-z0-9_]*", k) or k == "student"]
     if bad:
         return f"has head keys {bad}; use lower-case identifiers other than 'student'"
