@@ -1,15 +1,16 @@
-"""Where do the networks look? Grad-CAM++ maps and feature similarity of teacher, proxy, students.
+"""Where do the networks look? Grad-CAM++ maps and feature similarity of teacher and students.
 
     python -m analysis.gradcam runs/<name> [--images 64] [--show 6]
 
-From the run folder: the pretrained teacher (teachers/), the best SDKD trial's proxy teacher and
+From the run folder: the pretrained teacher (teachers/), the best trial of the run's method
+(`search.method`): each extra network it trains (its `heads`, e.g. a proxy teacher) and its
 student, and the student of each baseline on the same pair and seed (final checkpoints in
 tune/). On the same N test images (balanced over classes) with the true class as target:
 
 - Grad-CAM++ maps of each network's last stage (the grad-cam package's `GradCAMPlusPlus`);
 - the pairwise similarity of the maps, Pearson and cosine per image, mean and std over images;
 - linear CKA (Kornblith et al., 2019) of the networks' pooled last-stage features;
-- a similarity heatmap and an overlay grid (image | teacher | proxy | SDKD student | ...).
+- a similarity heatmap and an overlay grid (image | teacher | heads | student | baselines).
 
 Written under report/gradcam/: similarity.csv, similarity.{png,svg}, overlays.{png,svg}, maps.npz.
 """
@@ -17,9 +18,9 @@ Written under report/gradcam/: similarity.csv, similarity.{png,svg}, overlays.{p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import matplotlib
@@ -34,45 +35,36 @@ from pytorch_grad_cam import GradCAMPlusPlus  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
+from analysis.cli import check_analysis_flags  # noqa: E402
 from analysis.plots import save  # noqa: E402
-from analysis.run import Run, Skipped, load_run, pair_label  # noqa: E402
-from analysis.tables import method_label  # noqa: E402
+from analysis.run import Run, Skipped, load_run, method_label, method_order, pair_label  # noqa: E402
+from sdkd_core.cli import OneLineParser, run_main  # noqa: E402
 from sdkd_core.data import DATASET_INFO, load_dataset  # noqa: E402
-from sdkd_core.distillers import build_distiller  # noqa: E402
-from sdkd_core.distillers.base import cam_layer  # noqa: E402
-from sdkd_core.distillers.sdkd import ProxyTeacher  # noqa: E402
-from sdkd_core.engine import load_checkpoint  # noqa: E402
-from sdkd_core.models import StagedNet, build_model  # noqa: E402
-from study.cli import OneLineParser, check_analysis_flags, run_main  # noqa: E402
-from study.records import atomic_write  # noqa: E402
-from study.teachers import file_sha256  # noqa: E402
+from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
+from sdkd_core.files import atomic_write  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "boot")
 
 
 class Logits(nn.Module):
-    """A zoo model seen as grad-cam expects it: images in, logits out."""
+    """A network seen as grad-cam expects it: images in, logits out."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, x):
-        return self.net(x).logits
-
-
-def target_layer(model: nn.Module) -> nn.Module:
-    """The layer whose maps are explained: the network's `cam_layer`, else its last stage."""
-    return cam_layer(model)
+        return output_logits(self.net(x))
 
 
 def cam_maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 32) -> np.ndarray:
-    """Grad-CAM++ maps [N, H, W] in [0, 1] of `model`'s last stage for the true classes."""
+    """Grad-CAM++ maps [N, H, W] in [0, 1] of `model`'s `cam_layer` (else its last stage) for
+    the true classes."""
     model = model.eval().requires_grad_(True)  # frozen teachers too: CAM needs their gradients
     maps = []
-    with GradCAMPlusPlus(model=Logits(model), target_layers=[target_layer(model)]) as cam:
+    with GradCAMPlusPlus(model=Logits(model), target_layers=[cam_layer(model)]) as cam:
         for i in range(0, len(images), batch_size):
             targets = [ClassifierOutputTarget(int(y)) for y in labels[i : i + batch_size]]
             maps.append(cam(input_tensor=images[i : i + batch_size], targets=targets))
@@ -80,8 +72,17 @@ def cam_maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def pooled_features(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return model.eval()(images).pooled.double().numpy()
+    """The network's pooled features; for a head that returns only logits, its `cam_layer`'s
+    activations averaged over space."""
+    seen = []
+    hook = cam_layer(model).register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            out = model.eval()(images)
+    finally:
+        hook.remove()
+    pooled = out.pooled if hasattr(out, "pooled") else seen[-1].mean(dim=(2, 3))
+    return pooled.flatten(1).double().numpy()
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -123,59 +124,31 @@ def similarity(maps: dict[str, np.ndarray], feats: dict[str, np.ndarray]) -> pd.
 @dataclass
 class Networks:
     models: dict[str, nn.Module]  # display name -> network, in display order
-    pair: tuple[str, str]
-    seed: int
-    sdkd_trial: str
-
-
-def load_teacher(run: Run, arch: str, num_classes: int, in_channels: int) -> StagedNet:
-    weights = run.folder.teachers_dir / f"{arch}.pt"
-    card_path = weights.with_suffix(".json")
-    if not weights.is_file() or not card_path.is_file():
-        raise Skipped(f"the run folder keeps no copy of teacher {arch} (teachers/{arch}.pt); "
-                      "runs made before teachers were kept cannot show the teacher")
-    card = json.loads(card_path.read_text())
-    if file_sha256(weights) != card.get("weights_sha256"):
-        raise Skipped(f"teachers/{arch}.pt does not match the hash in its card")
-    model = build_model(arch, num_classes, in_channels)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-def trial_distiller(run: Run, trial_id: str, teacher: StagedNet, info):
-    """The trial's method with its final checkpoint loaded, built from its own params.json."""
-    params_file = run.folder.trial_dir(trial_id) / "params.json"
-    checkpoint = run.checkpoint(trial_id)
-    if not params_file.is_file() or checkpoint is None:
-        raise Skipped(f"trial {trial_id} left no params.json or checkpoint in "
-                      f"{params_file.parent.parent.name}/")
-    config = json.loads(params_file.read_text())
-    student = build_model(config["student"], info.num_classes, info.in_channels)
-    method = build_distiller(config["method"], student, teacher, config["params"])
-    method.load_state_dict(load_checkpoint(checkpoint)["method"])
-    return method.eval()
+    best: pd.Series  # the results.csv row of the best trial of the run's method
 
 
 def load_networks(run: Run) -> Networks:
-    info = DATASET_INFO[run.dataset]
-    sdkd = run.completed[run.completed["method"] == "sdkd"]
-    if sdkd.empty:
-        raise Skipped("no SDKD trial ran all its epochs, so there is no proxy teacher to show")
-    best = sdkd.loc[sdkd["test_acc"].idxmax()]
-    pair, seed = (best["teacher"], best["student"]), int(best["seed"])
-    teacher = load_teacher(run, pair[0], info.num_classes, info.in_channels)
-    method = trial_distiller(run, best["trial_id"], teacher, info)
-    models: dict[str, nn.Module] = {"teacher": teacher, "proxy teacher": ProxyTeacher(method),
-                                    "SDKD student": method.student}
-    fixed = run.completed[(run.completed["role"] == "fixed") & (run.completed["method"] != "sdkd")
-                          & (run.completed["teacher"] == pair[0])
-                          & (run.completed["student"] == pair[1])]
-    for name, group in fixed.groupby("method", sort=False):
-        same_seed = group[group["seed"] == seed]
-        trial = (same_seed if not same_seed.empty else group).iloc[0]["trial_id"]
-        models[f"{method_label(name)} student"] = trial_distiller(run, trial, teacher,
-                                                                 info).student
-    return Networks(models, pair, seed, best["trial_id"])
+    """The teacher, then the heads and the student of the best trial of the run's method, then
+    the student of each other fixed baseline on the same pair (same seed where there is one)."""
+    done = run.completed
+    mine = done[done["method"] == run.method]
+    if mine.empty:
+        raise Skipped(f"no {run.label} trial ran all its epochs, so there is no trained "
+                      f"{run.label} network to show")
+    best = mine.loc[mine["test_acc"].idxmax()]
+    teacher = run.teacher_network(best["teacher"])
+    method = run.trial_method(best["trial_id"], teacher)
+    models: dict[str, nn.Module] = {"teacher": teacher}
+    models.update({name: method.extra_network(key) for key, name in method.heads.items()})
+    models[f"{run.label} student"] = method.student
+    fixed = done[(done["role"] == "fixed") & (done["method"] != run.method)
+                 & (done["teacher"] == best["teacher"]) & (done["student"] == best["student"])]
+    for name in method_order(fixed["method"]):
+        group = fixed[fixed["method"] == name]
+        trial = group.sort_values("seed", key=lambda s: s != best["seed"], kind="stable")
+        models[f"{method_label(name)} student"] = run.trial_method(trial.iloc[0]["trial_id"],
+                                                                   teacher).student
+    return Networks(models, best)
 
 
 def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -184,15 +157,10 @@ def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     data = load_dataset(d["name"], d.get("root"), d.get("n_train"), d.get("n_test"),
                         seed=int(run.space["seeds"][0]))
     info = data.info
-    picked = []
     by_class = [torch.nonzero(data.test_y == c).flatten().tolist() for c in
                 range(info.num_classes)]
-    for k in range(len(data.test_y)):
-        pool = by_class[k % info.num_classes]
-        if k // info.num_classes < len(pool):
-            picked.append(pool[k // info.num_classes])
-        if len(picked) == n:
-            break
+    # One image of each class in turn: the first of every class, then the second, ...
+    picked = [i for turn in zip_longest(*by_class) for i in turn if i is not None][:n]
     raw = data.test_x[picked]
     mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255
     std = torch.tensor(info.std).view(1, -1, 1, 1) * 255
@@ -203,28 +171,25 @@ def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def heatmap(sim: pd.DataFrame, title: str, out: Path) -> list[Path]:
-    panels = [("pearson_mean", "Grad-CAM++ maps: Pearson r (mean over images)"),
-              ("cosine_mean", "Grad-CAM++ maps: cosine (mean over images)"),
-              ("cka", "pooled features: linear CKA")]
+    panels = [("pearson_mean", "Grad-CAM++ maps: Pearson r (mean over images)", "Pearson r"),
+              ("cosine_mean", "Grad-CAM++ maps: cosine (mean over images)", "cosine"),
+              ("cka", "pooled features: linear CKA", "linear CKA")]
     names = list(dict.fromkeys(sim["a"]))
     size = 1.0 + 0.75 * len(names)
     fig, axes = plt.subplots(1, 3, figsize=(3 * size + 1.5, size))
-    for ax, (column, label) in zip(axes, panels, strict=True):
+    for ax, (column, label, unit) in zip(axes, panels, strict=True):
         matrix = sim.pivot(index="a", columns="b", values=column).loc[names, names]
         # The colour scale starts at 0 (or below, if any value is negative) so differences
         # among similar networks stay visible.
         low = min(0.0, float(np.floor(np.nanmin(matrix.to_numpy()) * 10) / 10))
         sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=low, vmax=1, cmap="viridis",
                     square=True, annot_kws={"fontsize": 8},
-                    cbar_kws={"label": {"pearson_mean": "Pearson r", "cosine_mean": "cosine",
-                                        "cka": "linear CKA"}[column], "shrink": 0.8})
+                    cbar_kws={"label": unit, "shrink": 0.8})
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
+        ax.set(xlabel="", ylabel="")
         ax.tick_params(axis="x", labelrotation=40, labelsize=7)
         ax.tick_params(axis="y", labelrotation=0, labelsize=7)
-        for tick in ax.get_xticklabels():
-            tick.set_horizontalalignment("right")
+        plt.setp(ax.get_xticklabels(), horizontalalignment="right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, out, "similarity")
@@ -245,9 +210,8 @@ def overlay_grid(raw: torch.Tensor, labels: torch.Tensor, maps: dict[str, np.nda
         for c, name in enumerate(names, start=1):
             axes[r, c].imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=1)
             last = axes[r, c].imshow(maps[name][r], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
     for c, name in enumerate(["image", *names]):
         axes[0, c].set_title(name, fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -272,8 +236,9 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     atomic_write(out / "similarity.csv", lambda tmp: sim.to_csv(tmp, index=False))
     arrays = {"labels": labels.numpy(), **{name.replace(" ", "_"): m for name, m in maps.items()}}
     atomic_write(out / "maps.npz", lambda tmp: _savez(tmp, arrays))
-    what = (f"{run.name}: {pair_label(*nets.pair)}, seed {nets.seed}, SDKD trial "
-            f"{nets.sdkd_trial}, {len(images)} test images")
+    best = nets.best
+    what = (f"{run.name}: {pair_label(best['teacher'], best['student'])}, seed {best['seed']}, "
+            f"{run.label} trial {best['trial_id']}, {len(images)} test images")
     classes = FASHION_CLASSES if run.dataset == "fashion_mnist" else \
         [f"class {i}" for i in range(DATASET_INFO[run.dataset].num_classes)]
     paths = [out / "similarity.csv", out / "maps.npz"]

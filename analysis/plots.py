@@ -6,8 +6,10 @@
   parameter (one colour per pair); parameters with few values show the mean and the spread
   over trials/seeds as a band, continuous ones their quantile bins. Dashed lines: the strongest
   baseline of each pair.
-- learning_curves: per pair, test accuracy per epoch of the best SDKD student and its proxy
-  teacher, with KD and vanilla (mean over seeds, band = std); the phase boundary is marked.
+- learning_curves: per pair, test accuracy per epoch of the best student of the run's method
+  (`search.method`) and of each extra network the method trains (its `heads`), with every
+  fixed baseline (mean over seeds, band = std); the method's schedule marks for that trial's
+  settings (e.g. a phase boundary) are dotted lines.
 - optuna_importance / optuna_parallel: from optuna.db, by `optuna.visualization.matplotlib`.
 
 Every figure is written as PNG and SVG under report/plots/.
@@ -16,7 +18,6 @@ Every figure is written as PNG and SVG under report/plots/.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -27,16 +28,33 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
-from analysis.run import Run, Skipped, load_run, pair_label  # noqa: E402
-from analysis.tables import method_label  # noqa: E402
+from analysis.cli import check_analysis_flags  # noqa: E402
+from analysis.run import (  # noqa: E402
+    Run,
+    Skipped,
+    load_run,
+    method_class,
+    method_label,
+    method_order,
+    pair_label,
+)
+from sdkd_core.cli import OneLineParser, run_main  # noqa: E402
 from sdkd_core.distillers import method_config  # noqa: E402
-from study.cli import OneLineParser, check_analysis_flags, run_main  # noqa: E402
-from study.records import atomic_write  # noqa: E402
+from sdkd_core.files import atomic_write  # noqa: E402
 
 PAIR = "pair"
 BINS = 5  # quantile bins for a continuous parameter
+# Learning curves: the run's method's student in red, its heads and the baselines apart from it.
+HEAD_STYLES = (("tab:orange", "s"), ("tab:purple", "^"), ("tab:brown", "D"), ("magenta", "v"))
+BASELINE_COLOURS = ("tab:gray", "tab:blue", "tab:green", "tab:cyan", "tab:olive", "tab:pink",
+                    "navy", "darkgreen", "peru")
 
 
 def save(fig, out: Path, stem: str) -> list[Path]:
@@ -55,9 +73,9 @@ def with_pair(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
-    """{pair: (method, mean accuracy)} of the best fixed non-SDKD method per pair."""
+    """{pair: (label, mean accuracy)} of the best fixed method per pair besides the run's own."""
     fixed = with_pair(run.completed[(run.completed["role"] == "fixed")
-                                    & (run.completed["method"] != run.space["search"]["method"])])
+                                    & (run.completed["method"] != run.method)])
     out = {}
     for pair, g in fixed.groupby(PAIR):
         means = g.groupby("method")[metric].mean()
@@ -117,7 +135,7 @@ def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[
 
 def _category(value) -> str:
     """'2' rather than '2.0' for integer choices read back from CSV as floats."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return str(_number(value))
 
 
 def ablation_params(run: Run) -> list[str]:
@@ -127,38 +145,61 @@ def ablation_params(run: Run) -> list[str]:
     return params
 
 
+def schedule_marks(run: Run, trial: pd.Series) -> dict[str, float]:
+    """{name: epoch from 0} the run's method marks for the trial's own settings."""
+    cls = method_class(run.method)
+    if cls is None:
+        return {}
+    settings = cls.Config.keys()  # a method's settings, as results.csv names them: <name>.<key>
+    known = {f"{run.method}.{key}" for key in settings}
+    values = {k: _number(v) for k, v in trial.items() if k in known and pd.notna(v)}
+    return cls.schedule_marks(method_config(run.method, values), run.n_epochs)
+
+
+def _number(value):
+    """2 rather than 2.0 for integers read back from CSV as floats."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def learning_curves(run: Run, out: Path) -> list[Path]:
     if run.epochs.empty:
         raise Skipped("epochs.csv is missing or empty")
     epochs = with_pair(run.epochs[run.epochs["trial_id"].isin(run.completed["trial_id"])])
-    sdkd = with_pair(run.completed[run.completed["method"] == "sdkd"])
+    subject = with_pair(run.completed[run.completed["method"] == run.method])
     pairs = list(dict.fromkeys(epochs[PAIR]))
     if not pairs:
         raise Skipped("no trial ran all its epochs")
+    cls = method_class(run.method)
+    heads = cls.heads if cls is not None else {}
+    fixed = run.completed.loc[run.completed["role"] == "fixed", ["trial_id", "method"]]
+    baselines = method_order(set(fixed["method"]))
+    colours = {m: BASELINE_COLOURS[i % len(BASELINE_COLOURS)] for i, m in enumerate(baselines)}
     fig, axes = plt.subplots(1, len(pairs), figsize=(6.2 * len(pairs), 4.2), squeeze=False)
-    default_boundary = method_config("sdkd").phase_boundary
     for ax, pair in zip(axes[0], pairs, strict=True):
         mine = epochs[epochs[PAIR] == pair]
-        for method, colour in (("vanilla", "grey"), ("kd", "tab:blue")):
-            rows = mine[(mine["method"] == method)]
+        for method in baselines:
+            rows = mine[mine["trial_id"].isin(fixed.loc[fixed["method"] == method, "trial_id"])]
+            name = f"{run.label} (defaults)" if method == run.method else method_label(method)
             if not rows.empty:
                 sns.lineplot(data=rows, x="epoch", y="test_acc", errorbar="sd", ax=ax,
-                             color=colour, label=f"{method_label(method)} student (seed mean)")
-        best = sdkd[sdkd[PAIR] == pair].nlargest(1, "test_acc")
+                             color=colours[method], label=f"{name} student (seed mean)")
+        best = subject[subject[PAIR] == pair].nlargest(1, "test_acc")
         if not best.empty:
             trial = best.iloc[0]
             rows = mine[mine["trial_id"] == trial["trial_id"]]
             ax.plot(rows["epoch"], rows["test_acc"], color="tab:red", lw=2, marker="o",
-                    label=f"SDKD student ({trial['trial_id']})")
-            if "test_acc_proxy" in rows and rows["test_acc_proxy"].notna().any():
-                ax.plot(rows["epoch"], rows["test_acc_proxy"], color="tab:orange", lw=2,
-                        ls="--", marker="s", label="SDKD proxy teacher")
-            boundary = trial.get("sdkd.phase_boundary", math.nan)
-            boundary = default_boundary if pd.isna(boundary) else float(boundary)
-            first_k1 = round(boundary * run.n_epochs) + 1  # 1-based epoch where k becomes 1
-            ax.axvline(first_k1 - 0.5, color="black", ls=":", lw=1.2,
-                       label=f"phase boundary (k=1 from epoch {first_k1})")
+                    label=f"{run.label} student (best trial, {trial['trial_id']})")
+            for i, (key, name) in enumerate(heads.items()):
+                column, (colour, marker) = f"test_acc_{key}", HEAD_STYLES[i % len(HEAD_STYLES)]
+                if column in rows and rows[column].notna().any():
+                    ax.plot(rows["epoch"], rows[column], color=colour, lw=2, ls="--",
+                            marker=marker, label=f"{name} (same trial)")
+            for name, mark in schedule_marks(run, trial).items():
+                if 0 < mark < run.n_epochs:  # epochs are 1-based here: after epoch `mark`
+                    ax.axvline(mark + 0.5, color="black", ls=":", lw=1.2,
+                               label=f"{name} (after epoch {mark:g})")
         ax.set_title(f"{pair}", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.run import Run, Skipped, load_run
+from analysis.cli import check_analysis_flags
+from analysis.run import Run, Skipped, load_run, method_class, method_label
 from analysis.tables import write_tables
-from study.cli import OneLineParser, check_analysis_flags, run_main
-from study.records import write_text
+from sdkd_core.cli import OneLineParser, run_main
+from sdkd_core.files import write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
@@ -76,15 +77,25 @@ def summary_html(run: Run) -> str:
     counts = run.results["status"].value_counts()
     statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
     by_method = run.results.groupby(["role", "method"]).size()
-    trials = ", ".join(f"{m} ({r}) {n}" for (r, m), n in by_method.items())
+    trials = ", ".join(f"{method_label(m)} ({r}) {n}" for (r, m), n in by_method.items())
     teachers = "; ".join(f"{a}: {c['test_acc']:.2f}% on {c['n_test']} test images"
                          for a, c in run.teacher_cards.items()) or "none kept"
     d = run.space["dataset"]
     return (f"<p>Dataset <b>{html.escape(run.dataset)}</b> ({d.get('n_train') or 'all'} train /"
             f" {d.get('n_test') or 'all'} test images), {run.n_epochs} epochs per student, "
-            f"seeds {html.escape(str(run.space.get('seeds')))}.<br>"
+            f"seeds {html.escape(str(run.space.get('seeds')))}. Method studied: "
+            f"<b>{html.escape(run.label)}</b> (search.method {html.escape(run.method)}).<br>"
             f"Trials: {len(run.results)} ({html.escape(statuses)}) — {html.escape(trials)}.<br>"
             f"Pretrained teachers: {html.escape(teachers)}.</p>")
+
+
+def curves_caption(run: Run) -> str:
+    cls = method_class(run.method)
+    heads = list(cls.heads.values()) if cls is not None else []
+    return (f"Test accuracy per epoch: the best {run.label} student"
+            + (f" and, from the same trial, {', '.join(heads)}" if heads else "")
+            + "; the students of the fixed baselines (mean over seeds, band: std); dotted "
+            f"lines: {run.label}'s schedule marks for that trial's settings, if it has any.")
 
 
 def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
@@ -117,9 +128,7 @@ def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
     skipped.update(why)
     pngs = [p for p in plots if p.suffix == ".png"]
     captions = {
-        "learning_curves": "Test accuracy per epoch: best SDKD student and its proxy teacher, "
-                           "KD and vanilla students (mean over seeds, band: std); dotted line: "
-                           "the phase boundary.",
+        "learning_curves": curves_caption(run),
         "optuna_importance": "Which swept parameter mattered for test accuracy (Optuna, fANOVA).",
         "optuna_parallel": "Every finished drawn trial across the swept parameters.",
     }
@@ -167,10 +176,10 @@ def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(run.name)}: SDKD study report</title>
+<title>{html.escape(run.name)}: {html.escape(run.label)} study report</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>{html.escape(run.name)}: SDKD study report</h1>
+<h1>{html.escape(run.name)}: {html.escape(run.label)} study report</h1>
 <nav><a href="#tables">tables</a><a href="#ablations">ablations</a><a href="#curves">learning
 curves</a><a href="#optuna">search</a><a href="#gradcam">Grad-CAM++</a></nav>
 {summary_html(run)}

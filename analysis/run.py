@@ -18,11 +18,13 @@ import pandas as pd
 import yaml
 
 from sdkd_core.errors import UserError
-from study.runfolder import IDENTITY, RunFolder
+from study.runfolder import IDENTITY, RunFolder, subject_method
 
 REQUIRED_COLUMNS = (*IDENTITY, "test_acc", "test_acc_best", "epochs", "status")
 # "stopped" trials were cut short by ASHA at a rung: finished, but with fewer epochs.
 FINISHED = ("completed", "stopped")
+
+
 class Skipped(Exception):
     """A figure the run has no data for; the message says why (shown in the report)."""
 
@@ -52,6 +54,20 @@ class Run:
     @property
     def n_epochs(self) -> int:
         return int(self.space["recipe"]["epochs"])
+
+    @property
+    def method(self) -> str:
+        """The run's subject: the method its drawn trials train (`search.method`)."""
+        return subject_method(self.space)
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method)
+
+    @property
+    def baselines(self) -> list[str]:
+        """The fixed methods as the space lists them (`baselines:`), in that order."""
+        return [str(m) for m in self.space.get("baselines") or []]
 
     @property
     def search_space(self) -> dict[str, dict[str, Any]]:
@@ -84,6 +100,45 @@ class Run:
                 index = re.findall(r"\d+", path.parent.name)
                 found.append((int(index[-1]) if index else -1, path.stat().st_mtime, path))
         return max(found)[2] if found else None
+
+    def teacher_network(self, arch: str):
+        """The pretrained teacher the run kept (teachers/<arch>.pt), checked against its card."""
+        import torch
+
+        from sdkd_core.data import DATASET_INFO
+        from sdkd_core.files import file_sha256
+        from sdkd_core.models import build_model
+
+        kept = self.folder.teachers_dir
+        weights, card = kept / f"{arch}.pt", kept / f"{arch}.json"
+        if not weights.is_file() or not card.is_file():
+            raise Skipped(f"the run folder keeps no copy of teacher {arch} (teachers/{arch}.pt); "
+                          "runs made before teachers were kept cannot show the teacher")
+        if file_sha256(weights) != json.loads(card.read_text()).get("weights_sha256"):
+            raise Skipped(f"teachers/{arch}.pt does not match the hash in its card")
+        info = DATASET_INFO[self.dataset]
+        model = build_model(arch, info.num_classes, info.in_channels)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval()
+
+    def trial_method(self, trial_id: str, teacher):
+        """The trial's method (a `Distiller`, in eval mode) with its final checkpoint loaded,
+        built from the trial's own params.json."""
+        from sdkd_core.checkpoint import load_checkpoint
+        from sdkd_core.data import DATASET_INFO
+        from sdkd_core.distillers import build_distiller
+        from sdkd_core.models import build_model
+
+        params_file = self.folder.trial_dir(trial_id) / "params.json"
+        checkpoint = self.checkpoint(trial_id)
+        if not params_file.is_file() or checkpoint is None:
+            raise Skipped(f"trial {trial_id} left no params.json or checkpoint in "
+                          f"{params_file.parent.parent.name}/")
+        config, info = json.loads(params_file.read_text()), DATASET_INFO[self.dataset]
+        student = build_model(config["student"], info.num_classes, info.in_channels)
+        method = build_distiller(config["method"], student, teacher, config["params"])
+        method.load_state_dict(load_checkpoint(checkpoint)["method"])
+        return method.eval()
 
 
 def load_run(path: str | Path) -> Run:
@@ -121,8 +176,40 @@ def load_run(path: str | Path) -> Run:
                         "finish or resume it with --resume")
     results = results.astype({"seed": int, "epochs": int, "trial_id": str})
     epochs = pd.read_csv(folder.epochs_csv) if folder.epochs_csv.is_file() else pd.DataFrame()
+    if space.get("plugins"):  # the researcher's own methods, registered before labels are read
+        from sdkd_core.plugins import load_plugins
+
+        try:
+            load_plugins(space["plugins"])
+        except UserError as err:
+            raise UserError(f"{folder.space_yaml}: plugins: {err}") from None
     return Run(folder, space, results, epochs)
 
 
 def pair_label(teacher: str, student: str) -> str:
     return f"{teacher} → {student}"
+
+
+def method_class(name: str):
+    """The registered method class of `name`, or None (a method an old run folder names that
+    is no longer registered)."""
+    from sdkd_core.distillers import get_method  # imports torch: only once a run is loaded
+
+    try:
+        return get_method(name)
+    except UserError:
+        return None
+
+
+def method_label(name: str) -> str:
+    """How tables, plots and reports name a method: its registered `label`, else its name."""
+    cls = method_class(name)
+    return cls.label if cls is not None else name
+
+
+def method_order(names) -> list[str]:
+    """Registry order (a newly registered method lands in its place), unknown names sorted."""
+    from sdkd_core.distillers import METHODS
+
+    names = set(names)
+    return [m for m in METHODS if m in names] + sorted(names - set(METHODS))

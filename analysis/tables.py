@@ -1,14 +1,18 @@
-"""Comparison tables: every method against the baselines, per teacher/student pair.
+"""Comparison tables: the run's method against the baselines, per teacher/student pair.
 
     python -m analysis.tables runs/<name>
 
-One row per pair, one column per method (the teacher's own accuracy first); a cell is the mean ±
-std over seeds of the trials that ran every epoch, with n. Two variants, last-epoch and
-best-epoch accuracy (the literature mixes them). The best cell of a row is bold; a row under it
-gives each method's difference to KD; SDKD's cells carry a Welch t-test against the strongest
-baseline (* p < 0.05, ** p < 0.01, ns otherwise; nothing when either side has fewer than two
-seeds). On CIFAR-100 the published numbers of the same pairs sit in a row below. Written as
-Markdown, LaTeX (booktabs) and CSV (long form, every statistic) under report/tables/.
+The run's method is the one its drawn trials train (`search.method` of the space); every name
+shown is a method's registered label. One row per pair, one column per method (the teacher's
+own accuracy first, then the fixed baselines in registry order, then the run's method with its
+defaults, if it ran as a baseline, and tuned); a cell is the mean ± std over seeds of the trials
+that ran every epoch, with n. Two variants, last-epoch and best-epoch accuracy (the literature
+mixes them). The best cell of a row is bold; a row under it gives each column's difference to
+the reference, the first other method of the space's `baselines:`; the run's method's cells
+carry a Welch t-test against the strongest other baseline (* p < 0.05, ** p < 0.01, ns
+otherwise; nothing when either side has fewer than two seeds). On CIFAR-100 the published
+numbers of the same pairs sit in a row below. Written as Markdown, LaTeX (booktabs) and CSV
+(long form, every statistic) under report/tables/.
 """
 
 from __future__ import annotations
@@ -21,13 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.run import METRICS, Run, load_run, pair_label
-from study.cli import OneLineParser, check_analysis_flags, run_main
-from study.records import atomic_write, write_text
+from analysis.cli import check_analysis_flags
+from analysis.run import METRICS, Run, load_run, method_label, method_order, pair_label
+from sdkd_core.cli import OneLineParser, run_main
+from sdkd_core.files import atomic_write, write_text
+from sdkd_core.stats import mean_std, mean_std_text
 
-LABELS = {"vanilla": "vanilla", "kd": "KD", "dml": "DML", "shake": "SHAKE", "dkd": "DKD",
-          "fitnet": "FitNet", "at": "AT"}
-SDKD_DEFAULTS, SDKD_TUNED = "SDKD (defaults)", "SDKD (best tuned)"
 TEACHER = "teacher"
 
 # Published CIFAR-100 top-1 (CRD / DKD / SHAKE papers), keyed by (teacher, student).
@@ -45,10 +48,6 @@ PUBLISHED = {
 }
 
 
-def method_label(method: str) -> str:
-    return LABELS.get(method, method)
-
-
 @dataclass
 class Cell:
     values: list[float]
@@ -59,19 +58,22 @@ class Cell:
 
     @property
     def mean(self) -> float:
-        return float(pd.Series(self.values).mean())
+        return mean_std(self.values)[0]
 
     @property
     def std(self) -> float:  # sample std over seeds; 0 for a single seed
-        return float(pd.Series(self.values).std(ddof=1)) if self.n > 1 else 0.0
+        return mean_std(self.values)[1]
 
 
-def column_order(methods: list[str]) -> list[str]:
-    """Registry order for baselines (so a new method lands in the table on its own), SDKD last."""
-    from sdkd_core.distillers import METHODS  # imports torch: only once a table is built
+def subject_columns(run: Run) -> tuple[str, str]:
+    """The columns of the run's own method: run with its defaults, and tuned by the search."""
+    return f"{run.label} (defaults)", f"{run.label} (tuned)"
 
-    order = [m for m in METHODS if m != "sdkd"] + sorted(set(methods) - set(METHODS))
-    return [method_label(m) for m in order if m in methods]
+
+def reference(run: Run) -> str | None:
+    """The label the Δ row subtracts: the first method of `baselines:` besides the run's own."""
+    others = [m for m in run.baselines if m != run.method]
+    return method_label(others[0]) if others else None
 
 
 def tuned_config(search: pd.DataFrame, metric: str, param_cols: list[str]) -> pd.DataFrame:
@@ -99,16 +101,24 @@ def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[st
     if card is not None and metric in card:
         cells[TEACHER] = Cell([float(card[metric])])
     fixed = done[done["role"] == "fixed"]
-    for method in column_order(sorted(set(fixed["method"]) - {"sdkd"})):
-        raw = next(m for m in fixed["method"].unique() if method_label(m) == method)
-        cells[method] = Cell(fixed.loc[fixed["method"] == raw, metric].tolist())
-    if (fixed["method"] == "sdkd").any():
-        cells[SDKD_DEFAULTS] = Cell(fixed.loc[fixed["method"] == "sdkd", metric].tolist())
+    for method in method_order(set(fixed["method"]) - {run.method}):
+        cells[method_label(method)] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
+    defaults, tuned = subject_columns(run)
+    if (fixed["method"] == run.method).any():
+        cells[defaults] = Cell(fixed.loc[fixed["method"] == run.method, metric].tolist())
     search = done[done["role"].isin(["search", "confirm"])]
     if not search.empty:
         params = [c for c in run.search_space if c in search.columns]
-        cells[SDKD_TUNED] = Cell(tuned_config(search, metric, params)[metric].tolist())
+        cells[tuned] = Cell(tuned_config(search, metric, params)[metric].tolist())
     return cells
+
+
+def published(run: Run, teacher: str, student: str, column: str) -> float:
+    """The papers' CIFAR-100 number of a column (the run's method's under both its columns)."""
+    if run.dataset != "cifar100":
+        return math.nan
+    key = run.label if column in subject_columns(run) else column
+    return PUBLISHED.get((teacher, student), {}).get(key, math.nan)
 
 
 def welch(a: Cell, b: Cell) -> float | None:
@@ -129,27 +139,30 @@ def stars(p: float | None) -> str:
 
 
 def comparison(run: Run, metric: str = "test_acc") -> pd.DataFrame:
-    """Long form: one row per (pair, column) with mean, std, n, delta to KD, p, best."""
+    """Long form: one row per (pair, column) with mean, std, n, delta to the reference, the
+    t-test's other side and p, best."""
     rows = []
+    subject, ref = subject_columns(run), reference(run)
     for teacher, student in run.pairs():
         cells = cells_for_pair(run, teacher, student, metric)
         students = {k: c for k, c in cells.items() if k != TEACHER}
         if not students:
             continue
-        kd = cells.get("KD")
-        baselines = {k: c for k, c in students.items() if k not in (SDKD_DEFAULTS, SDKD_TUNED)}
+        base = cells.get(ref) if ref else None
+        baselines = {k: c for k, c in students.items() if k not in subject}
         strongest = max(baselines, key=lambda k: baselines[k].mean) if baselines else None
         best = max(students, key=lambda k: students[k].mean)
         for column, cell in cells.items():
-            is_sdkd = column in (SDKD_DEFAULTS, SDKD_TUNED)
-            p = welch(cell, baselines[strongest]) if is_sdkd and strongest else None
+            tested = column in subject and strongest is not None
             rows.append({
                 "teacher": teacher, "student": student, "column": column, "metric": metric,
                 "mean": cell.mean, "std": cell.std, "n": cell.n,
-                "delta_vs_kd": cell.mean - kd.mean if kd and column != TEACHER else math.nan,
-                "versus": strongest if is_sdkd else "", "p_value": p, "best": column == best,
-                "published": PUBLISHED.get((teacher, student), {}).get(column, math.nan)
-                if run.dataset == "cifar100" else math.nan,
+                "reference": ref if base else "",
+                "delta": cell.mean - base.mean if base and column != TEACHER else math.nan,
+                "versus": strongest if tested else "",
+                "p_value": welch(cell, baselines[strongest]) if tested else None,
+                "best": column == best,
+                "published": published(run, teacher, student, column),
             })
     return pd.DataFrame(rows)
 
@@ -157,14 +170,14 @@ def comparison(run: Run, metric: str = "test_acc") -> pd.DataFrame:
 def _cell_text(r, bold, pm: str) -> str:
     if r["column"] == TEACHER:
         return f"{r['mean']:.2f}"
-    text = f"{r['mean']:.2f} {pm} {r['std']:.2f}" if r["n"] > 1 else f"{r['mean']:.2f}"
+    text = mean_std_text(r["mean"], r["std"], r["n"], pm)
     text = bold(text) if r["best"] else text
     mark = stars(r["p_value"]) if isinstance(r["p_value"], int | float) else ""
     return f"{text}{mark} (n={r['n']})"
 
 
 def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -> pd.DataFrame:
-    """The reader's table: rows per pair (accuracy, then Δ vs KD, then published)."""
+    """The reader's table: rows per pair (accuracy, then Δ vs the reference, then published)."""
     if long.empty:
         return pd.DataFrame()
     columns = list(dict.fromkeys(long["column"]))
@@ -175,14 +188,15 @@ def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -
         label = pair_label(teacher, student)
         table.append({"pair": label, **{c: _cell_text(by[c], bold, pm) if c in by else "—"
                                          for c in columns}})
-        if "KD" in by:
-            table.append({"pair": "Δ vs KD", **{
-                c: delta_fmt.format(by[c]["delta_vs_kd"])
-                if c in by and not math.isnan(by[c]["delta_vs_kd"]) else "" for c in columns}})
-        pub = PUBLISHED.get((teacher, student)) if g["published"].notna().any() else None
-        if pub:
-            table.append({"pair": "published", **{c: f"{pub[c]:.2f}" if c in pub else ""
-                                                   for c in columns}})
+        ref = g["reference"].iloc[0]
+        if ref:
+            table.append({"pair": f"Δ vs {ref}", **{
+                c: delta_fmt.format(by[c]["delta"])
+                if c in by and not math.isnan(by[c]["delta"]) else "" for c in columns}})
+        if g["published"].notna().any():
+            table.append({"pair": "published", **{
+                c: f"{by[c]['published']:.2f}" if c in by and not math.isnan(by[c]["published"])
+                else "" for c in columns}})
     return pd.DataFrame(table).set_index("pair")
 
 
@@ -194,17 +208,13 @@ def write_tables(run: Run, out: Path | None = None) -> list[Path]:
     for metric, what in METRICS.items():
         long = comparison(run, metric)
         stem = out / f"comparison_{'last' if metric == 'test_acc' else 'best'}"
-        note = (f"{run.name}: {run.dataset} test accuracy (%), {what}, mean ± std over seeds "
-                f"({run.n_epochs} epochs). Bold: best student. SDKD vs the strongest baseline, "
-                "Welch's t-test: * p<0.05, ** p<0.01, ns not significant. 'Best tuned' is the "
-                "drawn configuration with the best mean, chosen on the test set (optimistic); "
-                "after a confirming run, its mean covers every seed.")
+        note = caption(run, long, what)
         atomic_write(stem.with_suffix(".csv"), lambda tmp, t=long: t.to_csv(tmp, index=False))
         md = wide(long, lambda s: f"**{s}**")
         write_text(stem.with_suffix(".md"), f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")
         tex = wide(long, lambda s: f"\\textbf{{{s}}}", pm="$\\pm$",
                    delta_fmt="${:+.2f}$").rename(columns=_tex_escape)
-        tex.index = tex.index.map(lambda s: s.replace("→", "$\\to$").replace("Δ", "$\\Delta$"))
+        tex.index = tex.index.map(_tex_escape)
         tex.index.name = None
         latex = tex.style.to_latex(hrules=True, column_format="l" + "r" * len(tex.columns),
                                    caption=_tex_escape(note))
@@ -213,9 +223,31 @@ def write_tables(run: Run, out: Path | None = None) -> list[Path]:
     return written
 
 
+def caption(run: Run, long: pd.DataFrame, what: str) -> str:
+    label, ref = run.label, reference(run)
+    defaults, tuned = subject_columns(run)
+    shown = set(long["column"]) if not long.empty else set()
+    parts = [f"{run.name}: {run.dataset} test accuracy (%), {what}, mean ± std over seeds "
+             f"({run.n_epochs} epochs). Bold: best student."]
+    if shown & {defaults, tuned}:
+        parts.append(f"{label} vs the strongest other baseline, Welch's t-test: * p<0.05, "
+                     "** p<0.01, ns not significant.")
+    if defaults in shown:
+        parts.append(f"'{defaults}' is {label} with its default settings, run as a baseline.")
+    if tuned in shown:
+        parts.append(f"'{tuned}' is the configuration drawn by the search with the best mean, "
+                     "chosen on the test set (optimistic); after a confirming run, its mean "
+                     "covers every seed.")
+    if ref and ref in shown:
+        parts.append(f"Δ vs {ref}: each column minus {ref}, the first other method of the "
+                     "space's baselines.")
+    return " ".join(parts)
+
+
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                 ("#", "\\#"), ("±", "$\\pm$"), ("→", "$\\to$"), ("<", "$<$")):
+                 ("#", "\\#"), ("±", "$\\pm$"), ("→", "$\\to$"), ("Δ", "$\\Delta$"),
+                 ("<", "$<$")):
         text = text.replace(a, b)
     return text
 

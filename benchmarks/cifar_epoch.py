@@ -20,8 +20,9 @@ from common import Result, Target, machine
 
 from sdkd_core.data import DATASET_INFO, ImageData
 from sdkd_core.distillers import build_distiller
-from sdkd_core.engine import Engine, Recipe, select_device
+from sdkd_core.engine import Engine, select_device
 from sdkd_core.models import build_model
+from sdkd_core.recipe import Recipe
 
 EPOCHS = 240
 GOAL_S = 20 * 60  # the 240-epoch run on one H100

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from sdkd_core.distillers import METHODS
-from sdkd_core.engine import Recipe
+from sdkd_core.files import write_csv
+from sdkd_core.recipe import Recipe
+from sdkd_core.stats import summarize
 from study.distill import DistillRun, run
-from study.records import write_csv
+from study.runfolder.trials import Pair, PlannedTrial
 from study.teachers import TeacherCache
-
-
-def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
 
 
 def main() -> None:
@@ -41,10 +37,11 @@ def main() -> None:
 
     cache = TeacherCache(args.cache_dir)
     results: dict[str, list[dict]] = {}
+    pair = Pair(args.teacher, args.student)
     for seed in (int(s) for s in args.seeds.split(",")):
         for method in args.methods.split(","):
-            spec = DistillRun(method, args.teacher, args.student, args.dataset,
-                              Recipe(epochs=args.epochs), seed=seed, n_train=args.n_train)
+            spec = DistillRun(PlannedTrial(method, pair, seed), args.dataset,
+                              Recipe(epochs=args.epochs), n_train=args.n_train)
             folder = Path(args.output) / spec.trial_id
             done = folder / "result.json"
             if not done.exists():
@@ -53,7 +50,7 @@ def main() -> None:
                 done.write_text(json.dumps(rows[-1], indent=2) + "\n")
             results.setdefault(method, []).append(json.loads(done.read_text()))
 
-    teacher_card = cache.get(DistillRun("kd", args.teacher, args.student, args.dataset,
+    teacher_card = cache.get(DistillRun(PlannedTrial("kd", pair), args.dataset,
                                         Recipe()).teacher_spec())[1]
     print(f"\n{args.teacher} (teacher: {teacher_card['test_acc']:.2f}%) -> {args.student}, "
           f"{args.dataset}, {args.n_train} training images, full test set, "
@@ -63,7 +60,7 @@ def main() -> None:
     for method, rows in results.items():
         last = [r["test_acc"] for r in rows]
         best = [r["test_acc_best"] for r in rows]
-        print(f"| {method} | {mean_std(last)} | {mean_std(best)} | {len(rows)} |")
+        print(f"| {method} | {summarize(last)} | {summarize(best)} | {len(rows)} |")
 
 
 if __name__ == "__main__":

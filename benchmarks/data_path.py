@@ -23,10 +23,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from sdkd_core.data import BatchLoader, load_dataset
+from sdkd_core.data import load_dataset
 from sdkd_core.distillers import build_distiller
-from sdkd_core.engine import Engine, Recipe, select_device
+from sdkd_core.engine import Engine, select_device
+from sdkd_core.loader import BatchLoader
 from sdkd_core.models import build_model
+from sdkd_core.recipe import Recipe
 
 SHARE_GOAL = 0.05
 
@@ -109,7 +111,7 @@ def measure(args) -> Result:
 
     lines = [f"Machine: {machine()}; batched path on {device}.", "",
              "| path | images/s |", "|---|---|",
-             f"| batched on-device augmentation (`sdkd_core.data.BatchLoader`) | {fast:,.0f} |"]
+             f"| batched on-device augmentation (`sdkd_core.loader.BatchLoader`) | {fast:,.0f} |"]
     lines += [f"| torchvision PIL transforms, DataLoader num_workers={w} | {r:,.0f} |"
               for w, r in slow.items()]
     lines += ["", f"**Ratio batched / best PIL loader (num_workers={best_workers}): "

@@ -27,8 +27,9 @@ def train_for(config):
     from ray import tune
 
     from sdkd_core.distillers import build_distiller
-    from sdkd_core.engine import Engine, Recipe
+    from sdkd_core.engine import Engine
     from sdkd_core.models import build_model
+    from sdkd_core.recipe import Recipe
 
     data = generated_cifar100(config["images"], 640)
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import ROOT, Result
 
-from study.records import write_text
+from sdkd_core.files import write_text
 
 DOC = ROOT / "docs" / "benchmarks.md"
 QUICK_DOC = ROOT / "runs" / "benchmarks-quick.md"

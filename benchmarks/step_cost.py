@@ -28,8 +28,9 @@ from common import Result, Target, machine
 
 from sdkd_core.data import load_dataset
 from sdkd_core.distillers import METHODS, build_distiller
-from sdkd_core.engine import Engine, Recipe
+from sdkd_core.engine import Engine
 from sdkd_core.models import build_model
+from sdkd_core.recipe import Recipe
 
 DEFAULT_METHODS = ("vanilla", "kd", "dml", "shake", "dkd", "sdkd")
 SDKD_GOAL = 1.35  # SDKD step / KD step

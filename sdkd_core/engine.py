@@ -7,93 +7,21 @@ per epoch, so a GPU never waits on the host mid-epoch.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from itertools import pairwise
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from sdkd_core.data import BatchLoader, ImageData
+from sdkd_core.data import ImageData
 from sdkd_core.distillers.base import Distiller
 from sdkd_core.distributed import broadcast_buffers, split_batch, sum_across_ranks
 from sdkd_core.errors import UserError
-
-MAX_SEED = 2**32 - 1  # seeds go to torch and numpy generators, which take 0..2**32-1 alike
-
-
-def _increasing_fractions(ms: tuple[float, ...], _recipe) -> bool:
-    return all(0 < m < 1 for m in ms) and all(a < b for a, b in pairwise(ms))
-
-
-# What each recipe field must be: (the test, given the value and the whole recipe; the
-# requirement, with an example). The command-line flags (study/cli.py) use the same rules. Every
-# test fails for nan, and inf fails each one that has no upper bound by being finite.
-RECIPE_RULES: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
-    "epochs": (lambda v, _: v >= 1, "at least 1, like 8"),
-    "lr": (lambda v, _: math.isfinite(v) and v > 0, "positive and finite, like 0.05"),
-    "momentum": (lambda v, _: 0 <= v < 1, "in [0, 1), like 0.9"),
-    "weight_decay": (lambda v, _: math.isfinite(v) and v >= 0, "finite and >= 0, like 5e-4"),
-    "batch_size": (lambda v, _: v >= 2, "at least 2, like 64"),
-    "schedule": (lambda v, _: v in ("step", "cosine"), "step or cosine"),
-    "milestones": (_increasing_fractions,
-                   "increasing fractions of the epochs in (0, 1), each once, like 0.5,0.75"),
-    "gamma": (lambda v, _: 0 < v <= 1, "in (0, 1], like 0.1"),
-    "warmup_epochs": (lambda v, r: 0 <= v < r.epochs, "in [0, epochs), like 0"),
-}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a model is trained. Milestones are fractions of `epochs` (0.5 = halfway)."""
-
-    epochs: int = 8
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    batch_size: int = 64
-    schedule: Literal["step", "cosine"] = "cosine"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
-        for name, (ok, must) in RECIPE_RULES.items():
-            value = getattr(self, name)
-            if not ok(value, self):
-                shown = list(value) if isinstance(value, tuple) else value
-                raise UserError(f"{name}={shown!r} must be {must}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown recipe keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
-    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
-        """Multiplier of the base lr at optimizer step `step` (linear warm-up, then decay)."""
-        epoch = step / steps_per_epoch
-        if epoch < self.warmup_epochs:
-            return (step + 1) / (self.warmup_epochs * steps_per_epoch)
-        if self.schedule == "cosine":
-            progress = (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        passed = sum(epoch >= m * self.epochs for m in self.milestones)
-        return self.gamma**passed
+from sdkd_core.loader import BatchLoader
+from sdkd_core.recipe import Recipe
 
 
 class DivergedError(RuntimeError):
@@ -309,17 +237,3 @@ def _as_python_rng_state(state):
     # random.setstate wants tuples; a round trip through torch.save keeps them, JSON would not.
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with weights_only=True: a checkpoint can carry tensors and plain data, never code."""
-    return torch.load(path, map_location="cpu", weights_only=True)

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdkd_core.engine import MAX_SEED, RECIPE_RULES, Recipe
+from sdkd_core.cli import check_output_folder
 from sdkd_core.errors import UserError
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from sdkd_core.recipe import MAX_SEED, RECIPE_RULES, Recipe
 
 
 def fraction_list(text: str) -> tuple[float, ...]:
@@ -104,29 +96,6 @@ def check_flag_values(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} {shown}: must be {must}")
 
 
-def check_output_folder(flag: str, path: str | Path) -> None:
-    """A folder to write into: absent (it is made) or a folder, under a writable folder.
-    Checked without writing anything."""
-    path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pass a folder path")
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"{flag} {path}: {existing} is not writable; pass a folder you can "
-                        "write to")
-
-
-def check_analysis_flags(args: argparse.Namespace) -> None:
-    """An analysis command's flags (--images, --show, --out), before the run folder is read."""
-    images, show = getattr(args, "images", None), getattr(args, "show", None)
-    if images is not None and images < 2:
-        raise UserError(f"--images {images}: give at least 2 test images, like 64")
-    if show is not None and not 1 <= show <= images:
-        raise UserError(f"--show {show}: give 1 to --images ({images}) grid rows, like 6")
-    if getattr(args, "out", None) is not None:
-        check_output_folder("--out", args.out)
-
-
 def check_common(args: argparse.Namespace) -> None:
     """Checks that need no data: every number flag, dataset name, folders, device."""
     from sdkd_core.data import DATASETS
@@ -142,21 +111,6 @@ def check_common(args: argparse.Namespace) -> None:
     if args.cache_dir is not None:
         check_output_folder("--cache-dir", args.cache_dir)
     select_device(args.device)
-
-
-def run_main(prog: str, body: Callable[[], int]) -> int:
-    """Run `body`; bad input becomes one line on stderr and exit code 2, a diverged
-    training one line and exit code 1."""
-    from sdkd_core.engine import DivergedError
-
-    try:
-        return body()
-    except UserError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except DivergedError as err:  # not bad input, but no traceback helps either
-        print(f"{prog}: {err}; try a lower learning rate or loss weight", file=sys.stderr)
-        return 1
 
 
 def progress_line(row: dict[str, float], epochs: int, start: float) -> str:

@@ -18,21 +18,21 @@ from typing import Any
 
 import torch
 
+from sdkd_core.cli import OneLineParser, check_output_folder, run_main
 from sdkd_core.distillers import METHODS, build_distiller
-from sdkd_core.engine import Engine, Recipe
+from sdkd_core.engine import Engine
+from sdkd_core.files import write_csv, write_json
 from sdkd_core.models import MODEL_NAMES, build_model
+from sdkd_core.recipe import Recipe
 from study.cli import (
-    OneLineParser,
     add_data_args,
     add_recipe_args,
     add_runtime_args,
     check_common,
-    check_output_folder,
     progress_line,
     recipe_from_args,
-    run_main,
 )
-from study.records import write_csv, write_json
+from study.runfolder.trials import Pair, PlannedTrial
 from study.teachers import TeacherCache, TeacherSpec
 
 TEACHER_EPOCHS = 4  # on all training images: the teacher is trained once and cached
@@ -40,24 +40,40 @@ TEACHER_EPOCHS = 4  # on all training images: the teacher is trained once and ca
 
 @dataclass
 class DistillRun:
-    """One student trained with one method: everything a sweep trial needs to reproduce it."""
+    """One student trained with one method: the planned trial and what its sweep shares."""
 
-    method: str
-    teacher: str
-    student: str
+    trial: PlannedTrial
     dataset: str
     recipe: Recipe
-    seed: int = 0
     n_train: int | None = None
     n_test: int | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
     teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=TEACHER_EPOCHS))
     teacher_n_train: int | None = None
     data_root: str | None = None
 
     @property
+    def method(self) -> str:
+        return self.trial.method
+
+    @property
+    def teacher(self) -> str:
+        return self.trial.teacher
+
+    @property
+    def student(self) -> str:
+        return self.trial.student
+
+    @property
+    def seed(self) -> int:
+        return self.trial.seed
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.trial.params)
+
+    @property
     def trial_id(self) -> str:
-        return f"{self.method}-{self.teacher}-{self.student}-s{self.seed}"
+        return self.trial.name
 
     def teacher_spec(self) -> TeacherSpec:
         return TeacherSpec(self.dataset, self.teacher, self.teacher_recipe, seed=0,
@@ -150,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins(args.plugin)
         check_common(args)
+        trial = PlannedTrial(args.method, Pair(args.teacher, args.student), args.seed,
+                             parse_overrides(args.set))
         spec = DistillRun(
-            method=args.method, teacher=args.teacher, student=args.student,
-            dataset=args.dataset, recipe=recipe_from_args(args), seed=args.seed,
-            n_train=args.n_train, n_test=args.n_test, overrides=parse_overrides(args.set),
+            trial, dataset=args.dataset, recipe=recipe_from_args(args),
+            n_train=args.n_train, n_test=args.n_test,
             teacher_recipe=Recipe(epochs=args.teacher_epochs),
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
         )

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sdkd_core.data import DATASET_INFO
 from sdkd_core.distillers import build_distiller
 from sdkd_core.models import build_model
+from study.runfolder.trials import Pair, PlannedTrial
 
 # Effective training throughput, FLOP/s. CPU: measured on this project's 2-core machine
 # (docs/benchmarks.md). GPU: a conservative figure for small CIFAR CNNs on one modern GPU;
@@ -57,14 +58,17 @@ def eval_flops(student: str, dataset: str) -> float:
     return counter.get_total_flops()
 
 
-def trial_flops(trial: dict, dataset: str, n_train: int, n_test: int, epochs: int) -> float:
-    params = tuple(sorted(trial["params"].items()))
-    per_epoch = (n_train * step_flops(trial["method"], trial["teacher"], trial["student"],
-                                      dataset, params)
-                 + n_test * eval_flops(trial["student"], dataset))
+def trial_flops(trial: PlannedTrial, dataset: str, n_train: int, n_test: int,
+                epochs: int) -> float:
+    params = tuple(sorted(trial.params.items()))
+    per_epoch = (n_train * step_flops(trial.method, trial.teacher, trial.student, dataset,
+                                      params)
+                 + n_test * eval_flops(trial.student, dataset))
     return epochs * per_epoch
 
 
 def teacher_flops(arch: str, dataset: str, n_train: int, n_test: int, epochs: int) -> float:
-    return trial_flops({"method": "vanilla", "teacher": arch, "student": arch, "params": {}},
-                       dataset, n_train, n_test, epochs)
+    from sdkd_core.distillers.vanilla import Vanilla  # how every teacher is trained
+
+    return trial_flops(PlannedTrial(Vanilla.name, Pair(arch, arch)), dataset, n_train, n_test,
+                       epochs)

@@ -10,9 +10,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study.cli import clock
-from study.records import is_diverged
-from study.runfolder import RunFolder, write_tables
+from sdkd_core.cli import clock
+from study.runfolder import RunFolder, is_diverged
+from study.runfolder.tables import write_tables
 
 PRINT_EVERY_S = 20.0
 

@@ -8,32 +8,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from study.space import Choice, IntRange, LogUniform, Space, Uniform
+from study.runfolder.trials import SEARCH, Pair, PlannedTrial, pair_label
+from study.space import Space
+from study.space_sections import Choice, IntRange, LogUniform, Uniform
 
 PAIR_KEY = "pair"
-FIXED, SEARCH, CONFIRM = "fixed", "search", "confirm"
-# Roles that always run to their last epoch: ASHA and Optuna see drawn trials only.
-FULL_LENGTH = (FIXED, CONFIRM)
-CONFIRM_SUFFIX = "-s"  # a confirming trial is named <drawn trial>-s<seed>
 
 
-def pair_label(teacher: str, student: str) -> str:
-    return f"{teacher}->{student}"
-
-
-def search_trial_name(method: str, number: int) -> str:
-    """The name of the sweep's `number`-th drawn trial (from 1)."""
-    return f"{method}-search-{number:04d}"
-
-
-def fixed_trials(space: Space) -> list[dict[str, Any]]:
+def fixed_trials(space: Space) -> list[PlannedTrial]:
     """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
-    return [
-        {"trial_name": f"{method}-{p.teacher}-{p.student}-s{seed}", "role": FIXED,
-         "method": method, "teacher": p.teacher, "student": p.student, "seed": seed,
-         "params": {}}
-        for p in space.pairs for method in space.baselines for seed in space.seeds
-    ]
+    return [PlannedTrial(method, Pair(p.teacher, p.student), seed)
+            for p in space.pairs for method in space.baselines for seed in space.seeds]
+
+
+def plan(space: Space, max_trials: int | None) -> tuple[list[PlannedTrial], int]:
+    """(fixed trials, number of drawn trials), capped at max_trials in that order."""
+    fixed, n_search = fixed_trials(space), search_trial_count(space)
+    if max_trials is not None:
+        fixed = fixed[:max_trials]
+        n_search = max(0, min(n_search, max_trials - len(fixed)))
+    return fixed, n_search
 
 
 def optuna_space(space: Space) -> dict[str, Any]:
@@ -74,7 +68,7 @@ def search_trial_count(space: Space) -> int:
     return space.search.num_samples
 
 
-def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTrial]:
     """The best `confirm_top` completed drawn configurations of each pair, on every seed of
     `seeds` but the one the search ran them on.
 
@@ -92,21 +86,12 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[dict[str, A
     for p in space.pairs:
         mine = [r for r in drawn if (r["teacher"], r["student"]) == (p.teacher, p.student)]
         for r in mine[:top]:
-            params = {k: r[k] for k in space.space}
-            trials += [
-                {"trial_name": f"{r['trial_id']}{CONFIRM_SUFFIX}{seed}", "role": CONFIRM,
-                 "method": r["method"], "teacher": p.teacher, "student": p.student,
-                 "seed": seed, "params": params}
-                for seed in seeds
-            ]
+            drawn_trial = PlannedTrial(r["method"], Pair(p.teacher, p.student), r["seed"],
+                                       {k: r[k] for k in space.space}, SEARCH, r["trial_id"])
+            trials += [drawn_trial.confirming(seed) for seed in seeds]
     return trials
 
 
 def confirm_seeds(space: Space) -> list[int]:
     """The seeds a confirmed configuration runs on: all but the search's own."""
     return [s for s in space.seeds if s != space.search_seed]
-
-
-def confirmed_trial(confirm_id: str) -> str:
-    """The drawn trial a confirming trial repeats (its name without the seed suffix)."""
-    return confirm_id.rsplit(CONFIRM_SUFFIX, 1)[0]

@@ -30,7 +30,7 @@ def record_placement_group(folder: Path) -> None:
     """In a Train worker of rank 0: write the id of the placement group it runs in."""
     from ray.util import get_current_placement_group
 
-    from study.records import write_text
+    from sdkd_core.files import write_text
 
     group = get_current_placement_group()
     if group is not None:

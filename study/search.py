@@ -17,16 +17,9 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.plan import (
-    FULL_LENGTH,
-    PAIR_KEY,
-    SEARCH,
-    grid_values,
-    optuna_space,
-    pair_label,
-    search_trial_name,
-)
-from study.records import is_diverged
+from study.plan import PAIR_KEY, grid_values, optuna_space
+from study.runfolder import is_diverged
+from study.runfolder.trials import FULL_LENGTH, Pair, PlannedTrial
 from study.space import Space
 
 
@@ -65,7 +58,7 @@ class StudySearcher(Searcher):
     experiment, so a resumed sweep neither repeats nor skips a trial.
     """
 
-    def __init__(self, space: Space, fixed: list[dict[str, Any]], optuna: OptunaSearch | None,
+    def __init__(self, space: Space, fixed: list[PlannedTrial], optuna: OptunaSearch | None,
                  n_search: int):
         super().__init__(metric=space.search.metric, mode=space.search.mode)
         self.fixed = fixed
@@ -73,8 +66,8 @@ class StudySearcher(Searcher):
         self.n_search = n_search
         self.next_fixed = 0
         self.drawn = 0
-        self.pairs = {pair_label(p.teacher, p.student): (p.teacher, p.student)
-                      for p in space.pairs}
+        self.pairs = {pair.label: pair for pair in (Pair(p.teacher, p.student)
+                                                     for p in space.pairs)}
         self.method = space.search.method
         self.search_seed = space.search_seed
         self.search_ids: dict[str, dict[str, Any]] = {}  # Tune trial id -> Optuna params
@@ -85,7 +78,7 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str):
         if self.next_fixed < len(self.fixed):
             self.next_fixed += 1
-            return dict(self.fixed[self.next_fixed - 1])
+            return self.fixed[self.next_fixed - 1].to_config()
         if self.optuna is None or self.drawn >= self.n_search:
             return Searcher.FINISHED
         params = self.optuna.suggest(trial_id)
@@ -94,11 +87,10 @@ class StudySearcher(Searcher):
         self.drawn += 1
         self.search_ids[trial_id] = dict(params)
         params = dict(params)
-        teacher, student = self.pairs[params.pop(PAIR_KEY)] if PAIR_KEY in params \
+        pair = self.pairs[params.pop(PAIR_KEY)] if PAIR_KEY in params \
             else next(iter(self.pairs.values()))
-        return {"trial_name": search_trial_name(self.method, self.drawn), "role": SEARCH,
-                "method": self.method, "teacher": teacher, "student": student,
-                "seed": self.search_seed, "params": params}
+        return PlannedTrial.drawn(self.method, pair, self.search_seed, params,
+                                  self.drawn).to_config()
 
     def _running_in_optuna(self, trial_id: str) -> bool:
         """Whether Optuna still waits for this trial's outcome. A sweep killed after Optuna
@@ -186,7 +178,7 @@ class SearchOnlyASHA(ASHAScheduler):
             return
         from types import SimpleNamespace
 
-        from study.runfolder import trial_records
+        from study.runfolder.tables import trial_records
 
         for config, results in trial_records(Path(self.experiment_dir)).values():
             if config.get("role") in FULL_LENGTH:

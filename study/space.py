@@ -7,160 +7,31 @@ a range that the method would reject is caught here, not in trial 37.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    model_validator,
-)
+from pydantic import Field, ValidationError, model_validator
 
 from sdkd_core.distributed import split_batch
-from sdkd_core.engine import MAX_SEED, Recipe
 from sdkd_core.errors import UserError, nearest
 from sdkd_core.plugins import load_plugins
+from sdkd_core.recipe import Recipe
+from study.space_sections import (
+    DatasetSection,
+    Distribution,
+    ModuleName,
+    Pair,
+    RecipeSection,
+    Resources,
+    SearchSection,
+    Section,
+    Seed,
+    TeacherSection,
+)
 
 MAX_SPACE_BYTES = 1 << 20  # a space file is a page of YAML; anything bigger is a mistake
 MAX_ALIASES = 100  # YAML aliases can expand a small file into an enormous document
-
-
-class Section(BaseModel):
-    # nan and inf are refused in every float field: they pass (or slip past) pydantic's bounds.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-
-
-class DatasetSection(Section):
-    name: str = "fashion_mnist"
-    root: str | None = None
-    n_train: Annotated[int, Field(gt=0)] | None = None
-    n_test: Annotated[int, Field(gt=0)] | None = None
-
-
-# The students' recipe: the fields, types and defaults of `sdkd_core.engine.Recipe` itself.
-_RECIPE_TYPES = get_type_hints(Recipe)
-RecipeSection = create_model(
-    "RecipeSection", __base__=Section,
-    **{f.name: (_RECIPE_TYPES[f.name], f.default) for f in dataclasses.fields(Recipe)},
-)
-
-
-class TeacherSection(Section):
-    """How teachers are pretrained (once, cached): more data and epochs than the students."""
-
-    epochs: Annotated[int, Field(gt=0)] = 4
-    n_train: Annotated[int, Field(gt=0)] | None = None
-
-
-class Pair(Section):
-    teacher: str
-    student: str
-
-
-class SearchSection(Section):
-    method: str = "sdkd"
-    seed: Seed | None = None
-    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
-    num_samples: Annotated[int, Field(gt=0)] = 8
-    metric: Literal["test_acc", "test_acc_best"] = "test_acc"
-    mode: Literal["max", "min"] = "max"
-    scheduler: Literal["asha", "none"] = "asha"
-    grace_period: Annotated[int, Field(gt=0)] = 2
-    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
-    # The best drawn configurations of each pair, run again on the other seeds after the search.
-    confirm_top: Annotated[int, Field(ge=0)] = 1
-
-
-class Choice(Section):
-    type: Literal["choice"]
-    values: Annotated[list[Any], Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _finite_and_distinct(self):  # values may be of any type, so the config's check misses them
-        for i, value in enumerate(self.values):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"values: {value} is not a finite number; give numbers like 0.5")
-            if value in self.values[:i]:
-                raise ValueError(f"values: {value!r} is listed twice; list each value once")
-        return self
-
-
-class Uniform(Section):
-    type: Literal["uniform"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.low >= self.high:
-            raise ValueError(f"low={self.low} must be below high={self.high}")
-        return self
-
-
-class LogUniform(Uniform):
-    type: Literal["loguniform"]  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _positive(self):
-        if self.low <= 0:
-            raise ValueError(f"loguniform needs low > 0, got low={self.low}")
-        return self
-
-
-class IntRange(Section):
-    type: Literal["int"]
-    low: int
-    high: int
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.low > self.high:
-            raise ValueError(f"low={self.low} must not exceed high={self.high}")
-        return self
-
-
-Distribution = Annotated[Choice | Uniform | LogUniform | IntRange, Field(discriminator="type")]
-
-
-class Resources(Section):
-    num_workers: Annotated[int, Field(gt=0)] = 1
-    use_gpu: bool = False
-    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
-    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
-    max_concurrent: Annotated[int, Field(gt=0)] = 1
-    max_failures: Annotated[int, Field(ge=0)] = 1
-    executor: Literal["auto", "in_trial", "ray_train"] = "auto"
-    compile: bool = False  # torch.compile each trial's training step
-    # BatchNorm statistics over the global batch rather than each worker's share.
-    sync_batchnorm: bool = False
-
-    @model_validator(mode="after")
-    def _gpus_need_use_gpu(self):
-        if self.gpus_per_trial > 0 and not self.use_gpu:
-            raise ValueError(f"gpus_per_trial={self.gpus_per_trial:g} needs use_gpu: true; "
-                             "set use_gpu: true or drop gpus_per_trial")
-        if self.sync_batchnorm and not self.use_gpu:  # torch's SyncBatchNorm runs on GPUs only
-            raise ValueError("sync_batchnorm: true needs use_gpu: true (torch's SyncBatchNorm "
-                             "runs on GPUs only); set use_gpu: true or drop sync_batchnorm")
-        return self
-
-    def resolved_executor(self) -> str:
-        """Single-worker CPU trials run in the Tune trial itself: a TorchTrainer costs ~20 s."""
-        if self.executor != "auto":
-            return self.executor
-        return "in_trial" if self.num_workers == 1 and not self.use_gpu else "ray_train"
-
-
-ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
 
 
 class Space(Section):

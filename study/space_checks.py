@@ -11,7 +11,8 @@ from sdkd_core.data import DATASET_INFO, DATASETS
 from sdkd_core.distillers import METHODS, get_method, method_config
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
-from study.space import Choice, IntRange, Space
+from study.space import Space
+from study.space_sections import Choice, IntRange
 
 
 def check_semantics(path: Path, space: Space) -> None:

@@ -27,20 +27,19 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from sdkd_core.engine import Recipe
+from sdkd_core.cli import OneLineParser, run_main
 from sdkd_core.errors import unknown_choice
+from sdkd_core.files import atomic_write, file_sha256, write_json
 from sdkd_core.models import MODEL_NAMES, StagedNet, build_model
+from sdkd_core.recipe import Recipe
 from study.cli import (
-    OneLineParser,
     add_data_args,
     add_recipe_args,
     add_runtime_args,
     check_common,
     progress_line,
     recipe_from_args,
-    run_main,
 )
-from study.records import atomic_write, write_json
 
 CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
 WAIT_LOG_S = 30.0  # while another process trains the teacher, say so this often
@@ -80,14 +79,6 @@ class TeacherSpec:
     def key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True).encode()
         return f"{self.dataset}-{self.arch}-{hashlib.sha256(blob).hexdigest()[:16]}"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class TeacherCache:

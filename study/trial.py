@@ -25,10 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdkd_core.engine import DivergedError, Recipe, load_checkpoint, save_checkpoint
+from sdkd_core.checkpoint import load_checkpoint, save_checkpoint
+from sdkd_core.engine import DivergedError
+from sdkd_core.files import write_json
+from sdkd_core.recipe import Recipe
 from study.distill import DistillRun, prepare
-from study.records import write_json
 from study.runfolder import TRAIN_HISTORY_FILE
+from study.runfolder.trials import PlannedTrial
 from study.teachers import TeacherCache
 
 CHECKPOINT_FILE = "engine.pt"
@@ -66,9 +69,8 @@ class TrialContext:
 
     def distill_run(self, config: dict[str, Any]) -> DistillRun:
         return DistillRun(
-            method=config["method"], teacher=config["teacher"], student=config["student"],
-            dataset=self.dataset, recipe=Recipe.from_dict(self.recipe), seed=config["seed"],
-            n_train=self.n_train, n_test=self.n_test, overrides=dict(config["params"]),
+            PlannedTrial.from_config(config), dataset=self.dataset,
+            recipe=Recipe.from_dict(self.recipe), n_train=self.n_train, n_test=self.n_test,
             teacher_recipe=Recipe(epochs=self.teacher_epochs),
             teacher_n_train=self.teacher_n_train, data_root=self.data_root,
         )

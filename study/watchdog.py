@@ -15,7 +15,7 @@ import time
 
 from ray.tune import Callback
 
-from study.cli import clock
+from sdkd_core.cli import clock
 
 STALL_FACTOR = 5  # times the slowest epoch seen so far
 DEFAULT_STALL_MIN_S = 60.0

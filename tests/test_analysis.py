@@ -147,31 +147,34 @@ def test_bad_run_folders_are_one_line_and_write_nothing(tiny_run, tmp_path):
 def test_table_cells_are_the_mean_and_std_over_seeds_of_results_csv(tiny_run):
     results = [r for r in read_csv(tiny_run.run / "results.csv") if r["status"] == "completed"]
     labels = {"vanilla": "vanilla", "kd": "KD", "shake": "SHAKE", "sdkd": "SDKD (defaults)"}
+    fixed = {m: [r for r in results if r["role"] == "fixed" and r["method"] == m] for m in labels}
     for metric, stem in (("test_acc", "last"), ("test_acc_best", "best")):
         table = read_csv(tiny_run.run / "report" / "tables" / f"comparison_{stem}.csv")
         cells = {r["column"]: r for r in table}
+        # The space lists baselines vanilla, kd, shake, sdkd: the Δ row is against vanilla.
+        vanilla = statistics.mean(float(r[metric]) for r in fixed["vanilla"])
         for method, label in labels.items():
-            values = [float(r[metric]) for r in results
-                      if r["role"] == "fixed" and r["method"] == method]
+            values = [float(r[metric]) for r in fixed[method]]
             assert len(values) == 2
             assert float(cells[label]["mean"]) == pytest.approx(statistics.mean(values))
             assert float(cells[label]["std"]) == pytest.approx(statistics.stdev(values))
             assert int(cells[label]["n"]) == 2
-            kd = statistics.mean(float(r[metric]) for r in results
-                                 if r["role"] == "fixed" and r["method"] == "kd")
-            assert float(cells[label]["delta_vs_kd"]) == pytest.approx(statistics.mean(values) - kd)
-        # Best tuned: the confirmed configuration, over its drawn trial and its repeat.
+            assert cells[label]["reference"] == "vanilla"
+            assert float(cells[label]["delta"]) == pytest.approx(statistics.mean(values) - vanilla)
+        # Tuned: the confirmed configuration, over its drawn trial and its repeat.
         (confirm,) = [r for r in results if r["role"] == "confirm"]
         tuned = [float(r[metric]) for r in results
                  if r["trial_id"] in (confirm["trial_id"], confirm["trial_id"][:-3])]
-        assert len(tuned) == 2 and int(cells["SDKD (best tuned)"]["n"]) == 2
-        assert float(cells["SDKD (best tuned)"]["mean"]) == pytest.approx(statistics.mean(tuned))
+        assert len(tuned) == 2 and int(cells["SDKD (tuned)"]["n"]) == 2
+        assert float(cells["SDKD (tuned)"]["mean"]) == pytest.approx(statistics.mean(tuned))
+        assert [c for c in cells if cells[c]["versus"]] == ["SDKD (defaults)", "SDKD (tuned)"]
         students = [c for c in cells if c != "teacher"]
         best = max(students, key=lambda c: float(cells[c]["mean"]))
         assert [c for c in students if cells[c]["best"] == "True"] == [best]
         md = (tiny_run.run / "report" / "tables" / f"comparison_{stem}.md").read_text()
         mean, std = float(cells[best]["mean"]), float(cells[best]["std"])
         assert f"**{mean:.2f} ± {std:.2f}**" in md
+        assert "| Δ vs vanilla " in md and "SDKD vs the strongest other baseline" in md
         tex = (tiny_run.run / "report" / "tables" / f"comparison_{stem}.tex").read_text()
         assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex
 
@@ -180,7 +183,7 @@ def test_table_cells_are_the_mean_and_std_over_seeds_of_results_csv(tiny_run):
 def test_similarity_matrices_are_symmetric_with_unit_diagonal(tiny_run):
     sim = pd.read_csv(tiny_run.run / "report" / "gradcam" / "similarity.csv")
     names = list(dict.fromkeys(sim["a"]))
-    assert names[:3] == ["teacher", "proxy teacher", "SDKD student"]
+    assert names[:3] == ["teacher", "SDKD proxy teacher", "SDKD student"]
     assert {"KD student", "SHAKE student", "vanilla student"} <= set(names)
     for column in ("pearson_mean", "cosine_mean", "cka"):
         m = sim.pivot(index="a", columns="b", values=column).loc[names, names].to_numpy()
@@ -203,7 +206,7 @@ def test_gradcam_maps_equal_the_packages_own_output(tiny_run):
     _, images, labels = test_images(run, 64)
     saved = np.load(tiny_run.run / "report" / "gradcam" / "maps.npz")
     assert (saved["labels"] == labels.numpy()).all()
-    for name in ("teacher", "proxy teacher", "KD student"):
+    for name in ("teacher", "SDKD proxy teacher", "KD student"):
         model = nets.models[name]
         ours = cam_maps(model, images, labels)
         layer = cam_layer(model)
@@ -226,7 +229,8 @@ def test_report_renders_in_headless_chromium(tiny_run):
                     "chromium-driver)")
     index = tiny_run.run / "report" / "index.html"
     page = index.read_text()
-    for fragment in ("comparison_last.md", "SDKD (best tuned)", "ablation_sdkd_lambda.png",
+    for fragment in ("comparison_last.md", "SDKD (tuned)", "tiny: SDKD study report",
+                     "SDKD proxy teacher", "ablation_sdkd_lambda.png",
                      "ablation_sdkd_ffb_depth.png", "optuna_importance.png",
                      "learning_curves.png", "overlays.png", "similarity.png"):
         assert fragment in page, fragment

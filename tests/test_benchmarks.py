@@ -22,8 +22,9 @@ from common import Result, Target  # noqa: E402
 
 from sdkd_core.data import load_dataset  # noqa: E402
 from sdkd_core.distillers import build_distiller  # noqa: E402
-from sdkd_core.engine import Engine, Recipe  # noqa: E402
+from sdkd_core.engine import Engine  # noqa: E402
 from sdkd_core.models import build_model  # noqa: E402
+from sdkd_core.recipe import Recipe  # noqa: E402
 from study.plan import search_trial_count  # noqa: E402
 from study.space import load_space  # noqa: E402
 

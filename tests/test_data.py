@@ -5,14 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdkd_core.data import (
-    DATASET_INFO,
-    BatchLoader,
-    augment_batch,
-    load_dataset,
-    stratified_indices,
-)
+from sdkd_core.data import DATASET_INFO, load_dataset, stratified_indices
 from sdkd_core.errors import UserError
+from sdkd_core.loader import BatchLoader, augment_batch
 
 
 def test_fashion_mnist_is_the_real_dataset():

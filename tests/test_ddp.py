@@ -14,10 +14,13 @@ from conftest import assert_usage_error, run_mains
 from torch import distributed as dist
 from torch import nn
 
-from sdkd_core.data import BatchLoader, load_dataset
-from sdkd_core.engine import Engine, Recipe
+from sdkd_core.data import load_dataset
+from sdkd_core.engine import Engine
 from sdkd_core.errors import UserError
+from sdkd_core.loader import BatchLoader
+from sdkd_core.recipe import Recipe
 from study.distill import DistillRun
+from study.runfolder.trials import Pair, PlannedTrial
 from study.trial import ddp_wrap, with_sync_batchnorm
 
 # 65 test images: the ranks' evaluation shards differ in size (33 and 32).
@@ -42,9 +45,9 @@ SYNC_BN_CASES = ["sdkd-live", "shake", "dml"]
 
 def spec(case: str, batch_size: int = BATCH) -> DistillRun:
     _, method, settings, _ = next(c for c in CASES if c[0] == case)
-    return DistillRun(method=method, teacher="resnet14", student="resnet8", dataset="synthetic",
-                      recipe=Recipe(epochs=EPOCHS, batch_size=batch_size), n_train=N_TRAIN,
-                      n_test=N_TEST, overrides=settings)
+    return DistillRun(PlannedTrial(method, Pair("resnet14", "resnet8"), params=settings),
+                      dataset="synthetic", recipe=Recipe(epochs=EPOCHS, batch_size=batch_size),
+                      n_train=N_TRAIN, n_test=N_TEST)
 
 
 def engine_for(case: str, data, **kwargs) -> Engine:

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from sdkd_core.distillers import METHODS
-from sdkd_core.engine import Recipe
+from sdkd_core.recipe import Recipe
 from study.distill import DistillRun, run
+from study.runfolder.trials import Pair, PlannedTrial
 from study.teachers import TeacherCache
 from tests.conftest import assert_quick_usage_error, run_cases_in_folders, run_cli
 
@@ -19,7 +20,7 @@ def test_every_method_learns_real_fashion_mnist(tmp_path):
     cache = TeacherCache(tmp_path)
     finals = {}
     for method in METHODS:
-        spec = DistillRun(method, "resnet14", "resnet8", "fashion_mnist",
+        spec = DistillRun(PlannedTrial(method, Pair("resnet14", "resnet8")), "fashion_mnist",
                           Recipe(epochs=2, batch_size=32), n_train=2000, n_test=500,
                           teacher_recipe=Recipe(epochs=2), teacher_n_train=4000)
         rows = run(spec, cache, device="cpu", log=lambda _: None)

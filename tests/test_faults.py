@@ -22,7 +22,7 @@ import torch
 from conftest import ROOT, assert_usage_error
 from test_sweep import read_csv, result_lines, sweep, wait_for
 
-from study.records import write_csv
+from sdkd_core.files import write_csv
 
 # Metrics that measure the machine, not the training: they may differ between runs.
 TIMING = {"images_per_s", "train_s", "eval_s"}
@@ -52,9 +52,9 @@ resources: {{executor: {executor}, max_failures: 2}}
 def reference_history(space_path: Path, run: Path, cache: Path, trial: str) -> list[dict]:
     """The same trial, uninterrupted, through the same engine in this process."""
     from study.distill import prepare
+    from study.experiment import make_context
     from study.runfolder import RunFolder
     from study.space import load_space
-    from study.sweep import make_context
     from study.teachers import TeacherCache
 
     context = make_context(load_space(space_path), RunFolder(run), str(cache))

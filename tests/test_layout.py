@@ -1,31 +1,95 @@
-"""The layout rules the rest of the project relies on."""
+"""The layout DESIGN.md describes, enforced: which package may import which, small modules, and
+methods that describe themselves."""
+
+from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("sdkd_core", "study", "analysis")
+MAX_LINES = 300
+# The user's command may run the report after the sweep; no other module of study may.
+ENTRY = ROOT / "study" / "sweep.py"
+
+
+def sources(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
 
 
 def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
+    """Every module `path` imports, at any depth (also inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
 
 
-def test_sdkd_core_has_no_ray_and_no_study_imports():
-    for path in (ROOT / "sdkd_core").rglob("*.py"):
-        imports = imported_modules(path)
-        assert "ray" not in imports, path
-        assert not imports & {"study", "analysis"}, path
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_sdkd_core_imports_neither_ray_nor_the_layers_above_it():
+    for path in sources("sdkd_core"):
+        bad = {m for m in imported_modules(path) if top(m) in ("ray", "study", "analysis")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_study_never_imports_analysis_but_its_entry_runs_the_report():
+    for path in sources("study"):
+        bad = {m for m in imported_modules(path) if top(m) == "analysis"}
+        if path == ENTRY:
+            assert bad, "study/sweep.py should build the report after the sweep"
+        else:
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_analysis_reads_study_only_through_the_run_folder_contract():
+    for path in sources("analysis"):
+        study = {m for m in imported_modules(path) if top(m) == "study"}
+        bad = {m for m in study if m != "study.runfolder"
+               and not m.startswith("study.runfolder.")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_run_folder_contract_needs_no_ray():
+    for path in sources("study/runfolder"):
+        bad = {m for m in imported_modules(path) if top(m) in ("ray", "analysis")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("folder", [*PACKAGES, "benchmarks", "tests"])
+def test_no_source_file_is_over_300_lines(folder):
+    long = {str(p.relative_to(ROOT)): n for p in sources(folder)
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these modules: {long}"
+
+
+def test_every_registered_method_describes_itself():
+    from sdkd_core.distillers import METHODS, contract_problem
+
+    labels = {}
+    for name, cls in METHODS.items():
+        assert contract_problem(cls) is None, contract_problem(cls)
+        assert cls.name == name and cls.label.strip(), name
+        assert cls.label not in labels, f"{name} and {labels[cls.label]} share {cls.label!r}"
+        labels[cls.label] = name
+        for key, display in cls.heads.items():
+            assert key.isidentifier() and display.strip(), (name, key)
 
 
 def test_every_method_file_is_registered():
+    """A method inside the repository is one file in sdkd_core/distillers/ plus one registry
+    line; the file's name is the method's name."""
     from sdkd_core.distillers import METHODS
 
     files = {p.stem for p in (ROOT / "sdkd_core" / "distillers").glob("*.py")}
-    assert files - {"__init__", "base"} == set(METHODS)
+    built_in = {name for name, cls in METHODS.items()
+                if cls.__module__.startswith("sdkd_core.distillers.")}
+    assert files - {"__init__", "base"} == built_in

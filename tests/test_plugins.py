@@ -3,9 +3,12 @@ tables, plots, Grad-CAM and report exactly like a built-in one; a broken plugin 
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 
-from conftest import assert_usage_error, run_mains, tree
+import pytest
+from conftest import assert_usage_error, run_cli, run_mains, tree
 
 # KD with its own label, one extra head (a linear layer on the student's detached logits) and a
 # schedule mark: what a researcher would write, in about 30 lines.
@@ -120,3 +123,103 @@ def test_a_broken_plugin_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
                                      strict=True):
         assert_usage_error(result, fragment)
     assert tree(tmp_path) == before
+
+
+def small_sweep(base: Path, method: str):
+    """One real small sweep where `method` is a baseline and the searched method, started from
+    the plugin's folder (outside the repository)."""
+    write_plugins(base)
+    space = base / "echo.yaml"
+    space.write_text(SPACE.format(module="echo_kd", method=method))
+    run = base / "run"
+    result = run_cli(str(Path(__file__).resolve().parents[1] / "study" / "sweep.py"),
+                     "--space", str(space), "--output", str(run),
+                     "--cache-dir", str(base / "cache"), cwd=base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+@pytest.fixture(scope="module")
+def echo_run(tmp_path_factory):
+    return small_sweep(tmp_path_factory.mktemp("echo"), "echokd")
+
+
+@pytest.fixture(scope="module")
+def dkd_run(tmp_path_factory):
+    """The same sweep with a built-in method, DKD, as the searched one."""
+    return small_sweep(tmp_path_factory.mktemp("dkd"), "dkd")
+
+
+def report_texts(run: Path) -> list[Path]:
+    texts = [p for p in (run / "report").rglob("*")
+             if p.suffix in (".md", ".html", ".csv", ".tex", ".json", ".txt", ".svg")]
+    assert texts
+    return texts
+
+
+def curve_legend(run: Path, plugin_dir: Path, monkeypatch) -> tuple[list[str], list[float]]:
+    """The learning-curve figure's legend and its dotted schedule marks, drawn in-process."""
+    from analysis import plots
+    from analysis.run import load_run
+    from sdkd_core import distillers
+
+    monkeypatch.setattr(distillers, "METHODS", dict(distillers.METHODS))  # undone afterwards
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out, stem: figures.append(fig) or [])
+    plots.learning_curves(load_run(run), plugin_dir / "curves")
+    ax = figures[0].axes[0]
+    marks = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+    return [t.get_text() for t in ax.get_legend().get_texts()], marks
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_a_plugin_method_is_a_baseline_and_the_searched_method(echo_run):
+    run, result = echo_run
+    rows = read_rows(run / "results.csv")
+    assert {(r["method"], r["role"]) for r in rows} == {
+        ("vanilla", "fixed"), ("echokd", "fixed"), ("echokd", "search")}
+    assert all(r["status"] in ("completed", "stopped") for r in rows), rows
+    assert all(float(r["test_acc_echo"]) >= 0 for r in rows if r["method"] == "echokd")
+    assert "Best drawn EchoKD configurations" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_plugin_method_under_its_label_and_never_sdkd(echo_run):
+    run, _ = echo_run
+    report = run / "report"
+    table = (report / "tables" / "comparison_last.md").read_text()
+    assert "EchoKD (defaults)" in table and "EchoKD (tuned)" in table
+    html = (report / "index.html").read_text()
+    assert "EchoKD" in html
+    assert "EchoKD echo head" in (report / "gradcam" / "similarity.csv").read_text()
+    assert (report / "plots" / "learning_curves.png").stat().st_size > 0
+    for path in report_texts(run):
+        assert not re.search("sdkd", path.read_text(errors="replace"), re.IGNORECASE), path
+
+
+@pytest.mark.slow
+def test_the_learning_curves_show_the_plugins_head_and_schedule_mark(echo_run, monkeypatch):
+    run, _ = echo_run
+    labels, marks = curve_legend(run, run.parent, monkeypatch)
+    assert "EchoKD (defaults) student (seed mean)" in labels
+    assert "EchoKD echo head (same trial)" in labels
+    assert "EchoKD warm-up end (after epoch 1)" in labels and marks == [1.5]
+
+
+@pytest.mark.slow
+def test_searching_dkd_labels_and_tests_dkd(dkd_run, monkeypatch):
+    run, result = dkd_run
+    assert "Best drawn DKD configurations" in result.stdout
+    md = (run / "report" / "tables" / "comparison_last.md").read_text()
+    assert "DKD (defaults)" in md and "DKD (tuned)" in md
+    assert "DKD vs the strongest other baseline" in md
+    for path in report_texts(run):
+        assert not re.search("sdkd", path.read_text(errors="replace"), re.IGNORECASE), path
+    labels, _ = curve_legend(run, run.parent, monkeypatch)
+    assert "DKD (defaults) student (seed mean)" in labels

@@ -2,77 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_usage_error, run_cli, run_mains
-
-TINY = """\
-name: {name}
-dataset: {{name: synthetic, n_train: 512, n_test: 256}}
-recipe: {{epochs: {epochs}, batch_size: 32}}
-teacher: {{epochs: 2}}
-pairs:
-  - {{teacher: resnet14, student: resnet8}}
-baselines: {baselines}
-seeds: [0]
-search:
-  num_samples: {samples}
-  grace_period: 1
-  reduction_factor: 2
-space:
-  sdkd.lambda: {{type: loguniform, low: 0.1, high: 10}}
-  sdkd.ffb_depth: {{type: choice, values: [1, 2]}}
-resources: {resources}
-"""
-
-
-def tiny_space(tmp_path: Path, name="tiny", epochs=3, baselines="[vanilla, kd]", samples=3,
-               resources="{max_concurrent: 2}") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, epochs=epochs, baselines=baselines,
-                                samples=samples, resources=resources))
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def sweep(*args: str, cache: Path, timeout: float = 600):
-    return run_cli("study/sweep.py", *args, "--cache-dir", str(cache), timeout=timeout)
-
+from conftest import assert_usage_error, run_cli, run_mains
+from sweeps import check_run_folder, free_port, read_csv, sweep, tiny_space
 
 # ---------------------------------------------------------------- fast: no Ray started
 
 
 def test_plan_puts_baselines_first_and_caps_at_max_trials(tmp_path):
+    from study.plan import plan
     from study.space import load_space
-    from study.sweep import plan
 
     space = load_space(tiny_space(tmp_path))
     fixed, n_search = plan(space, None)
-    assert [t["trial_name"] for t in fixed] == ["vanilla-resnet14-resnet8-s0",
-                                                "kd-resnet14-resnet8-s0"]
+    assert [t.name for t in fixed] == ["vanilla-resnet14-resnet8-s0",
+                                       "kd-resnet14-resnet8-s0"]
     assert n_search == 3
     assert plan(space, 4) == (fixed, 2)
     assert plan(space, 1) == (fixed[:1], 0)
 
 
 def test_only_methods_that_use_the_teachers_weights_get_a_pretrained_teacher(tmp_path):
+    from study.experiment import teacher_archs
     from study.space import load_space
-    from study.sweep import teacher_archs
 
     # DML trains a peer of the teacher's architecture from scratch: nothing to pretrain.
     path = tiny_space(tmp_path, baselines="[vanilla, dml]")
@@ -101,9 +57,9 @@ def test_searcher_resumes_where_it_stopped(tmp_path, sampler):
     import optuna
     from ray.tune.search import Searcher
 
+    from study.plan import plan
     from study.search import StudySearcher, make_optuna_search
     from study.space import load_space
-    from study.sweep import plan
 
     path = tiny_space(tmp_path, samples=4)
     if sampler == "grid":  # 2 x 2 points. Left to itself, the grid sampler of this seed would
@@ -147,7 +103,8 @@ def test_searcher_resumes_where_it_stopped(tmp_path, sampler):
 
 def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
     """A trial restarted from its checkpoint reports epochs again: the last report wins."""
-    from study.runfolder import RunFolder, write_tables
+    from study.runfolder import RunFolder
+    from study.runfolder.tables import write_tables
 
     folder = RunFolder(tmp_path)
     trial = folder.tune_dir / "kd-a-b-s0"
@@ -194,11 +151,10 @@ def test_confirm_plans_the_best_completed_drawn_configs_of_each_pair_on_the_othe
     trials = confirm_trials(space, rows)
     # Per pair the top 2 completed by test_acc (a tie goes to the earlier trial); stopped,
     # diverged and fixed trials never; each on seeds 1 and 2, with its params exactly.
-    assert [t["trial_name"] for t in trials] == ["d3-s1", "d3-s2", "d4-s1", "d4-s2",
-                                                 "d6-s1", "d6-s2"]
-    assert trials[0]["params"] == {"sdkd.lambda": 0.123456789, "sdkd.ffb_depth": 2}
-    assert {t["role"] for t in trials} == {"confirm"}
-    assert trials[-1]["teacher"] == "resnet20" and trials[-1]["seed"] == 2
+    assert [t.name for t in trials] == ["d3-s1", "d3-s2", "d4-s1", "d4-s2", "d6-s1", "d6-s2"]
+    assert trials[0].params == {"sdkd.lambda": 0.123456789, "sdkd.ffb_depth": 2}
+    assert {t.role for t in trials} == {"confirm"}
+    assert trials[-1].teacher == "resnet20" and trials[-1].seed == 2
     off = space.model_copy(update={"search": space.search.model_copy(update={"confirm_top": 0})})
     assert confirm_trials(off, rows) == []
 
@@ -275,23 +231,6 @@ def test_existing_run_needs_resume_and_the_same_space(tmp_path):
 # ---------------------------------------------------------------- slow: real sweeps
 
 
-def check_run_folder(root: Path, epochs: int, expected_trials: int) -> list[dict[str, str]]:
-    """The run-folder contract: one row per trial, one per trial and epoch, nothing twice."""
-    results = read_csv(root / "results.csv")
-    assert len(results) == expected_trials
-    assert len({r["trial_id"] for r in results}) == expected_trials
-    rows = read_csv(root / "epochs.csv")
-    counts = Counter(r["trial_id"] for r in rows)
-    assert len({(r["trial_id"], r["epoch"]) for r in rows}) == len(rows)
-    for r in results:
-        assert r["status"] in ("completed", "stopped"), r
-        assert int(r["epochs"]) == counts[r["trial_id"]]
-        assert sorted(int(x["epoch"]) for x in rows if x["trial_id"] == r["trial_id"]) == \
-            list(range(1, int(r["epochs"]) + 1))
-        if r["role"] == "fixed" or r["status"] == "completed":
-            assert int(r["epochs"]) == epochs
-    return results
-
 
 @pytest.mark.slow
 def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
@@ -334,138 +273,3 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     written = sorted((float(r["sdkd.lambda"]), int(r["sdkd.ffb_depth"])) for r in drawn)
     assert told == written  # CSV keeps floats exactly (repr)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-
-
-def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            tail = proc.stderr.read()[-2000:] if proc.stderr else ""
-            raise AssertionError(f"the process ended before {what}: {tail}")
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def sweep_killed_when(predicate, what: str, space: Path, run: Path, cache: Path) -> None:
-    """Start a sweep and SIGKILL it once `predicate()` holds."""
-    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
-           "--cache-dir", str(cache)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_for(predicate, 300, what, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
-def result_lines(run: Path, trial: str, experiment: str = "tune") -> list[dict]:
-    path = run / experiment / trial / "result.json"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            out.append(json.loads(line))
-    return out
-
-
-@pytest.mark.slow
-def test_sigint_ends_with_the_resume_command_and_exit_130_then_resume_completes(tmp_path):
-    path = tiny_space(tmp_path, name="sigint", epochs=3, baselines="[vanilla]", samples=1,
-                      resources="{max_concurrent: 1}")
-    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
-    run, cache = tmp_path / "run", tmp_path / "cache"
-    cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
-           "--cache-dir", str(cache)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_for(lambda: len(result_lines(run, "vanilla-resnet14-resnet8-s1")) >= 1,
-                 300, "the third trial's first epoch", proc, every=0.1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err[-3000:]
-    line = f"resume with: python study/sweep.py --resume --output {run}"
-    (last,) = [x for x in err.splitlines() if x.startswith("interrupted by SIGINT")]
-    assert line in last and "of 3 trials finished" in last, last
-    assert "Tuner.restore" not in out + err and "done in" not in out
-    assert (run / "report" / "index.html").is_file()
-
-    result = sweep("--resume", "--output", str(run), cache=cache)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "done in" in result.stdout
-    check_run_folder(run, epochs=3, expected_trials=3 + 1)  # 2 fixed, 1 drawn, 1 confirming
-
-
-@pytest.mark.slow
-def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp_path):
-    path = tiny_space(tmp_path, name="confirmed", epochs=5, baselines="[]", samples=1,
-                      resources="{max_concurrent: 1}")
-    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
-    run, cache = tmp_path / "run", tmp_path / "cache"
-    drawn, confirm = "sdkd-search-0001", "sdkd-search-0001-s1"
-    lines = lambda: result_lines(run, confirm, "confirm")  # noqa: E731
-    sweep_killed_when(lambda: len(lines()) >= 2, "two epochs of the confirming trial",
-                      path, run, cache)
-    before_drawn, before = result_lines(run, drawn), lines()
-    assert len(before_drawn) == 5 and 2 <= len(before) < 5
-
-    result = sweep("--resume", "--output", str(run), cache=cache)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result_lines(run, drawn) == before_drawn  # the search is not run again
-    after = lines()
-    assert after[:len(before)] == before and after[len(before)]["epoch"] > 1
-    results = check_run_folder(run, epochs=5, expected_trials=2)
-    assert [(r["trial_id"], r["seed"]) for r in results] == [(drawn, "0"), (confirm, "1")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.mark.slow
-def test_address_joins_a_running_cluster(tmp_path):
-    import shutil
-    import tempfile
-
-    port = free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
-    head_log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed in finally
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
-        stdout=head_log, stderr=subprocess.STDOUT, env=env)
-    try:
-        path = tiny_space(tmp_path, name="cluster", epochs=1, baselines="[vanilla]", samples=1)
-        run = tmp_path / "run"
-        wait_for(lambda: port_open(port), 120, "the Ray head to listen", head)
-        result = sweep("--space", str(path), "--output", str(run), "--address",
-                       f"127.0.0.1:{port}", cache=tmp_path / "cache")
-        assert result is not None and result.returncode == 0, result.stderr[-3000:]
-        assert "Started a local Ray instance" not in result.stderr
-        check_run_folder(run, epochs=1, expected_trials=2)
-    finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        head_log.close()
-        shutil.rmtree(temp, ignore_errors=True)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from filelock import FileLock, Timeout
 
-from sdkd_core.engine import Recipe
-from study.teachers import TeacherCache, TeacherSpec, file_sha256
+from sdkd_core.files import file_sha256
+from sdkd_core.recipe import Recipe
+from study.teachers import TeacherCache, TeacherSpec
 from tests.conftest import (
     ROOT,
     assert_quick_usage_error,
@@ -141,7 +142,7 @@ def test_cached_teacher_holding_code_is_refused_even_with_a_matching_hash(tmp_pa
     not executed; it is reported and the teacher retrained."""
     import pickle
 
-    from study.teachers import file_sha256
+    from sdkd_core.files import file_sha256
 
     spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1))
     cache = TeacherCache(tmp_path)

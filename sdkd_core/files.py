@@ -1,19 +1,16 @@
-"""Result files: CSV tables written atomically (temporary file + rename), and result flags."""
+"""Files every part of the platform writes: atomically (temporary file + rename), so a reader
+never sees half a file and a writer killed halfway leaves the old one; and content hashes."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-
-def is_diverged(result: dict[str, Any] | None) -> bool:
-    """A trial's last result says its loss became NaN or infinite (see study.trial)."""
-    return bool(result and result.get("diverged"))
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -63,3 +60,11 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], first: Iterable[str]
             writer.writerows(rows)
 
     return atomic_write(path, write)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

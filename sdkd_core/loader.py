@@ -1,0 +1,133 @@
+"""Batches from in-memory uint8 images, augmented a whole chunk at once on the device.
+
+Images stay uint8 until the last moment: padding uses the image background (0), then the crop,
+the flip and the normalisation run on a whole batch at once, on the training device. That is both
+faster than a per-sample PIL pipeline and faithful to the test images (no grey borders).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from sdkd_core.data import DatasetInfo
+from sdkd_core.errors import UserError
+
+CHUNK_BATCHES = 32  # batches augmented together
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (seed, epoch, rank, ...), the same on every machine."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def augment_batch(x: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Random crop (after padding with 0) and horizontal flip, a different one per image."""
+    b, _, h, w = x.shape
+    dev = x.device
+    if pad:
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+        # Every crop of every image as a view [B, C, 2p+1, 2p+1, H, W]; pick one per image.
+        windows = F.pad(x, (pad, pad, pad, pad)).unfold(2, h, 1).unfold(3, w, 1)
+        x = windows[torch.arange(b, device=dev), :, dy, dx]  # 0 is the uint8 background
+    else:
+        x = x.clone()
+    if flip:
+        flipped = torch.rand(b, generator=generator, device=dev) < 0.5
+        x[flipped] = x[flipped].flip(-1)
+    return x
+
+
+class BatchLoader:
+    """Batches of (normalised float images, labels) from uint8 tensors kept on `device`.
+
+    Training order and augmentation depend only on (seed, epoch, rank), so a resumed run sees
+    exactly the batches an uninterrupted one would. With world_size > 1 each rank gets a
+    disjoint shard; training shards have equal length so DDP ranks step together. `batch_size`
+    is this rank's: with a global batch B split as B // world_size, the ranks' i-th batches
+    together hold exactly the images of one rank's i-th batch of size B (the order is shared
+    and dealt round-robin), so one and several ranks take the same steps over the same images.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        info: DatasetInfo,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        train: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise UserError(f"batch_size={batch_size} must be at least 1")
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.info, self.batch_size, self.train = info, batch_size, train
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.channels_last = channels_last
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(info.mean, device=self.device).view(shape) * 255
+        self.std = torch.tensor(info.std, device=self.device).view(shape) * 255
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard_size(self) -> int:
+        n = len(self.y)
+        return n // self.world_size if self.train else len(range(self.rank, n, self.world_size))
+
+    def _indices(self) -> Tensor:
+        n = len(self.y)
+        if not self.train:
+            return torch.arange(n)[self.rank :: self.world_size]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self._seed("order")))
+        return order[self.rank :: self.world_size][: self._shard_size()]
+
+    def _seed(self, stream: str) -> int:
+        rank = self.rank if stream == "augment" else 0  # the order is shared by all ranks
+        return derive_seed(self.seed, self.epoch, rank, stream)
+
+    def __len__(self) -> int:
+        n = self._shard_size()
+        # Training drops the last partial batch: a batch of one would break BatchNorm.
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        """Images one pass yields on this rank."""
+        n = self._shard_size()
+        return len(self) * self.batch_size if self.train else n
+
+    def normalise(self, x: Tensor) -> Tensor:
+        x = (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # One host-to-device copy per epoch; training drops the last partial batch.
+        idx = self._indices()[: len(self) * self.batch_size].to(self.device)
+        augment = self.train and (self.info.pad or self.info.flip)
+        gen = None
+        if augment:
+            gen = torch.Generator(device=self.device).manual_seed(self._seed("augment"))
+        # Augment and normalise CHUNK_BATCHES batches at once: a few large ops instead of
+        # many small ones per batch, then hand out views.
+        bs, span = self.batch_size, self.batch_size * CHUNK_BATCHES
+        for start in range(0, len(idx), span):
+            chunk = idx[start : start + span]
+            x = self.x[chunk]
+            if augment:
+                x = augment_batch(x, self.info.pad, self.info.flip, gen)
+            x, y = self.normalise(x), self.y[chunk]
+            for i in range(0, len(chunk), bs):
+                yield x[i : i + bs], y[i : i + bs]

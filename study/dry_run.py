@@ -1,0 +1,70 @@
+"""What `sweep.py --dry-run` prints: the trial plan, the teachers, and the estimated work."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+from study.estimate import CPU_GFLOPS_PER_CORE, FULL_SIZES, teacher_flops, trial_flops
+from study.experiment import teacher_archs, teacher_spec
+from study.plan import confirm_seeds
+from study.runfolder.trials import Pair, PlannedTrial
+from study.space import Space
+from study.teachers import TeacherCache
+
+
+def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: TeacherCache,
+               context, args) -> None:
+    ds = space.dataset.name
+    full_train, full_test = FULL_SIZES[ds]
+    n_train = space.dataset.n_train or full_train
+    n_test = space.dataset.n_test or full_test
+    epochs = space.recipe.epochs
+    print(f"space {space.name}: {ds} ({n_train} train / {n_test} test images), "
+          f"{epochs} epochs per trial, seeds {space.seeds}")
+    counts = Counter((t.method, t.pair.label) for t in fixed)
+    print(f"fixed trials: {len(fixed)}")
+    for (method, pair), n in counts.items():
+        print(f"  {method:<8} {pair:<24} x{n}")
+    dims = ", ".join(space.space) + (", pair" if len(space.pairs) > 1 else "")
+    print(f"drawn trials: {n_search} ({space.search.method}; {space.search.sampler} over "
+          f"{dims or 'nothing'}; scheduler {space.search.scheduler})")
+    other_seeds = confirm_seeds(space)
+    n_confirm = (space.search.confirm_top * len(space.pairs) * len(other_seeds)
+                 if n_search and args.max_trials is None else 0)
+    if n_confirm:
+        print(f"confirming trials: up to {n_confirm} (the best {space.search.confirm_top} "
+              f"drawn configuration(s) of each pair again on seeds {other_seeds})")
+    total = len(fixed) + n_search + n_confirm
+    print(f"total trials: {total}")
+
+    flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in fixed)
+    drawn = [PlannedTrial(space.search.method, Pair(p.teacher, p.student)) for p in space.pairs]
+    if n_search and drawn:
+        flops += (n_search + n_confirm) * statistics.mean(
+            trial_flops(t, ds, n_train, n_test, epochs) for t in drawn)
+    teacher_train = space.teacher.n_train or full_train
+    for arch in teacher_archs(space):
+        spec = teacher_spec(context, arch)
+        state = "cached" if cache.load(spec) is not None else "to train"
+        if state == "to train":
+            flops += teacher_flops(arch, ds, teacher_train, full_test, space.teacher.epochs)
+        print(f"teacher {arch}: {space.teacher.epochs} epochs on {teacher_train} images "
+              f"({state})")
+    r = space.resources
+    print(f"resources: {r.num_workers} worker(s) per trial, {r.cpus_per_worker:g} CPU each, "
+          f"{'GPU ' + format(r.gpus_per_trial, 'g') + ' per trial' if r.use_gpu else 'no GPU'}"
+          f", up to {r.max_concurrent} trials at once ({context.executor}"
+          f"{', SyncBatchNorm' if r.sync_batchnorm else ''})")
+    pflop = flops / 1e15
+    if r.use_gpu:
+        hours = flops / (args.gpu_tflops * 1e12) / 3600
+        print(f"estimated work: {pflop:.1f} PFLOP = {hours:.1f} GPU-hours at "
+              f"{args.gpu_tflops:g} effective TFLOP/s per GPU (--gpu-tflops); "
+              f"ASHA stops some drawn trials early, so this is an upper bound")
+    else:
+        hours = flops / (CPU_GFLOPS_PER_CORE * 1e9) / 3600
+        print(f"estimated work: {pflop:.3f} PFLOP = {hours:.2f} CPU-core-hours at "
+              f"{CPU_GFLOPS_PER_CORE:g} GFLOP/s per core (measured, docs/benchmarks.md); "
+              f"an upper bound when ASHA stops drawn trials")
+    print("dry run: nothing was started or written")

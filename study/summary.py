@@ -1,0 +1,68 @@
+"""The sweep's closing summary: the best drawn configurations, and every method over seeds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sdkd_core.distillers import get_method
+from sdkd_core.stats import summarize
+from study.runfolder.trials import CONFIRM, confirmed_trial
+from study.space import Space
+
+
+def summary(space: Space, rows: list[dict[str, Any]]) -> str:
+    """The best drawn configurations per pair, and every method's mean over seeds."""
+    metric = space.search.metric
+    lines = []
+    drawn = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")
+             and _finite(r[metric])]
+    keys = list(space.space)
+    if drawn:
+        label = get_method(space.search.method).label
+        lines.append(f"Best drawn {label} configurations ({metric}, last epoch unless *_best):")
+        for pair in dict.fromkeys(f"{r['teacher']}->{r['student']}" for r in drawn):
+            mine = [r for r in drawn if f"{r['teacher']}->{r['student']}" == pair]
+            mine.sort(key=lambda r: r[metric], reverse=space.search.mode == "max")
+            for r in mine[:3]:
+                params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
+                lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "
+                             f"{r['epochs']} ep  {params}")
+    fixed = [r for r in rows if r["role"] == "fixed" and r["status"] == "completed"
+             and _finite(r["test_acc"])]
+    if fixed:
+        lines.append("Baselines, mean ± std over seeds (test_acc last epoch / best epoch):")
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for r in fixed:
+            groups.setdefault((f"{r['teacher']}->{r['student']}", r["method"]), []).append(r)
+        for (pair, method), rs in groups.items():
+            last = [r["test_acc"] for r in rs]
+            best = [r["test_acc_best"] for r in rs]
+            label = get_method(method).label
+            lines.append(f"  {pair:<22} {label:<8} {summarize(last)} / {summarize(best)}"
+                         f"  (n={len(rs)})")
+    confirmed = [r for r in rows if r["role"] == CONFIRM and r["status"] == "completed"
+                 and _finite(r["test_acc"])]
+    if confirmed:
+        lines.append("Best drawn configurations on every seed, mean ± std (test_acc last "
+                     "epoch / best epoch):")
+        by_id = {r["trial_id"]: r for r in rows}
+        for drawn_id in dict.fromkeys(confirmed_trial(r["trial_id"]) for r in confirmed):
+            rs = [by_id[drawn_id], *(r for r in confirmed
+                                     if confirmed_trial(r["trial_id"]) == drawn_id)]
+            pair = f"{rs[0]['teacher']}->{rs[0]['student']}"
+            lines.append(f"  {pair:<22} {drawn_id:<18} {summarize([r['test_acc'] for r in rs])}"
+                         f" / {summarize([r['test_acc_best'] for r in rs])}  (n={len(rs)})")
+    diverged = [f"{r['trial_id']} (epoch {r['diverged_epoch']})" for r in rows
+                if r["status"] == "diverged"]
+    if diverged:
+        lines.append(f"Diverged (loss NaN or infinite, left out above): {', '.join(diverged)}")
+    return "\n".join(lines) if lines else "no finished trials yet"
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,109 @@
+"""Real sweeps interrupted (SIGINT, SIGKILL) and resumed, and a sweep joining a running
+Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from sweeps import (
+    check_run_folder,
+    free_port,
+    port_open,
+    result_lines,
+    sweep,
+    sweep_killed_when,
+    tiny_space,
+    wait_for,
+)
+
+
+@pytest.mark.slow
+def test_sigint_ends_with_the_resume_command_and_exit_130_then_resume_completes(tmp_path):
+    path = tiny_space(tmp_path, name="sigint", epochs=3, baselines="[vanilla]", samples=1,
+                      resources="{max_concurrent: 1}")
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
+           "--cache-dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: len(result_lines(run, "vanilla-resnet14-resnet8-s1")) >= 1,
+                 300, "the third trial's first epoch", proc, every=0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    line = f"resume with: python study/sweep.py --resume --output {run}"
+    (last,) = [x for x in err.splitlines() if x.startswith("interrupted by SIGINT")]
+    assert line in last and "of 3 trials finished" in last, last
+    assert "Tuner.restore" not in out + err and "done in" not in out
+    assert (run / "report" / "index.html").is_file()
+
+    result = sweep("--resume", "--output", str(run), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "done in" in result.stdout
+    check_run_folder(run, epochs=3, expected_trials=3 + 1)  # 2 fixed, 1 drawn, 1 confirming
+
+
+@pytest.mark.slow
+def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp_path):
+    path = tiny_space(tmp_path, name="confirmed", epochs=5, baselines="[]", samples=1,
+                      resources="{max_concurrent: 1}")
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    drawn, confirm = "sdkd-search-0001", "sdkd-search-0001-s1"
+    lines = lambda: result_lines(run, confirm, "confirm")  # noqa: E731
+    sweep_killed_when(lambda: len(lines()) >= 2, "two epochs of the confirming trial",
+                      path, run, cache)
+    before_drawn, before = result_lines(run, drawn), lines()
+    assert len(before_drawn) == 5 and 2 <= len(before) < 5
+
+    result = sweep("--resume", "--output", str(run), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result_lines(run, drawn) == before_drawn  # the search is not run again
+    after = lines()
+    assert after[:len(before)] == before and after[len(before)]["epoch"] > 1
+    results = check_run_folder(run, epochs=5, expected_trials=2)
+    assert [(r["trial_id"], r["seed"]) for r in results] == [(drawn, "0"), (confirm, "1")]
+
+
+@pytest.mark.slow
+def test_address_joins_a_running_cluster(tmp_path):
+    import shutil
+    import tempfile
+
+    port = free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
+    head_log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed in finally
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
+        stdout=head_log, stderr=subprocess.STDOUT, env=env)
+    try:
+        path = tiny_space(tmp_path, name="cluster", epochs=1, baselines="[vanilla]", samples=1)
+        run = tmp_path / "run"
+        wait_for(lambda: port_open(port), 120, "the Ray head to listen", head)
+        result = sweep("--space", str(path), "--output", str(run), "--address",
+                       f"127.0.0.1:{port}", cache=tmp_path / "cache")
+        assert result is not None and result.returncode == 0, result.stderr[-3000:]
+        assert "Started a local Ray instance" not in result.stderr
+        check_run_folder(run, epochs=1, expected_trials=2)
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        head_log.close()
+        shutil.rmtree(temp, ignore_errors=True)
