@@ -19,8 +19,8 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
+from sweeps import read_csv, result_lines, sweep, sweep_killed_when
 from test_faults import TableReader
-from test_sweep import read_csv, result_lines, sweep, sweep_killed_when
 
 EPOCHS = 3
 # kd.ce_weight 1e-4 with kd_weight 0 barely learns in an epoch, 1.0 learns: ASHA has something

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, assert_usage_error
-from test_sweep import read_csv, result_lines, sweep, wait_for
+from sweeps import read_csv, result_lines, sweep, wait_for
 
 from sdkd_core.files import write_csv
 
