@@ -113,14 +113,16 @@ def check_common(args: argparse.Namespace) -> None:
     select_device(args.device)
 
 
-def progress_line(row: dict[str, float], epochs: int, start: float) -> str:
+def progress_line(row: dict[str, float], epochs: int, start: float,
+                  method_metrics: tuple[str, ...] = ()) -> str:
+    """One epoch's line: losses, accuracies (each head's too), the method's own per-epoch
+    values (`Distiller.epoch_metrics`, e.g. SDKD's phase flag k), speed and ETA."""
     done = int(row["epoch"])
     elapsed = time.perf_counter() - start
     eta = elapsed / done * (epochs - done)
     extra = "".join(f"  {k.removeprefix('test_acc_')} {v:5.2f}%" for k, v in row.items()
                     if k.startswith("test_acc_") and k != "test_acc_best")
-    if "k" in row:
-        extra += f"  k {row['k']:.0f}"
+    extra += "".join(f"  {k} {row[k]:.4g}" for k in method_metrics if k in row)
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
             f"train {row['train_acc']:5.2f}%  test {row['test_acc']:5.2f}%{extra}  "
             f"{row['images_per_s']:7.0f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")

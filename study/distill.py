@@ -115,11 +115,12 @@ def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
         f"({len(engine.data.train_y)} train / {len(engine.data.test_y)} test images, "
         f"{spec.recipe.epochs} epochs, {engine.device})")
     rows: list[dict[str, Any]] = []
+    own_metrics = tuple(engine.method.epoch_metrics())
     start = time.perf_counter()
 
     def record(stats):
         rows.append({**identity, **stats})
-        log(progress_line(stats, spec.recipe.epochs, start))
+        log(progress_line(stats, spec.recipe.epochs, start, own_metrics))
         if on_epoch is not None:
             on_epoch(rows)
 
