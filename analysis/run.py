@@ -19,6 +19,7 @@ import yaml
 
 from sdkd_core.errors import UserError
 from study.runfolder import IDENTITY, RunFolder, subject_method
+from study.runfolder.trials import PlannedTrial
 
 REQUIRED_COLUMNS = (*IDENTITY, "test_acc", "test_acc_best", "epochs", "status")
 # "stopped" trials were cut short by ASHA at a rung: finished, but with fewer epochs.
@@ -134,9 +135,10 @@ class Run:
         if not params_file.is_file() or checkpoint is None:
             raise Skipped(f"trial {trial_id} left no params.json or checkpoint in "
                           f"{params_file.parent.parent.name}/")
-        config, info = json.loads(params_file.read_text()), DATASET_INFO[self.dataset]
-        student = build_model(config["student"], info.num_classes, info.in_channels)
-        method = build_distiller(config["method"], student, teacher, config["params"])
+        trial = PlannedTrial.from_config(json.loads(params_file.read_text()))
+        info = DATASET_INFO[self.dataset]
+        student = build_model(trial.student, info.num_classes, info.in_channels)
+        method = build_distiller(trial.method, student, teacher, trial.params)
         method.load_state_dict(load_checkpoint(checkpoint)["method"])
         return method.eval()
 

@@ -42,7 +42,7 @@ def main() -> None:
         for method in args.methods.split(","):
             spec = DistillRun(PlannedTrial(method, pair, seed), args.dataset,
                               Recipe(epochs=args.epochs), n_train=args.n_train)
-            folder = Path(args.output) / spec.trial_id
+            folder = Path(args.output) / spec.trial.name
             done = folder / "result.json"
             if not done.exists():
                 rows = run(spec, cache, device=args.device,

@@ -51,40 +51,16 @@ class DistillRun:
     teacher_n_train: int | None = None
     data_root: str | None = None
 
-    @property
-    def method(self) -> str:
-        return self.trial.method
-
-    @property
-    def teacher(self) -> str:
-        return self.trial.teacher
-
-    @property
-    def student(self) -> str:
-        return self.trial.student
-
-    @property
-    def seed(self) -> int:
-        return self.trial.seed
-
-    @property
-    def overrides(self) -> dict[str, Any]:
-        return dict(self.trial.params)
-
-    @property
-    def trial_id(self) -> str:
-        return self.trial.name
-
     def teacher_spec(self) -> TeacherSpec:
-        return TeacherSpec(self.dataset, self.teacher, self.teacher_recipe, seed=0,
+        return TeacherSpec(self.dataset, self.trial.teacher, self.teacher_recipe, seed=0,
                            n_train=self.teacher_n_train)
 
     def build(self, num_classes: int, in_channels: int):
         """The distiller with an untrained teacher: validates every key before any training."""
-        torch.manual_seed(self.seed)
-        student = build_model(self.student, num_classes, in_channels)
-        teacher = build_model(self.teacher, num_classes, in_channels)
-        return build_distiller(self.method, student, teacher, self.overrides), teacher
+        torch.manual_seed(self.trial.seed)
+        student = build_model(self.trial.student, num_classes, in_channels)
+        teacher = build_model(self.trial.teacher, num_classes, in_channels)
+        return build_distiller(self.trial.method, student, teacher, self.trial.params), teacher
 
 
 def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
@@ -94,14 +70,15 @@ def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=pri
 
     info = DATASET_INFO[spec.dataset]
     method, teacher = spec.build(info.num_classes, info.in_channels)  # fail fast on bad keys
-    data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=spec.seed)
+    seed = spec.trial.seed
+    data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=seed)
     if method.needs_teacher and method.needs_teacher_weights:
         trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
                                           device=device, log=log)
         teacher.load_state_dict(trained.state_dict())
-        log(f"teacher {spec.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test images"
-            f" ({'cached' if cached else 'trained now'})")
-    return Engine(method, data, spec.recipe, device=device, seed=spec.seed, rank=rank,
+        log(f"teacher {spec.trial.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test "
+            f"images ({'cached' if cached else 'trained now'})")
+    return Engine(method, data, spec.recipe, device=device, seed=seed, rank=rank,
                   world_size=world_size, wrap=wrap, compile=compile)
 
 
@@ -109,9 +86,10 @@ def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
         on_epoch=None, compile: bool = False) -> list[dict[str, Any]]:
     """Train the student; returns the per-epoch rows (trial identity + metrics)."""
     engine = prepare(spec, cache, device=device, log=log, compile=compile)
-    identity = {"trial_id": spec.trial_id, "method": spec.method, "teacher": spec.teacher,
-                "student": spec.student, "seed": spec.seed, **spec.overrides}
-    log(f"{spec.method}: {spec.teacher} -> {spec.student} on {spec.dataset} "
+    trial = spec.trial
+    identity = {"trial_id": trial.name, "method": trial.method, "teacher": trial.teacher,
+                "student": trial.student, "seed": trial.seed, **trial.params}
+    log(f"{trial.method}: {trial.teacher} -> {trial.student} on {spec.dataset} "
         f"({len(engine.data.train_y)} train / {len(engine.data.test_y)} test images, "
         f"{spec.recipe.epochs} epochs, {engine.device})")
     rows: list[dict[str, Any]] = []
@@ -175,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             teacher_recipe=Recipe(epochs=args.teacher_epochs),
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
         )
-        output = Path(args.output or Path("runs") / "distill" / spec.trial_id)
+        output = Path(args.output or Path("runs") / "distill" / spec.trial.name)
         check_output_folder("--output", output)
         rows = run(spec, TeacherCache(args.cache_dir), device=args.device, compile=args.compile,
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
         last = rows[-1]
         write_json(output / "result.json", last)
-        print(f"{spec.trial_id}: test accuracy {last['test_acc']:.2f}% (last epoch), "
+        print(f"{spec.trial.name}: test accuracy {last['test_acc']:.2f}% (last epoch), "
               f"{last['test_acc_best']:.2f}% (best epoch); rows in {output / 'epochs.csv'}")
         return 0
 

@@ -30,8 +30,7 @@ def teacher_spec(context: TrialContext, arch: str):
     """The cache entry a trial with teacher `arch` loads (built the way the trial builds it)."""
     from sdkd_core.distillers.vanilla import Vanilla  # how every teacher is trained
 
-    return context.distill_run(PlannedTrial(Vanilla.name, Pair(arch, arch)).to_config()) \
-        .teacher_spec()
+    return context.distill_run(PlannedTrial(Vanilla.name, Pair(arch, arch))).teacher_spec()
 
 
 def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContext:

@@ -4,11 +4,12 @@ rejects, and each method's own check of every teacher/student pair (SDKD's fusio
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sdkd_core.data import DATASET_INFO, DATASETS
-from sdkd_core.distillers import METHODS, get_method, method_config
+from sdkd_core.distillers import METHODS, Distiller, get_method, method_config
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
 from study.space import Space
@@ -75,12 +76,20 @@ def _check_distribution(fail, space: Space, key: str, dist) -> None:
 
 def _check_pairs(fail, where: str, space: Space, method: str, values: dict[str, Any]) -> None:
     """The method's own check of each teacher/student pair against this config."""
-    info = DATASET_INFO[space.dataset.name]
+    cls = get_method(method)
+    if cls.check_pair.__func__ is Distiller.check_pair.__func__:
+        return  # the method checks nothing: no network to build
     config = method_config(method, values)
     for pair in space.pairs:
-        nets = [build_model(name, info.num_classes, info.in_channels)
-                for name in (pair.teacher, pair.student)]
+        nets = [_network(name, space.dataset.name) for name in (pair.teacher, pair.student)]
         try:
-            get_method(method).check_pair(config, *nets)
+            cls.check_pair(config, *nets)
         except UserError as err:
             raise fail(f"{where}: {err} (pair {pair.teacher}->{pair.student})") from None
+
+
+@lru_cache(maxsize=16)
+def _network(arch: str, dataset: str):
+    """A pair's network, built once for all the checks of a space (check_pair only reads it)."""
+    info = DATASET_INFO[dataset]
+    return build_model(arch, info.num_classes, info.in_channels)

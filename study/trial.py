@@ -67,9 +67,9 @@ class TrialContext:
 
         load_plugins(self.plugins, self.plugin_paths)
 
-    def distill_run(self, config: dict[str, Any]) -> DistillRun:
+    def distill_run(self, trial: PlannedTrial) -> DistillRun:
         return DistillRun(
-            PlannedTrial.from_config(config), dataset=self.dataset,
+            trial, dataset=self.dataset,
             recipe=Recipe.from_dict(self.recipe), n_train=self.n_train, n_test=self.n_test,
             teacher_recipe=Recipe(epochs=self.teacher_epochs),
             teacher_n_train=self.teacher_n_train, data_root=self.data_root,
@@ -145,7 +145,8 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
         checkpoint = tune.Checkpoint.from_directory(folder) if folder else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    train_epochs(context.distill_run(config), context, report, tune.get_checkpoint())
+    train_epochs(context.distill_run(PlannedTrial.from_config(config)), context, report,
+                 tune.get_checkpoint())
 
 
 def ray_train_worker(loop_config: dict[str, Any]) -> None:
@@ -157,10 +158,10 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
 
     context = TrialContext(**loop_config["context"])
     context.load_plugins()
-    spec = context.distill_run(loop_config["trial"])
+    spec = context.distill_run(PlannedTrial.from_config(loop_config["trial"]))
     train_ctx = ray.train.get_context()
     rank, world_size = train_ctx.get_world_rank(), train_ctx.get_world_size()
-    run_dir = Path(context.train_storage) / loop_config["trial"]["trial_name"]
+    run_dir = Path(context.train_storage) / spec.trial.name
     if rank == 0:  # so the sweep can free it if Tune ends the trial under the controller
         record_placement_group(run_dir)
     device = ray.train.torch.get_device()

@@ -54,7 +54,7 @@ def engine_for(case: str, data, **kwargs) -> Engine:
     """The distiller with an untrained (random, seeded) teacher: DDP is what is under test."""
     run = spec(case, kwargs.pop("batch_size", BATCH))
     method, _ = run.build(data.num_classes, data.in_channels)
-    return Engine(method, data, run.recipe, device=kwargs.pop("device", "cpu"), seed=run.seed,
+    return Engine(method, data, run.recipe, device=kwargs.pop("device", "cpu"), seed=run.trial.seed,
                   **kwargs)
 
 

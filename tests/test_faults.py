@@ -54,6 +54,7 @@ def reference_history(space_path: Path, run: Path, cache: Path, trial: str) -> l
     from study.distill import prepare
     from study.experiment import make_context
     from study.runfolder import RunFolder
+    from study.runfolder.trials import PlannedTrial
     from study.space import load_space
     from study.teachers import TeacherCache
 
@@ -62,7 +63,8 @@ def reference_history(space_path: Path, run: Path, cache: Path, trial: str) -> l
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the trial (cpus_per_worker: 1): the same float sums
     try:
-        engine = prepare(context.distill_run(config), TeacherCache(cache), device="cpu",
+        engine = prepare(context.distill_run(PlannedTrial.from_config(config)),
+                         TeacherCache(cache), device="cpu",
                          log=lambda _: None)
         engine.fit()
     finally:

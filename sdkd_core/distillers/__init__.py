@@ -89,10 +89,7 @@ def method_config(name: str, values: dict[str, Any] | None = None) -> MethodConf
 def build_distiller(name: str, student: StagedNet, teacher: StagedNet | None = None,
                     values: dict[str, Any] | None = None) -> Distiller:
     cls = get_method(name)
-    config = method_config(name, values)
-    if cls.needs_teacher and teacher is not None:
-        cls.check_pair(config, teacher, student)
-    return cls(student, teacher if cls.needs_teacher else None, config)
+    return cls(student, teacher if cls.needs_teacher else None, method_config(name, values))
 
 
 __all__ = ["METHODS", "Distiller", "build_distiller", "contract_problem", "get_method",

@@ -48,6 +48,7 @@ class Distiller(nn.Module, ABC):
         self.config = config if config is not None else self.Config()
         self._frozen: list[StagedNet] = []
         if teacher is not None:
+            self.check_pair(self.config, teacher, student)
             teacher.eval().requires_grad_(False)
             self._frozen.append(teacher)
 

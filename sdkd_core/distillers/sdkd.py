@@ -94,8 +94,7 @@ class SDKD(Distiller):
     def __init__(self, student, teacher=None, config=None):
         super().__init__(student, teacher, config)
         c = self.config
-        self.check_pair(c, self.teacher, student)
-        j = fuse_stage(c, student)
+        j = fuse_stage(c, student)  # checked by check_pair in Distiller.__init__
         self.j = j
         self.jt = min(teacher_stage(j, student, self.teacher), self.teacher.num_stages - 1)
         c_s, c_t = student.stage_channels[j], self.teacher.stage_channels[self.jt]
