@@ -150,8 +150,24 @@ class StudySearcher(Searcher):
         known = {t.number for t in self.optuna._ot_trials.values()}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if t.number not in known:
-                study.enqueue_trial(t.params, skip_if_exists=False)
+                params = self._whole_draw(t)
+                if params:
+                    study.enqueue_trial(params, skip_if_exists=False)
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+    def _whole_draw(self, t) -> dict[str, Any]:
+        """The parameters of a lost draw. A sweep killed inside Optuna's `ask` leaves a draw
+        with only some of them stored; a grid draw is completed from its grid point (the grid
+        sampler refuses a partial one, and failing it would skip that point for good). A
+        draw of another sampler keeps what it has and the rest is sampled again."""
+        import optuna
+
+        sampler = self.optuna._ot_study.sampler
+        if set(t.params) >= set(self.optuna._space) or "grid_id" not in t.system_attrs \
+                or not isinstance(sampler, optuna.samplers.GridSampler):
+            return dict(t.params)
+        point = sampler._all_grids[t.system_attrs["grid_id"]]
+        return dict(zip(sampler._param_names, point, strict=True))
 
 
 class SearchOnlyASHA(ASHAScheduler):

@@ -49,58 +49,6 @@ def test_grid_draws_each_point_once(tmp_path):
     assert search_trial_count(load_space(path)) == 6  # 3 lambdas x 2 depths
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "grid"])
-def test_searcher_resumes_where_it_stopped(tmp_path, sampler):
-    """Fixed trials first, then Optuna; a restored searcher neither repeats nor skips. Draws
-    handed out after the last save (lost with a killed sweep) come again, in order, under the
-    same names, whatever the sampler; Optuna records the lost ones as failed."""
-    import optuna
-    from ray.tune.search import Searcher
-
-    from study.plan import plan
-    from study.search import StudySearcher, make_optuna_search
-    from study.space import load_space
-
-    path = tiny_space(tmp_path, samples=4)
-    if sampler == "grid":  # 2 x 2 points. Left to itself, the grid sampler of this seed would
-        # hand out a point that is still running after the restore.
-        text = path.read_text().replace("num_samples: 4", "sampler: grid\n  seed: 1")
-        path.write_text(text.replace("{type: loguniform, low: 0.1, high: 10}",
-                                     "{type: choice, values: [0.5, 2]}"))
-    space = load_space(path)
-    fixed, n_search = plan(space, None)
-    assert n_search == 4
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-
-    def fresh():
-        s = StudySearcher(space, fixed, make_optuna_search(space, url), n_search)
-        s.set_search_properties("test_acc", "max", {})
-        return s
-
-    searcher = fresh()
-    first = [searcher.suggest(f"t{i}") for i in range(4)]
-    assert [c["role"] for c in first] == ["fixed", "fixed", "search", "search"]
-    searcher.on_trial_complete("t0", {"test_acc": 50.0})  # a baseline: Optuna never hears
-    searcher.on_trial_complete("t2", {"test_acc": 40.0})
-    searcher.save(str(tmp_path / "state.pkl"))
-    straight = [searcher.suggest(f"t{i}") for i in range(4, 7)]  # two draws, then done
-    assert straight[2] == Searcher.FINISHED
-
-    restored = fresh()
-    restored.restore(str(tmp_path / "state.pkl"))
-    again = [restored.suggest(f"u{i}") for i in range(4, 7)]
-    assert again == straight  # the same draws, names and order as without the interruption
-    drawn = [c["params"] for c in (*first[2:], *again[:2])]
-    assert len({json.dumps(p, sort_keys=True) for p in drawn}) == 4
-
-    study = optuna.load_study(study_name="tiny", storage=url)
-    states = [(t.state.name, t.params) for t in study.trials]
-    assert [s for s, _ in states] == ["COMPLETE", "RUNNING", "FAIL", "FAIL", "RUNNING",
-                                      "RUNNING"]
-    assert [p for _, p in states[2:4]] == [p for _, p in states[4:]]
-    assert study.trials[0].value == 40.0
-
-
 def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
     """A trial restarted from its checkpoint reports epochs again: the last report wins."""
     from study.runfolder import RunFolder
