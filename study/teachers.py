@@ -41,7 +41,7 @@ from study.cli import (
     recipe_from_args,
 )
 
-CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
+CACHE_FORMAT = 2  # bump when the meaning of a cached file changes (2: the reference zoo)
 WAIT_LOG_S = 30.0  # while another process trains the teacher, say so this often
 
 
