@@ -1,9 +1,11 @@
 """Every method on one pair under one recipe and the same seeds: mean +- std of test accuracy.
 
-Runs are resumable: a finished run (its result.json) is read back, not trained again.
+Runs are resumable: a finished run (its result.json) is read back, not trained again. A method
+may carry settings, `kd+kd.logit_standardize=true` (several joined by `+`): a row of its own.
 
     python benchmarks/compare_methods.py [--seeds 0,1,2 --epochs 8 --n-train 10000 \
-        --teacher resnet20 --student resnet8 --output runs/compare]
+        --teacher resnet20 --student resnet8 --output runs/compare \
+        --methods vanilla,kd,kd+kd.logit_standardize=true,...]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sdkd_core.config import parse_overrides
 from sdkd_core.distillers import METHODS
 from sdkd_core.files import write_csv
 from sdkd_core.recipe import Recipe
@@ -39,16 +42,17 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     pair = Pair(args.teacher, args.student)
     for seed in (int(s) for s in args.seeds.split(",")):
-        for method in args.methods.split(","):
-            spec = DistillRun(PlannedTrial(method, pair, seed), args.dataset,
-                              Recipe(epochs=args.epochs), n_train=args.n_train)
-            folder = Path(args.output) / spec.trial.name
+        for row in args.methods.split(","):
+            method, *settings = row.split("+")
+            spec = DistillRun(PlannedTrial(method, pair, seed, parse_overrides(settings)),
+                              args.dataset, Recipe(epochs=args.epochs), n_train=args.n_train)
+            folder = Path(args.output) / "+".join([spec.trial.name, *settings])
             done = folder / "result.json"
             if not done.exists():
                 rows = run(spec, cache, device=args.device,
                            on_epoch=lambda rows, f=folder: write_csv(f / "epochs.csv", rows))
                 done.write_text(json.dumps(rows[-1], indent=2) + "\n")
-            results.setdefault(method, []).append(json.loads(done.read_text()))
+            results.setdefault(row, []).append(json.loads(done.read_text()))
 
     teacher_card = cache.get(DistillRun(PlannedTrial("kd", pair), args.dataset,
                                         Recipe()).teacher_spec())[1]

@@ -45,6 +45,36 @@ def dkd_loss(
     return (alpha * tckd + beta * nckd) * t * t
 
 
+def layer_norm_logits(logits: Tensor, scale: float = 3.1415, eps: float = 1e-7) -> Tensor:
+    """SHAKE's logit standardisation (lliai/SHAKE, shake/helper/loops.py): a layer norm over the
+    classes without affine parameters (biased variance, eps inside the root), times `scale`."""
+    z = logits.float()
+    return F.layer_norm(z, z.shape[-1:], eps=eps) * scale
+
+
+def zscore_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Sun et al.'s Z-score (CVPR 2024, `normalize` in their KD.py): (z - mean) / (std + eps)
+    over the classes, with the unbiased std torch.std gives."""
+    z = logits.float()
+    return (z - z.mean(-1, keepdim=True)) / (z.std(-1, keepdim=True) + eps)
+
+
+def shake_terms(student: Tensor, teacher: Tensor, shadow: Tensor, target: Tensor,
+                temperature: float = 4.0) -> dict[str, Tensor]:
+    """SHAKE's unweighted loss terms on (already standardised) logits, detached as the reference
+    does: the student learns from `ce`, `kd` and `student_from_shadow`, the shadow head from
+    `shadow_from_student`, `shadow_ce` and `shadow_mse`; the teacher from none."""
+    t = temperature
+    return {
+        "ce": F.cross_entropy(student.float(), target),
+        "kd": kd_loss(student, teacher.detach(), t),
+        "student_from_shadow": kd_loss(student, shadow.detach(), t),
+        "shadow_from_student": kd_loss(shadow, student.detach(), t),
+        "shadow_ce": F.cross_entropy(shadow.float(), target),
+        "shadow_mse": F.mse_loss(shadow.float(), teacher.detach().float()),
+    }
+
+
 def feature_l1(student_map: Tensor, target_map: Tensor) -> Tensor:
     """Mean absolute difference between two feature maps of one shape."""
     return F.l1_loss(student_map.float(), target_map.float())

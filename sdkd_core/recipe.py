@@ -11,6 +11,7 @@ from typing import Any, Literal
 from sdkd_core.errors import UserError
 
 MAX_SEED = 2**32 - 1  # seeds go to torch and numpy generators, which take 0..2**32-1 alike
+TEACHER_EPOCHS = 4  # teachers train once, on all their images: a few epochs make a strong one
 
 
 def _increasing_fractions(ms: tuple[float, ...], _recipe) -> bool:

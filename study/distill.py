@@ -23,7 +23,7 @@ from sdkd_core.distillers import METHODS, build_distiller
 from sdkd_core.engine import Engine
 from sdkd_core.files import write_csv, write_json
 from sdkd_core.models import MODEL_NAMES, build_model
-from sdkd_core.recipe import Recipe
+from sdkd_core.recipe import TEACHER_EPOCHS, Recipe
 from study.cli import (
     add_data_args,
     add_recipe_args,
@@ -34,8 +34,6 @@ from study.cli import (
 )
 from study.runfolder.trials import Pair, PlannedTrial
 from study.teachers import TeacherCache, TeacherSpec
-
-TEACHER_EPOCHS = 4  # on all training images: the teacher is trained once and cached
 
 
 @dataclass
@@ -50,10 +48,11 @@ class DistillRun:
     teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=TEACHER_EPOCHS))
     teacher_n_train: int | None = None
     data_root: str | None = None
+    teacher_checkpoint: str | None = None  # a published teacher's file instead of training one
 
     def teacher_spec(self) -> TeacherSpec:
         return TeacherSpec(self.dataset, self.trial.teacher, self.teacher_recipe, seed=0,
-                           n_train=self.teacher_n_train)
+                           n_train=self.teacher_n_train, checkpoint=self.teacher_checkpoint)
 
     def build(self, num_classes: int, in_channels: int):
         """The distiller with an untrained teacher: validates every key before any training."""
@@ -76,8 +75,9 @@ def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=pri
         trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
                                           device=device, log=log)
         teacher.load_state_dict(trained.state_dict())
+        how = "cached" if cached else "measured now" if spec.teacher_checkpoint else "trained now"
         log(f"teacher {spec.trial.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test "
-            f"images ({'cached' if cached else 'trained now'})")
+            f"images ({how})")
     return Engine(method, data, spec.recipe, device=device, seed=seed, rank=rank,
                   world_size=world_size, wrap=wrap, compile=compile)
 
@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {TEACHER_EPOCHS})")
     p.add_argument("--teacher-n-train", type=int, default=None,
                    help="training images of the teacher, a positive count (default: all)")
+    p.add_argument("--teacher-checkpoint", default=None, metavar="PATH",
+                   help="a published teacher instead of training one: this project's weights "
+                        "or a RepDistiller/mdistiller checkpoint (a dict with key 'model') of "
+                        "the --teacher architecture")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting, e.g. sdkd.lambda=2 or temperature=3 (repeatable, "
                         "once per key; numbers finite)")
@@ -145,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins(args.plugin)
         check_common(args)
+        if args.teacher_checkpoint is not None:
+            check_teacher_checkpoint(args)
         trial = PlannedTrial(args.method, Pair(args.teacher, args.student), args.seed,
                              parse_overrides(args.set))
         spec = DistillRun(
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             n_train=args.n_train, n_test=args.n_test,
             teacher_recipe=Recipe(epochs=args.teacher_epochs),
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
+            teacher_checkpoint=args.teacher_checkpoint,
         )
         output = Path(args.output or Path("runs") / "distill" / spec.trial.name)
         check_output_folder("--output", output)
@@ -164,6 +171,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main("distill.py", body)
+
+
+def check_teacher_checkpoint(args) -> None:
+    """--teacher-checkpoint fits --teacher on --dataset, before anything is written."""
+    from sdkd_core.data import DATASET_INFO
+    from sdkd_core.errors import UserError
+    from sdkd_core.models.published import load_teacher_checkpoint
+
+    if not Path(args.teacher_checkpoint).is_file():
+        raise UserError(f"--teacher-checkpoint {args.teacher_checkpoint}: not a file; give the "
+                        "path of the teacher's checkpoint")
+    info = DATASET_INFO[args.dataset]
+    try:
+        load_teacher_checkpoint(args.teacher_checkpoint, args.teacher, info.num_classes,
+                                info.in_channels)
+    except UserError as err:
+        raise UserError(f"--teacher-checkpoint: {err}") from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
+from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, FULL_SIZES, teacher_flops, trial_flops
 from study.experiment import teacher_archs, teacher_spec
 from study.plan import confirm_seeds
@@ -22,6 +23,7 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
     epochs = space.recipe.epochs
     print(f"space {space.name}: {ds} ({n_train} train / {n_test} test images), "
           f"{epochs} epochs per trial, seeds {space.seeds}")
+    print_pair_protocols(space)
     counts = Counter((t.method, t.pair.label) for t in fixed)
     print(f"fixed trials: {len(fixed)}")
     for (method, pair), n in counts.items():
@@ -44,13 +46,18 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
         flops += (n_search + n_confirm) * statistics.mean(
             trial_flops(t, ds, n_train, n_test, epochs) for t in drawn)
     teacher_train = space.teacher.n_train or full_train
+    teacher_recipe = Recipe.from_dict(space.teacher.recipe_dict())
     for arch in teacher_archs(space):
         spec = teacher_spec(context, arch)
-        state = "cached" if cache.load(spec) is not None else "to train"
-        if state == "to train":
-            flops += teacher_flops(arch, ds, teacher_train, full_test, space.teacher.epochs)
-        print(f"teacher {arch}: {space.teacher.epochs} epochs on {teacher_train} images "
-              f"({state})")
+        cached = cache.load(spec) is not None
+        if spec.checkpoint is not None:
+            print(f"teacher {arch}: published checkpoint {spec.checkpoint} "
+                  f"({'measured' if cached else 'to measure on the test images'})")
+            continue
+        if not cached:
+            flops += teacher_flops(arch, ds, teacher_train, full_test, teacher_recipe.epochs)
+        print(f"teacher {arch}: {recipe_text(teacher_recipe)} on {teacher_train} images "
+              f"({'cached' if cached else 'to train'})")
     r = space.resources
     print(f"resources: {r.num_workers} worker(s) per trial, {r.cpus_per_worker:g} CPU each, "
           f"{'GPU ' + format(r.gpus_per_trial, 'g') + ' per trial' if r.use_gpu else 'no GPU'}"
@@ -68,3 +75,21 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
               f"{CPU_GFLOPS_PER_CORE:g} GFLOP/s per core (measured, docs/benchmarks.md); "
               f"an upper bound when ASHA stops drawn trials")
     print("dry run: nothing was started or written")
+
+
+def recipe_text(recipe: Recipe) -> str:
+    schedule = "cosine" if recipe.schedule == "cosine" else \
+        f"step x{recipe.gamma:g} at {', '.join(f'{m:g}' for m in recipe.milestones)}"
+    return f"{recipe.epochs} epochs, lr {recipe.lr:g} ({schedule}), batch {recipe.batch_size}"
+
+
+def print_pair_protocols(space: Space) -> None:
+    """Each pair's recipe, and the settings it gives its methods where it changes them."""
+    base = space.recipe_obj()
+    print(f"recipe: {recipe_text(base)}")
+    for p in space.pairs:
+        changes = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                   for k, v in space.pair_recipe(p.teacher, p.student).items()]
+        changes += [f"{k}={v}" for k, v in p.settings.items()]
+        if changes:
+            print(f"  pair {p.teacher}->{p.student}: {', '.join(changes)}")

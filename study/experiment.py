@@ -17,11 +17,9 @@ from study.trial import TrialContext
 
 
 def teacher_archs(space: Space) -> list[str]:
-    methods = [*space.baselines, space.search.method] if space.space or len(space.pairs) > 1 \
-        else list(space.baselines)
     # A method that takes only the teacher's architecture (DML's peer) needs no pretraining.
     if not any(get_method(m).needs_teacher and get_method(m).needs_teacher_weights
-               for m in methods):
+               for m in space.trained_methods()):
         return []
     return list(dict.fromkeys(p.teacher for p in space.pairs))
 
@@ -38,7 +36,8 @@ def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContex
     return TrialContext(
         dataset=space.dataset.name, data_root=space.dataset.root, n_train=space.dataset.n_train,
         n_test=space.dataset.n_test, recipe=space.recipe_obj().to_dict(),
-        teacher_epochs=space.teacher.epochs, teacher_n_train=space.teacher.n_train,
+        teacher_recipe=space.teacher.recipe_dict(), teacher_n_train=space.teacher.n_train,
+        teacher_checkpoints=tuple(space.teacher.checkpoints.items()),
         cache_dir=cache_dir, train_storage=str(folder.train_dir.resolve()),
         num_workers=r.num_workers, use_gpu=r.use_gpu, cpus_per_worker=r.cpus_per_worker,
         gpus_per_trial=r.gpus_per_trial, max_failures=r.max_failures,
@@ -88,7 +87,8 @@ def pretrain_teachers(space: Space, context: TrialContext, cache: TeacherCache,
         model, card, cached = cache.get(spec, data_root=space.dataset.root,
                                         log=lambda line, a=arch: print(f"  teacher {a}: {line}",
                                                                        flush=True))
-        how = "cached" if cached else f"trained in {time.perf_counter() - start:.0f} s"
+        how = "cached" if cached else "published, measured now" if spec.checkpoint \
+            else f"trained in {time.perf_counter() - start:.0f} s"
         print(f"teacher {arch}: {card['test_acc']:.2f}% on {card['n_test']} test images "
               f"({how})", flush=True)
         folder.keep_teacher(arch, cache.paths(spec)[0], card)

@@ -5,6 +5,7 @@ Nothing here imports Ray, so a space is planned (and rejected) without it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -15,9 +16,17 @@ from study.space_sections import Choice, IntRange, LogUniform, Uniform
 PAIR_KEY = "pair"
 
 
+def on_its_pair(space: Space, trial: PlannedTrial) -> PlannedTrial:
+    """`trial` under its pair's own protocol: the pair's recipe fields and its settings of the
+    trial's method (drawn values, which never repeat a pair's setting, come last)."""
+    settings = space.pair_settings(trial.teacher, trial.student, trial.method)
+    return dataclasses.replace(trial, params={**settings, **trial.params},
+                               recipe=space.pair_recipe(trial.teacher, trial.student))
+
+
 def fixed_trials(space: Space) -> list[PlannedTrial]:
     """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
-    return [PlannedTrial(method, Pair(p.teacher, p.student), seed)
+    return [on_its_pair(space, PlannedTrial(method, Pair(p.teacher, p.student), seed))
             for p in space.pairs for method in space.baselines for seed in space.seeds]
 
 
@@ -86,8 +95,9 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
     for p in space.pairs:
         mine = [r for r in drawn if (r["teacher"], r["student"]) == (p.teacher, p.student)]
         for r in mine[:top]:
-            drawn_trial = PlannedTrial(r["method"], Pair(p.teacher, p.student), r["seed"],
-                                       {k: r[k] for k in space.space}, SEARCH, r["trial_id"])
+            drawn_trial = on_its_pair(space, PlannedTrial(
+                r["method"], Pair(p.teacher, p.student), r["seed"],
+                {k: r[k] for k in space.space}, SEARCH, r["trial_id"]))
             trials += [drawn_trial.confirming(seed) for seed in seeds]
     return trials
 

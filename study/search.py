@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.plan import PAIR_KEY, grid_values, optuna_space
+from study.plan import PAIR_KEY, grid_values, on_its_pair, optuna_space
 from study.runfolder import is_diverged
 from study.runfolder.trials import FULL_LENGTH, Pair, PlannedTrial
 from study.space import Space
@@ -61,6 +61,7 @@ class StudySearcher(Searcher):
     def __init__(self, space: Space, fixed: list[PlannedTrial], optuna: OptunaSearch | None,
                  n_search: int):
         super().__init__(metric=space.search.metric, mode=space.search.mode)
+        self.space = space
         self.fixed = fixed
         self.optuna = optuna
         self.n_search = n_search
@@ -89,8 +90,8 @@ class StudySearcher(Searcher):
         params = dict(params)
         pair = self.pairs[params.pop(PAIR_KEY)] if PAIR_KEY in params \
             else next(iter(self.pairs.values()))
-        return PlannedTrial.drawn(self.method, pair, self.search_seed, params,
-                                  self.drawn).to_config()
+        return on_its_pair(self.space, PlannedTrial.drawn(
+            self.method, pair, self.search_seed, params, self.drawn)).to_config()
 
     def _running_in_optuna(self, trial_id: str) -> bool:
         """Whether Optuna still waits for this trial's outcome. A sweep killed after Optuna

@@ -8,7 +8,7 @@ a range that the method would reject is caught here, not in trial 37.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -28,6 +28,7 @@ from study.space_sections import (
     Section,
     Seed,
     TeacherSection,
+    overrides_of,
 )
 
 MAX_SPACE_BYTES = 1 << 20  # a space file is a page of YAML; anything bigger is a mistake
@@ -58,6 +59,24 @@ class Space(Section):
     def recipe_obj(self) -> Recipe:
         return Recipe(**self.recipe.model_dump())
 
+    def trained_methods(self) -> list[str]:
+        """The methods some trial trains: the baselines, and the searched method when the
+        space draws anything (a setting, or among several pairs)."""
+        drawn = [self.search.method] if self.space or len(self.pairs) > 1 else []
+        return list(dict.fromkeys([*self.baselines, *drawn]))
+
+    def pair_section(self, teacher: str, student: str) -> Pair:
+        return next(p for p in self.pairs if (p.teacher, p.student) == (teacher, student))
+
+    def pair_recipe(self, teacher: str, student: str) -> dict[str, Any]:
+        """The recipe fields a pair changes (its `recipe:`), over the space's `recipe`."""
+        return overrides_of(self.pair_section(teacher, student).recipe)
+
+    def pair_settings(self, teacher: str, student: str, method: str) -> dict[str, Any]:
+        """The pair's own settings of `method` (its `settings:` keys `<method>.*`)."""
+        settings = self.pair_section(teacher, student).settings
+        return {k: v for k, v in settings.items() if k.rpartition(".")[0] == method}
+
     @property
     def search_seed(self) -> int:
         """The seed of the drawn trials and of the sampler (default: the first seed)."""
@@ -86,6 +105,7 @@ def load_space(path: str | Path, local_gpu_check: bool = True) -> Space:
         load_plugins(space.plugins)  # their methods are then known to every check below
     except UserError as err:
         raise UserError(f"{path}: plugins: {err}") from None
+    space = _with_absolute_checkpoints(path, space)
     check_semantics(path, space)
     if local_gpu_check and space.resources.use_gpu:
         import torch
@@ -94,6 +114,15 @@ def load_space(path: str | Path, local_gpu_check: bool = True) -> Space:
             raise UserError(f"{path}: resources.use_gpu: true but no CUDA GPU is visible here; "
                             "set it to false, run on a GPU machine, or pass --address")
     return space
+
+
+def _with_absolute_checkpoints(path: Path, space: Space) -> Space:
+    """Checkpoint paths read from the space file's folder, kept absolute: the run folder's
+    copy of the space (read on --resume) must name the same files."""
+    found = {arch: str((path.parent / Path(p).expanduser()).resolve())
+             for arch, p in space.teacher.checkpoints.items()}
+    teacher = space.teacher.model_copy(update={"checkpoints": found})
+    return space.model_copy(update={"teacher": teacher})
 
 
 def _read(path: Path) -> str:
@@ -183,8 +212,21 @@ def _describe(err: ValidationError) -> str:
 def _known_keys(loc: list[str]) -> list[str]:
     model: Any = Space
     for part in loc:
+        if part.isdigit():  # an item of a list: its type was taken with the list's
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
-        model = field.annotation
+        model = _section_type(field.annotation)
     return list(getattr(model, "model_fields", {}))
+
+
+def _section_type(annotation: Any) -> Any:
+    """The section a field holds, through `list[...]` and `... | None`."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None

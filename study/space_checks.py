@@ -10,10 +10,12 @@ from typing import Any
 
 from sdkd_core.data import DATASET_INFO, DATASETS
 from sdkd_core.distillers import METHODS, Distiller, get_method, method_config
+from sdkd_core.distributed import split_batch
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
+from sdkd_core.recipe import Recipe
 from study.space import Space
-from study.space_sections import Choice, IntRange
+from study.space_sections import Choice, IntRange, overrides_of
 
 
 def check_semantics(path: Path, space: Space) -> None:
@@ -28,6 +30,10 @@ def check_semantics(path: Path, space: Space) -> None:
         space.recipe_obj()
     except UserError as err:
         raise fail(f"recipe: {err}") from None
+    try:
+        Recipe.from_dict(space.teacher.recipe_dict())
+    except UserError as err:
+        raise fail(f"teacher.recipe: {err}") from None
     for i, pair in enumerate(space.pairs):
         for role in ("teacher", "student"):
             name = getattr(pair, role)
@@ -44,10 +50,72 @@ def check_semantics(path: Path, space: Space) -> None:
     ):
         if len(set(items)) != len(items):  # a repeat would train the same trials twice
             raise fail(f"{key}: {items} has duplicates; list each {what} once")
-    for method in space.baselines:
-        _check_pairs(fail, "baselines", space, method, {})
+    _check_pair_overrides(fail, space)
+    for method in space.trained_methods():
+        _check_pairs(fail, "baselines" if method in space.baselines else "search.method", space,
+                     method, {})
     for key, dist in space.space.items():
         _check_distribution(fail, space, key, dist)
+    _check_checkpoints(fail, space)
+
+
+def _check_pair_overrides(fail, space: Space) -> None:
+    """Each pair's own recipe and settings: valid, and each setting used by some trial."""
+    trained = space.trained_methods()
+    for i, pair in enumerate(space.pairs):
+        where = f"pairs[{i}]"
+        amended = overrides_of(pair.recipe)
+        if "epochs" in amended:
+            raise fail(f"{where}.recipe.epochs: every pair trains recipe.epochs "
+                       f"({space.recipe.epochs}), so that ASHA and the tables compare pairs "
+                       "epoch by epoch; drop it")
+        try:
+            Recipe(**{**space.recipe.model_dump(), **amended})
+            if "batch_size" in amended:
+                split_batch(amended["batch_size"], space.resources.num_workers,
+                            f"{where}.recipe.batch_size", "resources.num_workers")
+        except UserError as err:
+            raise fail(f"{where}.recipe: {err}") from None
+        for key in pair.settings:
+            method = key.rpartition(".")[0]
+            if not method:
+                raise fail(f"{where}.settings.{key}: keys are method settings like dkd.{key}")
+            if method not in METHODS:
+                raise fail(f"{where}.settings.{key}: {unknown_choice('method', method, METHODS)}")
+            if method not in trained:
+                raise fail(f"{where}.settings.{key}: no trial of this space trains {method}; "
+                           f"drop the setting or add {method} to baselines")
+            if key in space.space:
+                raise fail(f"{where}.settings.{key}: the search draws {key} too (space.{key}); "
+                           "keep one of them")
+        for method in dict.fromkeys(key.rpartition(".")[0] for key in pair.settings):
+            try:
+                method_config(method, space.pair_settings(pair.teacher, pair.student, method))
+            except UserError as err:
+                raise fail(f"{where}.settings: {err}") from None
+
+
+def _check_checkpoints(fail, space: Space) -> None:
+    """Published teachers: a pair's teacher each, and each file fits its architecture."""
+    if not space.teacher.checkpoints:
+        return
+    from sdkd_core.models.published import load_teacher_checkpoint  # (torch: only if needed)
+
+    info = DATASET_INFO[space.dataset.name]
+    teachers = {p.teacher for p in space.pairs}
+    for arch, file in space.teacher.checkpoints.items():
+        where = f"teacher.checkpoints.{arch}"
+        if arch not in MODEL_NAMES:
+            raise fail(f"{where}: {unknown_choice('model', arch, MODEL_NAMES)}")
+        if arch not in teachers:
+            raise fail(f"{where}: no pair has teacher {arch}; drop it or add the pair")
+        if not Path(file).is_file():
+            raise fail(f"{where}: {file} is not a file (a relative path is read from the "
+                       "space file's folder); give the checkpoint's path")
+        try:
+            load_teacher_checkpoint(file, arch, info.num_classes, info.in_channels)
+        except UserError as err:
+            raise fail(f"{where}: {err}") from None
 
 
 def _check_distribution(fail, space: Space, key: str, dist) -> None:
@@ -75,17 +143,20 @@ def _check_distribution(fail, space: Space, key: str, dist) -> None:
 
 
 def _check_pairs(fail, where: str, space: Space, method: str, values: dict[str, Any]) -> None:
-    """The method's own check of each teacher/student pair against this config."""
+    """The method's own check of each teacher/student pair against this config (over the
+    pair's own settings)."""
     cls = get_method(method)
-    if cls.check_pair.__func__ is Distiller.check_pair.__func__:
-        return  # the method checks nothing: no network to build
-    config = method_config(method, values)
+    checks_pairs = cls.check_pair.__func__ is not Distiller.check_pair.__func__
     for pair in space.pairs:
-        nets = [_network(name, space.dataset.name) for name in (pair.teacher, pair.student)]
+        label = f"pair {pair.teacher}->{pair.student}"
         try:
-            cls.check_pair(config, *nets)
+            config = method_config(method, {**space.pair_settings(pair.teacher, pair.student,
+                                                                   method), **values})
+            if checks_pairs:  # otherwise no network needs building
+                cls.check_pair(config, *(_network(name, space.dataset.name)
+                                         for name in (pair.teacher, pair.student)))
         except UserError as err:
-            raise fail(f"{where}: {err} (pair {pair.teacher}->{pair.student})") from None
+            raise fail(f"{where}: {err} ({label})") from None
 
 
 @lru_cache(maxsize=16)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from sdkd_core.recipe import MAX_SEED, Recipe
+from sdkd_core.recipe import MAX_SEED, TEACHER_EPOCHS, Recipe
 
 
 class Section(BaseModel):
@@ -37,16 +37,52 @@ RecipeSection = create_model(
 )
 
 
-class TeacherSection(Section):
-    """How teachers are pretrained (once, cached): more data and epochs than the students."""
+# Some fields of a recipe, each over the recipe it amends (a pair's over `recipe`, the teachers'
+# over the default teacher recipe); unset fields are None.
+RecipeOverrides = create_model(
+    "RecipeOverrides", __base__=Section,
+    **{f.name: (_RECIPE_TYPES[f.name] | None, None) for f in dataclasses.fields(Recipe)},
+)
 
-    epochs: Annotated[int, Field(gt=0)] = 4
+
+def overrides_of(section: BaseModel | None) -> dict[str, Any]:
+    """The fields a `RecipeOverrides` sets."""
+    if section is None:
+        return {}
+    return {k: v for k, v in section.model_dump().items() if v is not None}
+
+
+class TeacherSection(Section):
+    """How teachers are pretrained (once, cached), or which published checkpoints to use."""
+
+    epochs: Annotated[int, Field(gt=0)] | None = None  # shorthand for recipe.epochs
     n_train: Annotated[int, Field(gt=0)] | None = None
+    recipe: RecipeOverrides | None = None  # over Recipe(epochs=TEACHER_EPOCHS)
+    # {architecture: checkpoint file}: published teachers used instead of training one;
+    # relative paths are read from the space file's folder.
+    checkpoints: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _one_epochs(self):
+        given = overrides_of(self.recipe).get("epochs")
+        if self.epochs is not None and given is not None and given != self.epochs:
+            raise ValueError(f"teacher.epochs {self.epochs} and teacher.recipe.epochs {given} "
+                             "disagree; give the epochs once, in teacher.recipe")
+        return self
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """The teachers' whole recipe, as `Recipe.from_dict` takes it."""
+        base = Recipe(epochs=self.epochs or TEACHER_EPOCHS).to_dict()
+        return {**base, **overrides_of(self.recipe)}
 
 
 class Pair(Section):
     teacher: str
     student: str
+    # This pair's own protocol: recipe fields over `recipe` (all but epochs), and method
+    # settings (`dkd.beta: 2`) for every trial of that method on this pair.
+    recipe: RecipeOverrides | None = None
+    settings: dict[str, Any] = {}
 
 
 class SearchSection(Section):

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from study.cli import (
     recipe_from_args,
 )
 
-CACHE_FORMAT = 1  # bump when the meaning of a cached file changes
+CACHE_FORMAT = 2  # bump when the meaning of a cached file changes (2: the reference zoo)
 WAIT_LOG_S = 30.0  # while another process trains the teacher, say so this often
 
 
@@ -51,7 +52,11 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """Everything that determines a teacher's weights (the data root does not)."""
+    """Everything that determines a teacher's weights (the data root does not).
+
+    With `checkpoint`, a published teacher's file (this project's format or RepDistiller's):
+    its weights are that file's, whatever the recipe, and "training" it is converting it and
+    measuring its test accuracy once."""
 
     dataset: str
     arch: str
@@ -59,12 +64,20 @@ class TeacherSpec:
     seed: int = 0
     n_train: int | None = None
     n_test: int | None = None
+    checkpoint: str | None = None
 
     def __post_init__(self):
         if self.arch not in MODEL_NAMES:
             raise unknown_choice("model", self.arch, MODEL_NAMES)
 
+    @cached_property
+    def _checkpoint_sha256(self) -> str:
+        return file_sha256(Path(self.checkpoint))
+
     def identity(self) -> dict[str, Any]:
+        if self.checkpoint is not None:
+            return {"format": CACHE_FORMAT, "dataset": self.dataset, "n_test": self.n_test,
+                    "arch": self.arch, "checkpoint_sha256": self._checkpoint_sha256}
         return {
             "format": CACHE_FORMAT,
             "dataset": self.dataset,
@@ -151,8 +164,8 @@ class TeacherCache:
             cached = self.load(spec, warn=False)  # the first check already warned
             if cached is not None:
                 return (*cached, True)
-            model, card = train_teacher(spec, data=data, data_root=data_root, device=device,
-                                        log=log)
+            make = published_teacher if spec.checkpoint is not None else train_teacher
+            model, card = make(spec, data=data, data_root=data_root, device=device, log=log)
             return model, self.save(spec, model, card), False
 
     @contextmanager
@@ -184,6 +197,29 @@ def teacher_data(spec: TeacherSpec, data_root=None):
     from sdkd_core.data import load_dataset
 
     return load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed)
+
+
+def published_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):
+    """A published checkpoint as a teacher: (model in eval mode, card), its test accuracy
+    measured here."""
+    from sdkd_core.distillers.vanilla import Vanilla
+    from sdkd_core.engine import Engine
+    from sdkd_core.models.published import load_teacher_checkpoint
+
+    if data is None:
+        data = teacher_data(spec, data_root)
+    model = load_teacher_checkpoint(spec.checkpoint, spec.arch, data.num_classes,
+                                    data.in_channels)
+    log(f"measuring published teacher {spec.arch} ({spec.checkpoint}) on {len(data.test_y)} "
+        f"{spec.dataset} test images")
+    engine = Engine(Vanilla(model), data, spec.recipe, device=device, seed=spec.seed)
+    acc = engine.evaluate()["test_acc"]
+    card = {"arch": spec.arch, "dataset": spec.dataset, "num_classes": data.num_classes,
+            "in_channels": data.in_channels, "n_test": len(data.test_y),
+            "checkpoint": str(spec.checkpoint), "test_acc": acc, "test_acc_best": acc,
+            "history": [], "train_s": 0.0, "torch": torch.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    return model.cpu().eval().requires_grad_(False), card
 
 
 def train_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):

@@ -46,7 +46,7 @@ class TrialContext:
     n_train: int | None
     n_test: int | None
     recipe: dict[str, Any]
-    teacher_epochs: int
+    teacher_recipe: dict[str, Any]
     teacher_n_train: int | None
     cache_dir: str
     train_storage: str  # absolute: Ray Train's run folders of multi-worker trials
@@ -60,6 +60,7 @@ class TrialContext:
     sync_batchnorm: bool = False  # SyncBatchNorm in the modules that train (several workers)
     plugins: tuple[str, ...] = ()  # the space's plugin modules, imported in every trial process
     plugin_paths: tuple[str, ...] = ()  # where the sweep found them
+    teacher_checkpoints: tuple[tuple[str, str], ...] = ()  # (arch, published checkpoint file)
 
     def load_plugins(self) -> None:
         """Register the space's own methods in this (fresh) trial or worker process."""
@@ -68,11 +69,13 @@ class TrialContext:
         load_plugins(self.plugins, self.plugin_paths)
 
     def distill_run(self, trial: PlannedTrial) -> DistillRun:
+        """The trial's run: the sweep's recipe under its pair's own fields."""
         return DistillRun(
-            trial, dataset=self.dataset,
-            recipe=Recipe.from_dict(self.recipe), n_train=self.n_train, n_test=self.n_test,
-            teacher_recipe=Recipe(epochs=self.teacher_epochs),
+            trial, dataset=self.dataset, recipe=Recipe.from_dict({**self.recipe, **trial.recipe}),
+            n_train=self.n_train, n_test=self.n_test,
+            teacher_recipe=Recipe.from_dict(self.teacher_recipe),
             teacher_n_train=self.teacher_n_train, data_root=self.data_root,
+            teacher_checkpoint=dict(self.teacher_checkpoints).get(trial.teacher),
         )
 
     def worker_resources(self) -> dict[str, float]:

@@ -137,8 +137,10 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(edge_run):
 
     study = optuna.load_study(study_name=f"edge-{edge_run.executor}",
                               storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
-    states = Counter((t.params["kd.ce_weight"] == 1e30, t.state.name) for t in study.trials)
-    # (A draw asked for just before the kill, and drawn again after it, is left FAIL too.)
+    states = Counter((t.params.get("kd.ce_weight") == 1e30, t.state.name)
+                     for t in study.trials)
+    # (A draw asked for just before the kill, and drawn again after it, is left FAIL too; one
+    # killed inside Optuna's `ask` holds only some of its parameters.)
     assert states[(True, "FAIL")] >= 2 and states[(True, "COMPLETE")] == 0, states
     assert states[(False, "COMPLETE")] >= 4, states
 

@@ -73,7 +73,7 @@ dataset: {{name: synthetic, n_train: 512, n_test: 256}}
 recipe: {{epochs: 2, batch_size: 32}}
 teacher: {{epochs: 2}}
 pairs:
-  - {{teacher: resnet14, student: resnet8}}
+  - {{teacher: resnet14, student: resnet8{pair_protocol}}}
 baselines: [vanilla, {method}]
 seeds: [0, 1]
 search: {{method: {method}, sampler: grid, grace_period: 1, reduction_factor: 2, confirm_top: 0}}
@@ -111,7 +111,7 @@ def test_a_broken_plugin_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     calls = []
     for module, _ in CASES:
         space = tmp_path / f"{module}.yaml"
-        space.write_text(SPACE.format(module=module, method="kd"))
+        space.write_text(SPACE.format(module=module, method="kd", pair_protocol=""))
         calls.append(("study.sweep", ["--space", str(space), "--output", str(tmp_path / "run"),
                                       "--cache-dir", str(tmp_path / "cache"), "--dry-run"]))
         calls.append(("study.distill", ["--plugin", module, "--output", str(tmp_path / "d"),
@@ -125,12 +125,12 @@ def test_a_broken_plugin_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     assert tree(tmp_path) == before
 
 
-def small_sweep(base: Path, method: str):
+def small_sweep(base: Path, method: str, pair_protocol: str = ""):
     """One real small sweep where `method` is a baseline and the searched method, started from
     the plugin's folder (outside the repository)."""
     write_plugins(base)
     space = base / "echo.yaml"
-    space.write_text(SPACE.format(module="echo_kd", method=method))
+    space.write_text(SPACE.format(module="echo_kd", method=method, pair_protocol=pair_protocol))
     run = base / "run"
     result = run_cli(str(Path(__file__).resolve().parents[1] / "study" / "sweep.py"),
                      "--space", str(space), "--output", str(run),
@@ -146,8 +146,10 @@ def echo_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dkd_run(tmp_path_factory):
-    """The same sweep with a built-in method, DKD, as the searched one."""
-    return small_sweep(tmp_path_factory.mktemp("dkd"), "dkd")
+    """The same sweep with a built-in method, DKD, as the searched one, and the pair's own
+    protocol: its learning rate and DKD's beta."""
+    return small_sweep(tmp_path_factory.mktemp("dkd"), "dkd",
+                       ", recipe: {lr: 0.02}, settings: {dkd.beta: 3.5}")
 
 
 def report_texts(run: Path) -> list[Path]:
@@ -223,3 +225,26 @@ def test_searching_dkd_labels_and_tests_dkd(dkd_run, monkeypatch):
         assert not re.search("sdkd", path.read_text(errors="replace"), re.IGNORECASE), path
     labels, _ = curve_legend(run, run.parent, monkeypatch)
     assert "DKD (defaults) student (seed mean)" in labels
+
+
+@pytest.mark.slow
+def test_a_pairs_own_recipe_and_settings_reach_every_trial(dkd_run):
+    """The pair's `recipe: {lr: 0.02}` trains each of its trials, whatever the method; its
+    `settings: {dkd.beta: 3.5}` reaches every DKD trial (baseline and drawn) and only those."""
+    import json
+
+    from sdkd_core.recipe import Recipe
+
+    run, _ = dkd_run
+    configs = [json.loads(p.read_text()) for p in (run / "tune").glob("*/params.json")]
+    assert {c["method"] for c in configs} == {"vanilla", "dkd"} and len(configs) == 6
+    for c in configs:
+        assert c["recipe"] == {"lr": 0.02}
+        assert c["params"].get("dkd.beta") == (3.5 if c["method"] == "dkd" else None), c
+    rows = read_rows(run / "results.csv")
+    assert {r["dkd.beta"] for r in rows if r["method"] == "dkd"} == {"3.5"}
+    recipe, steps = Recipe(epochs=2, batch_size=32, lr=0.02), 512 // 32
+    at_epoch_end = {round(0.02 * recipe.lr_factor(s, steps), 8) for s in (steps - 1, steps)}
+    for r in read_rows(run / "epochs.csv"):
+        if r["epoch"] == "1":
+            assert round(float(r["lr"]), 8) in at_epoch_end, (r["lr"], at_epoch_end)

@@ -48,6 +48,10 @@ def test_valid_space_loads_with_defaults(tmp_path):
     assert space.resources.use_gpu is False and space.search.metric == "test_acc"
 
 
+PAIR = "  - {teacher: resnet20, student: resnet8}"
+PAIR_WITH = "  - {{teacher: resnet20, student: resnet8, {}}}"
+
+
 def mutate(old, new):
     assert old in VALID, old
     return VALID.replace(old, new)
@@ -156,6 +160,40 @@ BAD = [
      ["seeds.0", "greater than or equal to 0"]),
     ("repeated-key", mutate("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"),
      ["line 10", "key 'seeds' is given twice in one mapping", "keep one"]),
+    # A pair's own protocol, and the teachers' recipe and checkpoints.
+    ("pair-recipe-epochs", mutate(PAIR, PAIR_WITH.format("recipe: {epochs: 4}")),
+     ["pairs[0].recipe.epochs: every pair trains recipe.epochs (8)", "drop it"]),
+    ("pair-recipe-lr", mutate(PAIR, PAIR_WITH.format("recipe: {lr: -1}")),
+     ["pairs[0].recipe:", "lr=-1.0 must be positive"]),
+    ("pair-recipe-typo", mutate(PAIR, PAIR_WITH.format("recipe: {lrr: 0.01}")),
+     ["unknown key 'pairs.0.recipe.lrr'", "did you mean 'lr'?"]),
+    ("pair-recipe-batch", mutate(PAIR, PAIR_WITH.format("recipe: {batch_size: 33}"))
+     .replace("num_workers: 1,", "num_workers: 2,"),
+     ["pairs[0].recipe.batch_size=33", "resources.num_workers"]),
+    ("pair-setting-unused", mutate(PAIR, PAIR_WITH.format("settings: {dkd.beta: 2}")),
+     ["pairs[0].settings.dkd.beta: no trial of this space trains dkd", "add dkd to baselines"]),
+    ("pair-setting-value", mutate(PAIR, PAIR_WITH.format("settings: {kd.temperature: -1}")),
+     ["pairs[0].settings:", "kd.temperature"]),
+    ("pair-setting-drawn", mutate(PAIR, PAIR_WITH.format("settings: {sdkd.lambda: 2}")),
+     ["pairs[0].settings.sdkd.lambda: the search draws sdkd.lambda too", "keep one"]),
+    ("pair-setting-unprefixed", mutate(PAIR, PAIR_WITH.format("settings: {beta: 2}")),
+     ["pairs[0].settings.beta: keys are method settings like dkd.beta"]),
+    ("pair-setting-typo", mutate(PAIR, PAIR_WITH.format("settings: {kd.temprature: 2}")),
+     ["pairs[0].settings:", "did you mean 'kd.temperature'?"]),
+    ("teacher-epochs-twice", mutate("teacher: {epochs: 4}",
+                                    "teacher: {epochs: 4, recipe: {epochs: 8}}"),
+     ["teacher.epochs 4 and teacher.recipe.epochs 8 disagree", "give the epochs once"]),
+    ("teacher-recipe-lr", mutate("teacher: {epochs: 4}", "teacher: {recipe: {lr: 0}}"),
+     ["teacher.recipe:", "lr=0.0 must be positive"]),
+    ("checkpoint-missing", mutate("teacher: {epochs: 4}",
+                                  "teacher: {checkpoints: {resnet20: none.pth}}"),
+     ["teacher.checkpoints.resnet20:", "none.pth is not a file", "space file's folder"]),
+    ("checkpoint-not-a-teacher", mutate("teacher: {epochs: 4}",
+                                        "teacher: {checkpoints: {vgg8: none.pth}}"),
+     ["teacher.checkpoints.vgg8: no pair has teacher vgg8", "add the pair"]),
+    ("checkpoint-garbage", mutate("teacher: {epochs: 4}",
+                                  "teacher: {checkpoints: {resnet20: garbage-10MB.yaml}}"),
+     ["teacher.checkpoints.resnet20:", "garbage-10MB.yaml"]),
 ]
 IDS = [case[0] for case in BAD]
 assert len(set(IDS)) == len(IDS) >= 25

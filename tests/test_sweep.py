@@ -117,6 +117,14 @@ def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
     assert "GPU-hours" in out and "nothing was started" in out
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
     assert "Started a local Ray" not in result.stderr
+    # The literature's protocol per pair: DKD's beta (mdistiller), ShuffleV2's lr; teachers on
+    # the students' 240-epoch step recipe.
+    for pair, change in [("resnet32x4->resnet8x4", "dkd.beta=8"), ("wrn_40_2->wrn_16_2",
+                         "dkd.beta=6"), ("resnet56->resnet20", "dkd.beta=2"),
+                         ("resnet110->resnet32", "dkd.beta=2"), ("vgg13->vgg8", "dkd.beta=6"),
+                         ("resnet32x4->ShuffleV2", "lr 0.01, dkd.beta=8")]:
+        assert f"  pair {pair}: {change}\n" in out, out
+    assert "teacher resnet56: 240 epochs, lr 0.05 (step x0.1 at 0.625, 0.75, 0.875)" in out
 
 
 BAD_INVOCATIONS = [

@@ -1,4 +1,9 @@
-"""Decoupled KD (Zhao et al., 2022): target and non-target class KD weighted separately."""
+"""Decoupled KD (Zhao et al., 2022): target and non-target class KD weighted separately.
+
+`dkd.logit_standardize` adds Sun et al.'s Z-score (CVPR 2024; sunshangquan/logit-standardization-KD,
+mdistiller/distillers/DKD.py) to both logits before DKD, the temperature still applied (their
+recipe: T 2, alpha and beta times 9; set those too). CE stays on the raw logits, as theirs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from torch.nn import functional as F
 
 from sdkd_core.config import MethodConfig
 from sdkd_core.distillers.base import Distiller
-from sdkd_core.losses import dkd_loss
+from sdkd_core.losses import dkd_loss, zscore_logits
 
 
 class DKDConfig(MethodConfig):
@@ -18,6 +23,7 @@ class DKDConfig(MethodConfig):
     # The DKD term ramps up linearly over this many epochs (step by step), as in the paper: its
     # weight dwarfs CE early on, and without the ramp short runs collapse to chance.
     warmup_epochs: float = Field(20.0, ge=0)
+    logit_standardize: bool = False
 
 
 class DKD(Distiller):
@@ -47,7 +53,8 @@ class DKD(Distiller):
         c = self.config
         z_t = self.teacher_output(x).logits
         z_s = self.student(x).logits
-        dkd = self.ramp * dkd_loss(z_s, z_t, y, c.alpha, c.beta, c.temperature)
+        s, t = (zscore_logits(z_s), zscore_logits(z_t)) if c.logit_standardize else (z_s, z_t)
+        dkd = self.ramp * dkd_loss(s, t, y, c.alpha, c.beta, c.temperature)
         if self.training:
             self.step += 1
         return z_s, {"ce": c.ce_weight * F.cross_entropy(z_s, y), "dkd": dkd}

@@ -4,13 +4,17 @@ The proxy teacher is the student's own architecture *and weights*, run from fusi
 the output of a Feature Fusion Block that mixes the student's stage-j map with the teacher's:
 
     h   = FFB([f_s[j].detach(), resize(f_t[j'])])            only the FFB learns from L_PT
-    z_p = student.forward_from(j, h) with detached weights   BatchNorm statistics untouched
+    z_p = student.forward_from(j, h) with detached weights   the proxy's own BatchNorm statistics
 
     L_PT = CE(z_p, y) + KL_T(z_p||z_t) + L1(f_p, f_s) + lambda * KL_T(z_p||z_s)
     L_S  = CE(z_s, y) + KL_T(z_s||z_t) + k * [L1(f_s, f_p) + KL_T(z_s||z_p)]
 
 k is 0 before the phase boundary and 1 after; targets are detached, so L_PT reaches only the
 FFB and L_S only the student, and one backward of their sum trains both.
+
+The proxy normalises with batch statistics in training and keeps running statistics of its own
+(`sdkd_core.proxy_stats`) for every evaluation and explanation of it: the student's describe the
+student's maps, not the FFB's output. A proxy pass never touches the student's statistics.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sdkd_core.errors import UserError
 from sdkd_core.ffb import FeatureFusionBlock
 from sdkd_core.losses import feature_l1, kd_loss, resize_to
 from sdkd_core.models import ModelOutput, StagedNet
+from sdkd_core.proxy_stats import ProxyStatistics
 
 
 class SDKDConfig(MethodConfig):
@@ -113,6 +118,9 @@ class SDKD(Distiller):
         self._views = [_ForwardFrom(student)]
         if c.proxy_weights == "snapshot":
             self._views.append(_ForwardFrom(self.snapshot))
+        # A teacher-shaped proxy runs the frozen teacher in eval mode: no statistics to keep.
+        self.proxy_stats = ProxyStatistics(student if c.proxy_arch == "student" else None, j)
+        self.register_load_state_dict_pre_hook(_statistics_of_older_checkpoints)
 
     # ------------------------------------------------------------ schedule
 
@@ -137,10 +145,13 @@ class SDKD(Distiller):
             return self.fused_pass(student_feats, teacher_feats, self.teacher)  # frozen, eval
         use_snapshot = self.config.proxy_weights == "snapshot" and bool(self.snapshot_taken)
         view = self._views[1] if use_snapshot else self._views[0]
-        # Detached weights: no gradient to the student. Cloned buffers: BatchNorm updates in
-        # training mode land on the copies, so the student's running statistics stay as they are.
+        # Detached weights: no gradient to the student. Buffers: the proxy's own statistics for
+        # the BatchNorm layers it runs (updated there in training mode, used in eval mode), copies
+        # for the rest, so the student's running statistics stay exactly as they are.
+        own = self.proxy_stats.by_name("net.")
         state = {name: p.detach() for name, p in view.named_parameters()}
-        state.update({name: b.clone() for name, b in view.named_buffers()})
+        state.update({name: own[name] if name in own else b.clone()
+                      for name, b in view.named_buffers()})
         return self.fused_pass(student_feats, teacher_feats,
                                lambda i, h: functional_call(view, state, (i, h)))
 
@@ -205,14 +216,15 @@ class ProxyTeacher(nn.Module):
     """SDKD's proxy teacher as a network of its own: images in, `ModelOutput` out.
 
     `SDKD.fused_pass` on a copy of the method, run through a copy of the network the proxy
-    uses, so hooks on that copy's layers (Grad-CAM, `cam_layer`: its last stage) see the
-    proxy's pass alone and never the student's.
+    uses holding the proxy's own BatchNorm statistics, so hooks on that copy's layers (Grad-CAM,
+    `cam_layer`: its last stage) see the proxy's pass alone and never the student's.
     """
 
     def __init__(self, sdkd: SDKD):
         super().__init__()
         self.method = copy.deepcopy(sdkd)
         self.body = copy.deepcopy(sdkd.proxy_body())
+        sdkd.proxy_stats.copy_into(self.body)  # normalise as the proxy does, not as the student
         self.cam_layer = self.body.stages[-1]
         self.eval()
 
@@ -221,3 +233,11 @@ class ProxyTeacher(nn.Module):
             f_s = self.method.student(x).feats
             f_t = self.method.teacher_output(x).feats
         return self.method.fused_pass(f_s, f_t, self.body)
+
+
+def _statistics_of_older_checkpoints(sdkd: SDKD, state_dict, prefix, *_):
+    """A checkpoint saved before the proxy kept statistics of its own: its proxy gets those it
+    was evaluated with then, its body's (student or snapshot), so it scores as it was logged."""
+    taken = state_dict.get(f"{prefix}snapshot_taken")
+    body = "snapshot." if taken is not None and bool(taken) else "student."
+    sdkd.proxy_stats.fill_missing(state_dict, f"{prefix}proxy_stats.", prefix + body)

@@ -1,9 +1,8 @@
-"""MobileNetV2 (Sandler et al. 2018), the CRD CIFAR variant with width 0.5 and expansion 6.
+"""MobileNetV2 (Sandler et al. 2018) as RepDistiller's `mobile_half` (models/mobilenetv2.py):
+width 0.5, expansion 6, a stride-2 stem, so 32x32 inputs end at 2x2 (28x28: 14, 7, 4, 2).
 
-Differences from ImageNet MobileNetV2, all deliberate:
-- the stem uses stride 1 (not 2) so 28x28 inputs still reach the last stage at 4x4;
-- ReLU instead of ReLU6, and the 1x1 expansion conv is kept even when t == 1, as in CRD;
-- the head conv keeps 1280 channels regardless of the width multiplier.
+As the reference, unlike ImageNet MobileNetV2: ReLU instead of ReLU6, the 1x1 expansion conv kept
+even when t == 1, and a 1280-channel head conv whatever the width (<= 1).
 """
 
 from __future__ import annotations
@@ -50,7 +49,10 @@ def _scaled(c: int, width: float) -> int:
 
 
 class MobileNetV2(StagedNet):
-    """Stem conv3x3 (stride 1), four stages of inverted residuals, last stage ends 1x1 -> 1280."""
+    """Stem conv3x3 (stride 2), four stages of inverted residuals, last stage ends 1x1 -> 1280.
+
+    The stages end where the reference taps f1..f4 (after setting rows 1, 2, 4, 6).
+    """
 
     HEAD_CHANNELS = 1280
 
@@ -65,7 +67,7 @@ class MobileNetV2(StagedNet):
         super().__init__(name)
         cin = _scaled(32, width)
         channels = [cin]
-        self.stem = nn.Sequential(*conv_bn(in_channels, cin, 3))
+        self.stem = nn.Sequential(*conv_bn(in_channels, cin, 3, stride=2))
         stages = []
         for rows in STAGE_ROWS:
             blocks: list[nn.Module] = []
@@ -84,3 +86,9 @@ class MobileNetV2(StagedNet):
         self.stages = nn.ModuleList(stages)
         self.classifier = nn.Linear(self.HEAD_CHANNELS, num_classes)
         self._finish(channels)
+
+    def init_weights(self) -> None:
+        """He (fan_out) convs and identity BN as the base; the head N(0, 0.01) as the reference."""
+        super().init_weights()
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)

@@ -1,4 +1,5 @@
-"""ShuffleNetV2 (Ma et al. 2018), CIFAR variant (stride-1 stem, no max-pool), net_size 1."""
+"""ShuffleNetV2 (Ma et al. 2018) as RepDistiller's `ShuffleV2` (models/ShuffleNetv2.py, net_size 1):
+a 1x1 stride-1 stem and no max-pool, so 32x32 inputs end at 4x4 (28x28: 14, 7, 4)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class BasicUnit(nn.Module):
 
 
 class ShuffleV2(StagedNet):
-    """Stem 3x3 -> 24, three stages (116, 232, 464) with 3/7/3 units; last stage adds 1x1->1024."""
+    """Stem 1x1 -> 24, three stages (116, 232, 464) of a down block + 3/7/3 units; the last stage
+    adds the 1x1 -> 1024 head conv."""
 
     OUT_CHANNELS = (116, 232, 464)
     NUM_BLOCKS = (3, 7, 3)
@@ -61,7 +63,7 @@ class ShuffleV2(StagedNet):
     def __init__(self, num_classes: int, in_channels: int = 3, name: str = "ShuffleV2") -> None:
         super().__init__(name)
         stem_width = 24
-        self.stem = nn.Sequential(*conv_bn(in_channels, stem_width, 3))
+        self.stem = nn.Sequential(*conv_bn(in_channels, stem_width, 1))
         stages = []
         cin = stem_width
         for cout, blocks in zip(self.OUT_CHANNELS, self.NUM_BLOCKS, strict=True):
@@ -74,3 +76,9 @@ class ShuffleV2(StagedNet):
         self.stages = nn.ModuleList(stages)
         self.classifier = nn.Linear(self.HEAD_CHANNELS, num_classes)
         self._finish([stem_width, *self.OUT_CHANNELS[:-1], self.HEAD_CHANNELS])
+
+    def init_weights(self) -> None:
+        """PyTorch's default init of every layer: the reference sets none of its own."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()

@@ -35,8 +35,9 @@ class Pair(NamedTuple):
 class PlannedTrial:
     """One trial of a sweep (or one `distill.py` run): what it trains, and under which name.
 
-    `params` are the method's overrides (`<method>.<key>: value`); `name` defaults to the
-    fixed-trial name, which is also what `distill.py` calls its run.
+    `params` are the method's settings (`<method>.<key>: value`, the pair's own and the drawn
+    ones); `recipe` the recipe fields the pair changes; `name` defaults to the fixed-trial name,
+    which is also what `distill.py` calls its run.
     """
 
     method: str
@@ -45,12 +46,14 @@ class PlannedTrial:
     params: Mapping[str, Any] = field(default_factory=dict)
     role: str = FIXED
     name: str = ""
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"role {self.role!r} is not one of {ROLES}")
         object.__setattr__(self, "pair", Pair(*self.pair))
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "recipe", dict(self.recipe))
         if not self.name:
             name = f"{self.method}-{self.pair.teacher}-{self.pair.student}-s{self.seed}"
             object.__setattr__(self, "name", name)
@@ -72,19 +75,19 @@ class PlannedTrial:
     def confirming(self, seed: int) -> PlannedTrial:
         """This drawn trial's configuration again, on another seed."""
         return PlannedTrial(self.method, self.pair, seed, self.params, CONFIRM,
-                            f"{self.name}{CONFIRM_SUFFIX}{seed}")
+                            f"{self.name}{CONFIRM_SUFFIX}{seed}", self.recipe)
 
     def to_config(self) -> dict[str, Any]:
         """The Tune config (and params.json) of this trial."""
         return {"trial_name": self.name, "role": self.role, "method": self.method,
                 "teacher": self.teacher, "student": self.student, "seed": self.seed,
-                "params": dict(self.params)}
+                "params": dict(self.params), "recipe": dict(self.recipe)}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PlannedTrial:
         return cls(config["method"], Pair(config["teacher"], config["student"]),
                    int(config["seed"]), config.get("params", {}), config.get("role", FIXED),
-                   config.get("trial_name", ""))
+                   config.get("trial_name", ""), config.get("recipe", {}))
 
 
 def confirmed_trial(confirm_name: str) -> str:
