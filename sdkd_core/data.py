@@ -6,6 +6,7 @@ and `sdkd_core.loader.BatchLoader` turns the tensors into augmented batches on t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,14 @@ DATASETS = tuple(DATASET_INFO)
 SYNTHETIC_SIZES = {"synthetic": (2000, 500), "synthetic_cifar100": (50000, 10000)}
 
 
+VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's seed
+
+
 @dataclass
 class ImageData:
-    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels [N]."""
+    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels [N]. `val_x`,
+    `val_y`: the validation images, held out of the training images (empty without a split).
+    """
 
     name: str
     info: DatasetInfo
@@ -60,6 +66,12 @@ class ImageData:
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_y is not None and len(self.val_y) > 0
 
     @property
     def num_classes(self) -> int:
@@ -77,12 +89,18 @@ def load_dataset(
     n_test: int | None = None,
     seed: int = 0,
     download: bool = True,
+    val_split: float | int | None = None,
 ) -> ImageData:
     """Load `name` into memory, optionally as stratified subsets of n_train / n_test images.
 
     `root` is a folder holding the files; without it Fashion-MNIST is looked up in the Debian
     package's folder, then in the data cache (`$SDKD_DATA`, default ~/.cache/sdkd/data), where
     torchvision downloads it when online. The subsets depend only on `seed`.
+
+    `val_split` (a fraction in (0, 1) or a count of the training images) holds a stratified
+    validation set out of the training images before `n_train` is drawn from the rest. It is
+    fixed by `VAL_SEED`, not `seed`: every trial of every method validates on the same images
+    and none trains on them.
     """
     if name not in DATASET_INFO:
         raise unknown_choice("dataset", name, DATASETS)
@@ -100,9 +118,35 @@ def load_dataset(
     }
     train_x, train_y, test_x, test_y = loaders[name](name, root, download)
     data = ImageData(name, DATASET_INFO[name], train_x, train_y, test_x, test_y)
+    if val_split is not None:
+        held = validation_indices(train_y, val_split, name, data.num_classes)
+        rest = torch.ones(len(train_y), dtype=torch.bool)
+        rest[held] = False
+        data.val_x, data.val_y = train_x[held].contiguous(), train_y[held].contiguous()
+        data.train_x, data.train_y = train_x[rest].contiguous(), train_y[rest].contiguous()
     data.train_x, data.train_y = _subset(data.train_x, data.train_y, n_train, "n_train", name, seed)
     data.test_x, data.test_y = _subset(data.test_x, data.test_y, n_test, "n_test", name, seed)
     return data
+
+
+def validation_indices(labels: Tensor, val_split: float | int, name: str,
+                       num_classes: int) -> Tensor:
+    """The held-out validation images' indices: stratified, at least one image per class."""
+    n = len(labels)
+    count = round(val_split * n) if isinstance(val_split, float) else int(val_split)
+    given = f"val_split={val_split}" + (f" ({count} images)" if isinstance(val_split, float)
+                                        else "")
+    if not 0 < count < n:
+        raise UserError(f"{given} must leave images on both sides of {name}'s {n} training "
+                        "images; give a fraction in (0, 1) or a count below that")
+    idx = stratified_indices(labels, count, VAL_SEED)
+    missing = num_classes - len(labels[idx].unique())
+    if missing:
+        smallest = math.ceil(n / int(labels.bincount().min()))  # 1 for the rarest class
+        raise UserError(f"{given} leaves {missing} of {name}'s {num_classes} classes without a "
+                        f"validation image; give at least {min(smallest, n - 1)} images "
+                        f"(or a fraction of at least {min(smallest, n - 1) / n:.4f})")
+    return idx
 
 
 def _subset(x: Tensor, y: Tensor, n: int | None, what: str, name: str, seed: int):

@@ -90,6 +90,8 @@ class Engine:
         self.train_loader = BatchLoader(self.data.train_x, self.data.train_y, train=True,
                                         seed=self.seed, **common)
         self.test_loader = BatchLoader(self.data.test_x, self.data.test_y, **common)
+        self.val_loader = BatchLoader(self.data.val_x, self.data.val_y, **common) \
+            if self.data.has_val else None
         steps = len(self.train_loader)
         if steps == 0:
             raise UserError(f"batch_size={self.recipe.batch_size} is larger than the "
@@ -154,16 +156,24 @@ class Engine:
             raise DivergedError(self.epoch + 1, stats["train_loss"])
         return stats
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Top-1 accuracy (%) and mean cross-entropy of the student on the full test set, and
-        `test_acc_<head>` for each extra head the method scores (summed over ranks)."""
+        `test_acc_<head>` for each extra head the method scores (summed over ranks); the same
+        as `val_*` on the validation images when the data holds some."""
+        start = time.perf_counter()
+        stats = self._scores(self.test_loader, "test")
+        if self.val_loader is not None:
+            stats.update(self._scores(self.val_loader, "val"))
+        stats["eval_s"] = time.perf_counter() - start
+        return stats
+
+    @torch.no_grad()
+    def _scores(self, loader, split: str) -> dict[str, float]:
         was_training = self.method.training
         self.method.eval()
-        start = time.perf_counter()
         names: list[str] = []
         totals = None
-        for x, y in self.test_loader:
+        for x, y in loader:
             with self._autocast():
                 heads = self.method.eval_logits(x)
             if totals is None:
@@ -176,9 +186,8 @@ class Engine:
         self.method.train(was_training)
         values = sum_across_ranks(totals).tolist()
         count = values[-1]
-        stats = {"test_acc": 100.0 * values[0] / count, "test_loss": values[-2] / count,
-                 "eval_s": time.perf_counter() - start}
-        stats.update({f"test_acc_{n}": 100.0 * v / count
+        stats = {f"{split}_acc": 100.0 * values[0] / count, f"{split}_loss": values[-2] / count}
+        stats.update({f"{split}_acc_{n}": 100.0 * v / count
                       for n, v in zip(names[1:], values[1:-2], strict=True)})
         return stats
 
@@ -186,8 +195,10 @@ class Engine:
         """Train one epoch, evaluate, and append the row to `history`."""
         stats = {"epoch": self.epoch + 1, **self.train_epoch(), **self.evaluate()}
         self.epoch += 1
-        best = max([row["test_acc"] for row in self.history] + [stats["test_acc"]])
-        stats["test_acc_best"] = best
+        for split in ("test", "val"):
+            if f"{split}_acc" in stats:
+                stats[f"{split}_acc_best"] = max([row[f"{split}_acc"] for row in self.history]
+                                                 + [stats[f"{split}_acc"]])
         self.history.append(stats)
         return stats
 

@@ -123,8 +123,9 @@ def progress_line(row: dict[str, float], epochs: int, start: float,
     extra = "".join(f"  {k.removeprefix('test_acc_')} {v:5.2f}%" for k, v in row.items()
                     if k.startswith("test_acc_") and k != "test_acc_best")
     extra += "".join(f"  {k} {row[k]:.4g}" for k in method_metrics if k in row)
+    val = f"  val {row['val_acc']:5.2f}%" if "val_acc" in row else ""
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"train {row['train_acc']:5.2f}%  test {row['test_acc']:5.2f}%{extra}  "
+            f"train {row['train_acc']:5.2f}%{val}  test {row['test_acc']:5.2f}%{extra}  "
             f"{row['images_per_s']:7.0f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")
 
 

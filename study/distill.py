@@ -49,10 +49,12 @@ class DistillRun:
     teacher_n_train: int | None = None
     data_root: str | None = None
     teacher_checkpoint: str | None = None  # a published teacher's file instead of training one
+    val_split: float | int | None = None  # validation images, held out of every training set
 
     def teacher_spec(self) -> TeacherSpec:
         return TeacherSpec(self.dataset, self.trial.teacher, self.teacher_recipe, seed=0,
-                           n_train=self.teacher_n_train, checkpoint=self.teacher_checkpoint)
+                           n_train=self.teacher_n_train, checkpoint=self.teacher_checkpoint,
+                           val_split=self.val_split)
 
     def build(self, num_classes: int, in_channels: int):
         """The distiller with an untrained teacher: validates every key before any training."""
@@ -70,7 +72,8 @@ def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=pri
     info = DATASET_INFO[spec.dataset]
     method, teacher = spec.build(info.num_classes, info.in_channels)  # fail fast on bad keys
     seed = spec.trial.seed
-    data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=seed)
+    data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=seed,
+                        val_split=spec.val_split)
     if method.needs_teacher and method.needs_teacher_weights:
         trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
                                           device=device, log=log)
@@ -127,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a published teacher instead of training one: this project's weights "
                         "or a RepDistiller/mdistiller checkpoint (a dict with key 'model') of "
                         "the --teacher architecture")
+    p.add_argument("--val-split", type=fraction_or_count, default=None, metavar="F|N",
+                   help="hold out validation images from the training images: a fraction in "
+                        "(0, 1) or a count; each epoch then reports val_acc too")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting, e.g. sdkd.lambda=2 or temperature=3 (repeatable, "
                         "once per key; numbers finite)")
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             n_train=args.n_train, n_test=args.n_test,
             teacher_recipe=Recipe(epochs=args.teacher_epochs),
             teacher_n_train=args.teacher_n_train, data_root=args.data_root,
-            teacher_checkpoint=args.teacher_checkpoint,
+            teacher_checkpoint=args.teacher_checkpoint, val_split=args.val_split,
         )
         output = Path(args.output or Path("runs") / "distill" / spec.trial.name)
         check_output_folder("--output", output)
@@ -171,6 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main("distill.py", body)
+
+
+def fraction_or_count(text: str) -> float | int:
+    """--val-split: a count (digits) or a fraction in (0, 1)."""
+    import math
+
+    value = int(text) if text.isdigit() else float(text)
+    if isinstance(value, int) and value > 0 or 0 < value < 1 and math.isfinite(value):
+        return value
+    raise ValueError(text)
 
 
 def check_teacher_checkpoint(args) -> None:

@@ -8,7 +8,7 @@ from collections import Counter
 from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, FULL_SIZES, teacher_flops, trial_flops
 from study.experiment import teacher_archs, teacher_spec
-from study.plan import confirm_seeds
+from study.plan import asha_grace_period, confirm_seeds
 from study.runfolder.trials import Pair, PlannedTrial
 from study.space import Space
 from study.teachers import TeacherCache
@@ -31,6 +31,8 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
     dims = ", ".join(space.space) + (", pair" if len(space.pairs) > 1 else "")
     print(f"drawn trials: {n_search} ({space.search.method}; {space.search.sampler} over "
           f"{dims or 'nothing'}; scheduler {space.search.scheduler})")
+    if n_search and space.search.scheduler == "asha" and (moved := asha_grace_period(space)[1]):
+        print(f"  {moved}")
     other_seeds = confirm_seeds(space)
     n_confirm = (space.search.confirm_top * len(space.pairs) * len(other_seeds)
                  if n_search and args.max_trials is None else 0)

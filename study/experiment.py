@@ -38,6 +38,7 @@ def make_context(space: Space, folder: RunFolder, cache_dir: str) -> TrialContex
         n_test=space.dataset.n_test, recipe=space.recipe_obj().to_dict(),
         teacher_recipe=space.teacher.recipe_dict(), teacher_n_train=space.teacher.n_train,
         teacher_checkpoints=tuple(space.teacher.checkpoints.items()),
+        val_split=space.dataset.val_split,
         cache_dir=cache_dir, train_storage=str(folder.train_dir.resolve()),
         num_workers=r.num_workers, use_gpu=r.use_gpu, cpus_per_worker=r.cpus_per_worker,
         gpus_per_trial=r.gpus_per_trial, max_failures=r.max_failures,
@@ -114,7 +115,7 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     optuna = make_optuna_search(space, folder.optuna_url) if n_search else None
     searcher = StudySearcher(space, fixed, optuna, n_search)
     total = len(fixed) + n_search
-    monitor = SweepMonitor(folder, total, space.recipe.epochs, space.search.metric,
+    monitor = SweepMonitor(folder, total, space.recipe.epochs, space.metric,
                            space.search.mode, earlier=earlier)
     train = context.executor == "ray_train"
     callbacks = [monitor, StallWatchdog(context.worker_resources() if train else None,

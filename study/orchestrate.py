@@ -27,7 +27,7 @@ from study.experiment import (
     resolve,
 )
 from study.interrupt import Interruption, resume_command
-from study.plan import confirm_trials, plan
+from study.plan import asha_grace_period, confirm_trials, plan
 from study.runfolder import RunFolder
 from study.runfolder.tables import write_tables
 from study.summary import summary
@@ -85,14 +85,18 @@ def run_sweep(args, interruption: Interruption) -> SweepOutcome | None:
 
     try:
         data = load_dataset(space.dataset.name, space.dataset.root, space.dataset.n_train,
-                            space.dataset.n_test, seed=space.seeds[0])
+                            space.dataset.n_test, seed=space.seeds[0],
+                            val_split=space.dataset.val_split)
     except UserError as err:
         raise UserError(f"{args.space or folder.space_yaml}: dataset: {err}") from None
     folder.check_writable()
     print(f"{space.name}: {len(fixed)} fixed + {n_search} drawn trials on "
-          f"{space.dataset.name} ({len(data.train_y)} train / {len(data.test_y)} test "
-          f"images, {space.recipe.epochs} epochs); run folder {folder.root}", flush=True)
+          f"{space.dataset.name} ({len(data.train_y)} train / {val_text(data)}"
+          f"{len(data.test_y)} test images, {space.recipe.epochs} epochs); run folder "
+          f"{folder.root}", flush=True)
     del data
+    if n_search and space.search.scheduler == "asha" and (moved := asha_grace_period(space)[1]):
+        print(moved, flush=True)
     folder.write_space(space.model_dump(mode="json"))
     pretrain_teachers(space, context, cache, folder)
     start_ray(args.address, args.num_cpus, args.num_gpus, folder.root / "ray.log")
@@ -120,3 +124,7 @@ def run_sweep(args, interruption: Interruption) -> SweepOutcome | None:
         ray.shutdown()
     print(summary(space, outcome.rows))
     return outcome
+
+
+def val_text(data) -> str:
+    return f"{len(data.val_y)} validation / " if data.has_val else ""

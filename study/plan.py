@@ -6,6 +6,7 @@ Nothing here imports Ray, so a space is planned (and rejected) without it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -86,7 +87,7 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
     `rows` are results.csv's rows; ties go to the earlier trial, so a resumed sweep plans the
     same trials.
     """
-    top, metric, seeds = space.search.confirm_top, space.search.metric, confirm_seeds(space)
+    top, metric, seeds = space.search.confirm_top, space.metric, confirm_seeds(space)
     drawn = [r for r in rows if r["role"] == SEARCH and r["status"] == "completed"
              and isinstance(r[metric], int | float) and math.isfinite(r[metric])]
     sign = -1 if space.search.mode == "max" else 1
@@ -105,3 +106,29 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
 def confirm_seeds(space: Space) -> list[int]:
     """The seeds a confirmed configuration runs on: all but the search's own."""
     return [s for s in space.seeds if s != space.search_seed]
+
+
+def asha_grace_period(space: Space) -> tuple[int, str | None]:
+    """ASHA's first rung, in epochs, and why it differs from `search.grace_period` if it does.
+
+    A rung must not rank students that are still the same network: the first rung lies after
+    the latest epoch from which some configuration the space can draw starts to change its
+    student (`Distiller.first_epoch_configured`: SDKD's phase boundary). Each distribution
+    is tried at its ends (or every choice), on every pair's settings.
+    """
+    from sdkd_core.distillers import get_method, method_config
+
+    method, epochs, asked = space.search.method, space.recipe.epochs, space.search.grace_period
+    cls = get_method(method)
+    samples = [d.values if isinstance(d, Choice) else [d.low, d.high]
+               for d in space.space.values()]
+    latest = max(cls.first_epoch_configured(method_config(method, {
+        **space.pair_settings(p.teacher, p.student, method),
+        **dict(zip(space.space, combo, strict=True))}), epochs)
+        for p in space.pairs for combo in itertools.product(*samples))
+    grace = min(asha_first := max(asked, latest + 1), epochs)
+    if asha_first == asked:
+        return grace, None
+    return grace, (f"ASHA's first rung moved from epoch {asked} (search.grace_period) to "
+                   f"{grace}: {cls.label} students of some configurations the space draws are "
+                   f"the same network until epoch {latest}, and a rung would rank them by chance")

@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.plan import PAIR_KEY, grid_values, on_its_pair, optuna_space
+from study.plan import PAIR_KEY, asha_grace_period, grid_values, on_its_pair, optuna_space
 from study.runfolder import is_diverged
 from study.runfolder.trials import FULL_LENGTH, Pair, PlannedTrial
 from study.space import Space
@@ -46,7 +46,7 @@ def make_optuna_search(space: Space, storage_url: str) -> OptunaSearch:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     return OptunaSearch(
-        space=optuna_space(space), metric=space.search.metric, mode=space.search.mode,
+        space=optuna_space(space), metric=space.metric, mode=space.search.mode,
         sampler=make_sampler(space), study_name=space.name, storage=RDBStorage(storage_url),
     )
 
@@ -60,7 +60,7 @@ class StudySearcher(Searcher):
 
     def __init__(self, space: Space, fixed: list[PlannedTrial], optuna: OptunaSearch | None,
                  n_search: int):
-        super().__init__(metric=space.search.metric, mode=space.search.mode)
+        super().__init__(metric=space.metric, mode=space.search.mode)
         self.space = space
         self.fixed = fixed
         self.optuna = optuna
@@ -236,8 +236,7 @@ def make_scheduler(space: Space, experiment_dir: str | None = None):
     s = space.search
     if s.scheduler == "none":
         return None
-    return SearchOnlyASHA(experiment_dir=experiment_dir, time_attr="epoch", metric=s.metric,
-                          mode=s.mode,
-                          max_t=space.recipe.epochs, grace_period=min(s.grace_period,
-                                                                       space.recipe.epochs),
+    return SearchOnlyASHA(experiment_dir=experiment_dir, time_attr="epoch", metric=space.metric,
+                          mode=s.mode, max_t=space.recipe.epochs,
+                          grace_period=asha_grace_period(space)[0],
                           reduction_factor=s.reduction_factor)

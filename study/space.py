@@ -78,6 +78,22 @@ class Space(Section):
         return {k: v for k, v in settings.items() if k.rpartition(".")[0] == method}
 
     @property
+    def metric(self) -> str:
+        """What the search maximises: `search.metric`, by default the validation accuracy
+        when there is a validation split (the test set is then read only to report)."""
+        if self.search.metric is not None:
+            return self.search.metric
+        return "val_acc" if self.dataset.val_split is not None else "test_acc"
+
+    @model_validator(mode="after")
+    def _validation_metric_needs_a_split(self):
+        metric = self.search.metric or ""
+        if metric.startswith("val_") and self.dataset.val_split is None:
+            raise ValueError(f"search.metric: {metric} needs validation images; set "
+                             "dataset.val_split (e.g. 0.1) or use test_acc")
+        return self
+
+    @property
     def search_seed(self) -> int:
         """The seed of the drawn trials and of the sampler (default: the first seed)."""
         return self.seeds[0] if self.search.seed is None else self.search.seed

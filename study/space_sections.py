@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
 
 from sdkd_core.recipe import MAX_SEED, TEACHER_EPOCHS, Recipe
 
@@ -27,6 +27,9 @@ class DatasetSection(Section):
     root: str | None = None
     n_train: Annotated[int, Field(gt=0)] | None = None
     n_test: Annotated[int, Field(gt=0)] | None = None
+    # Validation images held out of the training images: a fraction, or a count (an int).
+    val_split: Annotated[float, Field(gt=0, lt=1), Strict()] | Annotated[int, Field(gt=0)] \
+        | None = None
 
 
 # The students' recipe: the fields, types and defaults of `sdkd_core.recipe.Recipe` itself.
@@ -90,7 +93,9 @@ class SearchSection(Section):
     seed: Seed | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8
-    metric: Literal["test_acc", "test_acc_best"] = "test_acc"
+    # What Optuna and ASHA maximise: val_acc where the data holds a validation split, else
+    # test_acc (None: that default).
+    metric: Literal["val_acc", "val_acc_best", "test_acc", "test_acc_best"] | None = None
     mode: Literal["max", "min"] = "max"
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: Annotated[int, Field(gt=0)] = 2

@@ -13,7 +13,7 @@ from study.space import Space
 
 def summary(space: Space, rows: list[dict[str, Any]]) -> str:
     """The best drawn configurations per pair, and every method's mean over seeds."""
-    metric = space.search.metric
+    metric = space.metric
     lines = []
     drawn = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")
              and _finite(r[metric])]

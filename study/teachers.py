@@ -65,6 +65,7 @@ class TeacherSpec:
     n_train: int | None = None
     n_test: int | None = None
     checkpoint: str | None = None
+    val_split: float | int | None = None  # held out of the teacher's training images too
 
     def __post_init__(self):
         if self.arch not in MODEL_NAMES:
@@ -78,7 +79,7 @@ class TeacherSpec:
         if self.checkpoint is not None:
             return {"format": CACHE_FORMAT, "dataset": self.dataset, "n_test": self.n_test,
                     "arch": self.arch, "checkpoint_sha256": self._checkpoint_sha256}
-        return {
+        identity = {
             "format": CACHE_FORMAT,
             "dataset": self.dataset,
             "n_train": self.n_train,
@@ -87,6 +88,9 @@ class TeacherSpec:
             "recipe": self.recipe.to_dict(),
             "seed": self.seed,
         }
+        if self.val_split is not None:  # (absent otherwise: earlier teachers keep their key)
+            identity["val_split"] = self.val_split
+        return identity
 
     @property
     def key(self) -> str:
@@ -196,7 +200,8 @@ class TeacherCache:
 def teacher_data(spec: TeacherSpec, data_root=None):
     from sdkd_core.data import load_dataset
 
-    return load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed)
+    return load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed,
+                        val_split=spec.val_split)
 
 
 def published_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):

@@ -61,6 +61,7 @@ class TrialContext:
     plugins: tuple[str, ...] = ()  # the space's plugin modules, imported in every trial process
     plugin_paths: tuple[str, ...] = ()  # where the sweep found them
     teacher_checkpoints: tuple[tuple[str, str], ...] = ()  # (arch, published checkpoint file)
+    val_split: float | int | None = None
 
     def load_plugins(self) -> None:
         """Register the space's own methods in this (fresh) trial or worker process."""
@@ -76,6 +77,7 @@ class TrialContext:
             teacher_recipe=Recipe.from_dict(self.teacher_recipe),
             teacher_n_train=self.teacher_n_train, data_root=self.data_root,
             teacher_checkpoint=dict(self.teacher_checkpoints).get(trial.teacher),
+            val_split=self.val_split,
         )
 
     def worker_resources(self) -> dict[str, float]:
@@ -130,7 +132,7 @@ def train_epochs(spec: DistillRun, context: TrialContext, report, checkpoint, *,
 def diverged_result(err: DivergedError) -> dict[str, Any]:
     """The last result of a diverged trial; its metrics are NaN so no search counts them."""
     return {"epoch": err.epoch, "diverged": 1, "train_loss": err.loss,
-            "test_acc": math.nan, "test_acc_best": math.nan}
+            **{k: math.nan for k in ("val_acc", "val_acc_best", "test_acc", "test_acc_best")}}
 
 
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:

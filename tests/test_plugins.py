@@ -69,7 +69,7 @@ class EchoKD(Distiller):
 SPACE = """\
 name: echo
 plugins: [{module}]
-dataset: {{name: synthetic, n_train: 512, n_test: 256}}
+dataset: {{name: synthetic, n_train: 512, n_test: 256, val_split: 100}}
 recipe: {{epochs: 2, batch_size: 32}}
 teacher: {{epochs: 2}}
 pairs:
@@ -248,3 +248,21 @@ def test_a_pairs_own_recipe_and_settings_reach_every_trial(dkd_run):
     for r in read_rows(run / "epochs.csv"):
         if r["epoch"] == "1":
             assert round(float(r["lr"]), 8) in at_epoch_end, (r["lr"], at_epoch_end)
+
+
+@pytest.mark.slow
+def test_with_a_validation_split_the_search_sees_only_validation_accuracy(dkd_run):
+    """Every trial reports val_acc in both tables; what Optuna stored for each drawn trial is
+    its last validation accuracy, never its test accuracy."""
+    import optuna
+
+    run, _ = dkd_run
+    results = read_rows(run / "results.csv")
+    for path in (run / "results.csv", run / "epochs.csv"):
+        assert all(r["val_acc"] not in ("", "nan") for r in read_rows(path)), path
+    study = optuna.load_study(study_name="echo", storage=f"sqlite:///{run / 'optuna.db'}")
+    drawn = {r["trial_id"]: r for r in results if r["role"] == "search"}
+    values = sorted(t.value for t in study.trials if t.state.name == "COMPLETE")
+    assert len(values) == len(drawn) == 2
+    assert values == sorted(float(r["val_acc"]) for r in drawn.values())
+    assert values != sorted(float(r["test_acc"]) for r in drawn.values())

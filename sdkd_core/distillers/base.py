@@ -106,6 +106,13 @@ class Distiller(nn.Module, ABC):
         """Epochs (from 0, fractional) worth marking on a learning curve, by display name."""
         return {}
 
+    @classmethod
+    def first_epoch_configured(cls, config: MethodConfig, epochs: int) -> int:
+        """The first epoch (from 0) whose training `config` can change: before it, students
+        of every configuration of this method (same seed) are the same network. A search must
+        not rank configurations earlier. Most methods: the first epoch."""
+        return 0
+
     @abstractmethod
     def forward(self, x: Tensor, y: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         """The student's logits and the named losses for one training batch."""

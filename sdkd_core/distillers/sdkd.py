@@ -92,6 +92,12 @@ class SDKD(Distiller):
                             f"{valid.start}..{valid.stop - 1}; choose one of those")
 
     @classmethod
+    def first_epoch_configured(cls, config, epochs):
+        # Before k turns 1 the student trains on labels and the teacher alone: nothing the
+        # proxy's settings choose reaches it.
+        return round(config.phase_boundary * epochs)
+
+    @classmethod
     def schedule_marks(cls, config, epochs):
         # k turns 1 at the first epoch >= phase_boundary * epochs (see begin_epoch)
         return {"SDKD phase boundary": round(config.phase_boundary * epochs)}

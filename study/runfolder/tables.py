@@ -57,6 +57,9 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
     # Every sampled parameter is a column of every row, right after the identity.
     param_keys = list(dict.fromkeys(k for config, _ in records.values()
                                     for k in config.get("params", {})))
+    # With a validation split every trial reports val_acc: a column of every row.
+    validated = any("val_acc" in r and not is_diverged(r)
+                    for _, results in records.values() for r in results)
     for name, (config, results) in records.items():
         by_epoch: dict[int, dict[str, Any]] = {}
         seconds: dict[int, float] = {}
@@ -76,8 +79,11 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
                                                            epochs)
         heads = {k: v for k, v in last.items() if k.startswith("test_acc_") and
                  k != "test_acc_best"}
+        val = {k: last.get(k, math.nan) for k in ("val_acc", "val_acc_best")} \
+            if validated else {}
         results_rows.append({
             **identity,
+            **val,
             "test_acc": last.get("test_acc", math.nan),
             "test_acc_best": last.get("test_acc_best", math.nan),
             **heads,

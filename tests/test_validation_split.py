@@ -1,0 +1,136 @@
+"""The validation split: held out of every training set (students' and teachers'), the same
+images for every trial, stratified; each epoch reports val_acc beside test_acc; the search
+maximises it by default; a split that cannot hold every class is one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_usage_error, run_cli
+
+from sdkd_core.data import load_dataset
+from sdkd_core.errors import UserError
+
+
+def rows_of(x: torch.Tensor) -> set[bytes]:
+    return {bytes(img.flatten().tolist()) for img in x}
+
+
+@pytest.mark.parametrize("val_split, held", [(0.1, 200), (50, 50)])
+def test_validation_images_are_held_out_stratified_and_the_same_for_every_seed(val_split, held):
+    full = load_dataset("synthetic")
+    a = load_dataset("synthetic", val_split=val_split, n_train=600, seed=0)
+    b = load_dataset("synthetic", val_split=val_split, n_train=600, seed=1)
+    assert len(a.val_y) == held and torch.equal(a.val_x, b.val_x)
+    counts = a.val_y.bincount(minlength=10)
+    assert counts.max() - counts.min() <= 1 and counts.min() >= held // 10
+    assert not torch.equal(a.train_x, b.train_x)  # each seed its own training subset ...
+    for data in (a, b):  # ... never holding a validation image
+        assert not rows_of(data.train_x) & rows_of(data.val_x)
+    assert rows_of(a.val_x) <= rows_of(full.train_x)
+    assert torch.equal(a.test_x, full.test_x)  # the test set is untouched
+
+
+@pytest.mark.parametrize("val_split, fragment", [
+    (5, "val_split=5 leaves 5 of synthetic's 10 classes without a validation image; give at "
+        "least 10 images"),
+    (0.001, "val_split=0.001 (2 images) leaves 8 of synthetic's 10 classes"),
+    (2000, "val_split=2000 must leave images on both sides of synthetic's 2000 training"),
+])
+def test_a_split_that_cannot_hold_every_class_is_one_line(val_split, fragment):
+    with pytest.raises(UserError) as err:
+        load_dataset("synthetic", val_split=val_split)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_each_epoch_reports_validation_and_test_accuracy(tmp_path):
+    from sdkd_core.recipe import Recipe
+    from study.distill import DistillRun, run
+    from study.runfolder.trials import Pair, PlannedTrial
+    from study.teachers import TeacherCache
+
+    spec = DistillRun(PlannedTrial("kd", Pair("resnet14", "resnet8")), "synthetic",
+                      Recipe(epochs=2, batch_size=32), n_train=800, n_test=200,
+                      teacher_recipe=Recipe(epochs=1), val_split=200)
+    rows = run(spec, TeacherCache(tmp_path), device="cpu", log=lambda _: None)
+    for r in rows:
+        assert {"val_acc", "val_acc_best", "val_loss", "test_acc"} <= r.keys()
+    assert rows[-1]["val_acc"] > 30.0  # it learns, measured on images it never trained on
+    assert rows[-1]["val_acc_best"] == max(r["val_acc"] for r in rows)
+    card = next((tmp_path / "teachers").glob("*.json")).read_text()
+    assert '"val_split": 200' in card  # the teacher held the same images out
+
+
+SPACE = """\
+name: val
+dataset: {{name: synthetic, n_train: 512, n_test: 128{split}}}
+pairs:
+  - {{teacher: resnet14, student: resnet8}}
+baselines: [kd]
+{search}"""
+
+
+@pytest.mark.parametrize("split, search, fragment", [
+    ("", "search: {metric: val_acc}", "search.metric: val_acc needs validation images; set "
+                                      "dataset.val_split"),
+    (", val_split: 1.5", "", "dataset.val_split"),
+    (", val_split: 0", "", "dataset.val_split"),
+])
+def test_bad_validation_settings_are_one_line(tmp_path, split, search, fragment):
+    path = tmp_path / "val.yaml"
+    path.write_text(SPACE.format(split=split, search=search))
+    result = run_cli("study/sweep.py", "--space", str(path), "--dry-run")
+    assert_usage_error(result, fragment)
+
+
+def test_the_search_maximises_validation_accuracy_where_there_is_a_split(tmp_path):
+    from study.space import load_space
+
+    path = tmp_path / "val.yaml"
+    path.write_text(SPACE.format(split=", val_split: 0.1", search=""))
+    assert load_space(path).metric == "val_acc"
+    path.write_text(SPACE.format(split="", search=""))
+    assert load_space(path).metric == "test_acc"
+
+
+def test_distill_refuses_a_split_too_small_in_one_line(tmp_path):
+    result = run_cli("study/distill.py", "--dataset", "synthetic", "--val-split", "3",
+                     "--epochs", "1", "--output", str(tmp_path / "out"),
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert_usage_error(result, "val_split=3 leaves 7 of synthetic's 10 classes")
+    result = run_cli("study/distill.py", "--val-split", "1.5", "--output", str(tmp_path / "o"))
+    assert_usage_error(result, "--val-split")
+
+
+def test_the_tuned_configuration_is_the_validation_argmax_even_where_test_disagrees():
+    """A planted configuration wins on the test set and loses on validation: it is not the
+    one chosen, and the chosen one is reported with its test accuracy."""
+    import pandas as pd
+
+    from analysis.tables import tuned_config
+
+    rows = [("search", 1.0, 80.0, 70.0), ("search", 2.0, 75.0, 90.0),  # 2.0: planted
+            ("confirm", 1.0, 81.0, 71.0), ("confirm", 2.0, 74.0, 91.0)]
+    search = pd.DataFrame(rows, columns=["role", "sdkd.lambda", "val_acc", "test_acc"])
+    chosen = tuned_config(search, "test_acc", ["sdkd.lambda"])
+    assert set(chosen["sdkd.lambda"]) == {1.0}
+    assert sorted(chosen["test_acc"]) == [70.0, 71.0]
+    without = tuned_config(search.drop(columns="val_acc"), "test_acc", ["sdkd.lambda"])
+    assert set(without["sdkd.lambda"]) == {2.0}  # no split: the test set decides (and says so)
+
+
+def test_confirming_runs_go_to_the_validation_best_draw(tmp_path):
+    from study.plan import confirm_trials
+    from study.space import load_space
+
+    path = tmp_path / "val.yaml"
+    path.write_text(SPACE.format(split=", val_split: 0.1", search="search: {method: kd}\n"
+                                 "space:\n  kd.temperature: {type: choice, values: [2, 4]}\n"
+                                 "seeds: [0, 1]"))
+    space = load_space(path)
+    rows = [{"trial_id": f"kd-search-000{i}", "role": "search", "status": "completed",
+             "method": "kd", "teacher": "resnet14", "student": "resnet8", "seed": 0,
+             "kd.temperature": t, "val_acc": v, "test_acc": x}
+            for i, (t, v, x) in enumerate([(2, 60.0, 90.0), (4, 70.0, 50.0)], 1)]
+    (confirm,) = confirm_trials(space, rows)
+    assert confirm.params == {"kd.temperature": 4} and confirm.seed == 1
