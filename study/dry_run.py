@@ -8,7 +8,7 @@ from collections import Counter
 from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, FULL_SIZES, teacher_flops, trial_flops
 from study.experiment import teacher_archs, teacher_spec
-from study.plan import asha_grace_period, confirm_seeds
+from study.plan import asha_grace_period, confirm_seeds, draws_per_method
 from study.runfolder.trials import Pair, PlannedTrial
 from study.space import Space
 from study.teachers import TeacherCache
@@ -28,25 +28,32 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
     print(f"fixed trials: {len(fixed)}")
     for (method, pair), n in counts.items():
         print(f"  {method:<8} {pair:<24} x{n}")
-    dims = ", ".join(space.space) + (", pair" if len(space.pairs) > 1 else "")
-    print(f"drawn trials: {n_search} ({space.search.method}; {space.search.sampler} over "
-          f"{dims or 'nothing'}; scheduler {space.search.scheduler})")
+    budget = draws_per_method(space, n_search)
+    pairs = ", pair" if len(space.pairs) > 1 else ""
+    print(f"drawn trials: {n_search} ({space.search.sampler}; scheduler "
+          f"{space.search.scheduler}; each tuned method the same budget)")
     if n_search and space.search.scheduler == "asha" and (moved := asha_grace_period(space)[1]):
         print(f"  {moved}")
     other_seeds = confirm_seeds(space)
-    n_confirm = (space.search.confirm_top * len(space.pairs) * len(other_seeds)
-                 if n_search and args.max_trials is None else 0)
+    tops = space.search.confirm_top * len(space.pairs) * len(other_seeds)
+    n_confirm = 0
+    flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in fixed)
+    for method, n in budget.items():
+        confirming = tops if n and args.max_trials is None else 0
+        per_trial = statistics.mean(trial_flops(PlannedTrial(method, Pair(p.teacher, p.student)),
+                                                ds, n_train, n_test, epochs)
+                                    for p in space.pairs)
+        cost = (n + confirming) * per_trial
+        flops, n_confirm = flops + cost, n_confirm + confirming
+        dims = ", ".join(space.keys_of(method)) + pairs
+        print(f"  {method:<8} {n} drawn over {dims or 'nothing'} (+{confirming} confirming), "
+              f"up to {cost / 1e15:.3f} PFLOP")
     if n_confirm:
         print(f"confirming trials: up to {n_confirm} (the best {space.search.confirm_top} "
-              f"drawn configuration(s) of each pair again on seeds {other_seeds})")
+              f"drawn configuration(s) of each pair and method again on seeds {other_seeds})")
     total = len(fixed) + n_search + n_confirm
     print(f"total trials: {total}")
 
-    flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in fixed)
-    drawn = [PlannedTrial(space.search.method, Pair(p.teacher, p.student)) for p in space.pairs]
-    if n_search and drawn:
-        flops += (n_search + n_confirm) * statistics.mean(
-            trial_flops(t, ds, n_train, n_test, epochs) for t in drawn)
     teacher_train = space.teacher.n_train or full_train
     teacher_recipe = Recipe.from_dict(space.teacher.recipe_dict())
     for arch in teacher_archs(space):

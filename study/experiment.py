@@ -101,9 +101,11 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     when resuming one that exists. `earlier`: final statuses of the experiment before."""
     from ray import tune
 
+    from study.asha import make_scheduler
     from study.monitor import SweepMonitor
+    from study.plan import draws_per_method
     from study.reaper import TrainReaper
-    from study.search import StudySearcher, make_optuna_search, make_scheduler
+    from study.search import StudySearcher, make_optuna_searches
     from study.trial import tune_trial
     from study.watchdog import StallWatchdog
 
@@ -112,8 +114,9 @@ def make_tuner(space: Space, folder: RunFolder, context: TrialContext, fixed, n_
     if resume and tune.Tuner.can_restore(str(experiment.resolve())):
         return tune.Tuner.restore(str(experiment.resolve()), trainable=trainable,
                                   resume_unfinished=True, resume_errored=True)
-    optuna = make_optuna_search(space, folder.optuna_url) if n_search else None
-    searcher = StudySearcher(space, fixed, optuna, n_search)
+    budget = draws_per_method(space, n_search)
+    searcher = StudySearcher(space, fixed, make_optuna_searches(space, folder.optuna_url, budget),
+                             budget)
     total = len(fixed) + n_search
     monitor = SweepMonitor(folder, total, space.recipe.epochs, space.metric,
                            space.search.mode, earlier=earlier)

@@ -40,12 +40,14 @@ def plan(space: Space, max_trials: int | None) -> tuple[list[PlannedTrial], int]
     return fixed, n_search
 
 
-def optuna_space(space: Space) -> dict[str, Any]:
-    """Optuna distributions over the `space` keys, plus the pair when there are several."""
+def optuna_space(space: Space, method: str) -> dict[str, Any]:
+    """Optuna distributions over `method`'s `space` keys, plus the pair when there are
+    several."""
     import optuna.distributions as od
 
     dists: dict[str, Any] = {}
-    for key, d in space.space.items():
+    for key in space.keys_of(method):
+        d = space.space[key]
         if isinstance(d, Choice):
             dists[key] = od.CategoricalDistribution(d.values)
         elif isinstance(d, LogUniform):
@@ -60,27 +62,46 @@ def optuna_space(space: Space) -> dict[str, Any]:
     return dists
 
 
-def grid_values(space: Space) -> dict[str, list[Any]]:
+def grid_values(space: Space, method: str) -> dict[str, list[Any]]:
     values: dict[str, list[Any]] = {}
-    for key, d in space.space.items():
+    for key in space.keys_of(method):
+        d = space.space[key]
         values[key] = list(d.values) if isinstance(d, Choice) else list(range(d.low, d.high + 1))
     if len(space.pairs) > 1:
         values[PAIR_KEY] = [pair_label(p.teacher, p.student) for p in space.pairs]
     return values
 
 
-def search_trial_count(space: Space) -> int:
-    """Optuna-drawn trials: num_samples, or the grid's size for a grid (each point once)."""
-    if not space.space and len(space.pairs) <= 1:
+def method_trial_count(space: Space, method: str) -> int:
+    """One tuned method's drawn trials: num_samples, or its grid's size (each point once)."""
+    if not space.keys_of(method) and len(space.pairs) <= 1:
         return 0
     if space.search.sampler == "grid":
-        return math.prod(len(v) for v in grid_values(space).values())
+        return math.prod(len(v) for v in grid_values(space, method).values())
     return space.search.num_samples
 
 
+def search_trial_count(space: Space) -> int:
+    """Optuna-drawn trials, of every tuned method."""
+    return sum(method_trial_count(space, m) for m in space.tuned_methods)
+
+
+def draws_per_method(space: Space, n_search: int) -> dict[str, int]:
+    """`n_search` drawn trials shared among the tuned methods in turn (each capped at its own
+    count): equal budgets, also under --max-trials."""
+    budget = dict.fromkeys(space.tuned_methods, 0)
+    caps = {m: method_trial_count(space, m) for m in budget}
+    while n_search > 0 and any(budget[m] < caps[m] for m in budget):
+        for m in budget:
+            if n_search > 0 and budget[m] < caps[m]:
+                budget[m] += 1
+                n_search -= 1
+    return budget
+
+
 def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTrial]:
-    """The best `confirm_top` completed drawn configurations of each pair, on every seed of
-    `seeds` but the one the search ran them on.
+    """The best `confirm_top` completed drawn configurations of each pair and tuned method,
+    on every seed of `seeds` but the one the search ran them on.
 
     One drawn trial is one seed, and the best of many single draws is optimistic; run again on
     the baselines' seeds, the chosen configuration gets a mean ± std comparable to theirs.
@@ -94,12 +115,14 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
     drawn.sort(key=lambda r: (sign * r[metric], r["trial_id"]))
     trials = []
     for p in space.pairs:
-        mine = [r for r in drawn if (r["teacher"], r["student"]) == (p.teacher, p.student)]
-        for r in mine[:top]:
-            drawn_trial = on_its_pair(space, PlannedTrial(
-                r["method"], Pair(p.teacher, p.student), r["seed"],
-                {k: r[k] for k in space.space}, SEARCH, r["trial_id"]))
-            trials += [drawn_trial.confirming(seed) for seed in seeds]
+        for method in space.tuned_methods:
+            mine = [r for r in drawn if (r["teacher"], r["student"], r["method"]) ==
+                    (p.teacher, p.student, method)]
+            for r in mine[:top]:
+                drawn_trial = on_its_pair(space, PlannedTrial(
+                    method, Pair(p.teacher, p.student), r["seed"],
+                    {k: r[k] for k in space.keys_of(method)}, SEARCH, r["trial_id"]))
+                trials += [drawn_trial.confirming(seed) for seed in seeds]
     return trials
 
 
@@ -114,21 +137,35 @@ def asha_grace_period(space: Space) -> tuple[int, str | None]:
     A rung must not rank students that are still the same network: the first rung lies after
     the latest epoch from which some configuration the space can draw starts to change its
     student (`Distiller.first_epoch_configured`: SDKD's phase boundary). Each distribution
-    is tried at its ends (or every choice), on every pair's settings.
+    is tried at its ends (or every choice), on every pair's settings. The rung is one for
+    every tuned method, so that each gets the same epochs before ASHA.
     """
-    from sdkd_core.distillers import get_method, method_config
-
-    method, epochs, asked = space.search.method, space.recipe.epochs, space.search.grace_period
-    cls = get_method(method)
-    samples = [d.values if isinstance(d, Choice) else [d.low, d.high]
-               for d in space.space.values()]
-    latest = max(cls.first_epoch_configured(method_config(method, {
-        **space.pair_settings(p.teacher, p.student, method),
-        **dict(zip(space.space, combo, strict=True))}), epochs)
-        for p in space.pairs for combo in itertools.product(*samples))
+    epochs, asked = space.recipe.epochs, space.search.grace_period
+    latest, label = max((latest_unconfigured_epoch(space, m), get_method_label(m))
+                        for m in space.tuned_methods)
     grace = min(asha_first := max(asked, latest + 1), epochs)
     if asha_first == asked:
         return grace, None
     return grace, (f"ASHA's first rung moved from epoch {asked} (search.grace_period) to "
-                   f"{grace}: {cls.label} students of some configurations the space draws are "
+                   f"{grace}: {label} students of some configurations the space draws are "
                    f"the same network until epoch {latest}, and a rung would rank them by chance")
+
+
+def get_method_label(method: str) -> str:
+    from sdkd_core.distillers import get_method
+
+    return get_method(method).label
+
+
+def latest_unconfigured_epoch(space: Space, method: str) -> int:
+    """The latest epoch from which a configuration of `method` the space can draw changes
+    its student."""
+    from sdkd_core.distillers import get_method, method_config
+
+    keys = space.keys_of(method)
+    samples = [d.values if isinstance(d, Choice) else [d.low, d.high]
+               for d in (space.space[k] for k in keys)]
+    return max(get_method(method).first_epoch_configured(method_config(method, {
+        **space.pair_settings(p.teacher, p.student, method),
+        **dict(zip(keys, combo, strict=True))}), space.recipe.epochs)
+        for p in space.pairs for combo in itertools.product(*samples))

@@ -59,10 +59,19 @@ class Space(Section):
     def recipe_obj(self) -> Recipe:
         return Recipe(**self.recipe.model_dump())
 
+    @property
+    def tuned_methods(self) -> list[str]:
+        """The methods the search tunes, in order; the first is the run's subject."""
+        return list(self.search.methods) or [self.search.method]
+
+    def keys_of(self, method: str) -> list[str]:
+        """The `space` keys of `method`."""
+        return [k for k in self.space if k.rpartition(".")[0] == method]
+
     def trained_methods(self) -> list[str]:
-        """The methods some trial trains: the baselines, and the searched method when the
+        """The methods some trial trains: the baselines, and the tuned methods when the
         space draws anything (a setting, or among several pairs)."""
-        drawn = [self.search.method] if self.space or len(self.pairs) > 1 else []
+        drawn = self.tuned_methods if self.space or len(self.pairs) > 1 else []
         return list(dict.fromkeys([*self.baselines, *drawn]))
 
     def pair_section(self, teacher: str, student: str) -> Pair:
@@ -84,6 +93,16 @@ class Space(Section):
         if self.search.metric is not None:
             return self.search.metric
         return "val_acc" if self.dataset.val_split is not None else "test_acc"
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_tuned_methods(self):
+        s = self.search
+        if s.methods and s.method != s.methods[0]:
+            raise ValueError(f"search: method {s.method} and methods {s.methods} disagree; "
+                             "give search.methods alone (its first is the run's subject)")
+        if len(set(s.methods)) != len(s.methods):
+            raise ValueError(f"search.methods: {s.methods} has duplicates; list each once")
+        return self
 
     @model_validator(mode="after")
     def _validation_metric_needs_a_split(self):

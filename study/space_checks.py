@@ -42,8 +42,12 @@ def check_semantics(path: Path, space: Space) -> None:
     for method in space.baselines:
         if method not in METHODS:
             raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
-    if space.search.method not in METHODS:
-        raise fail(f"search.method: {unknown_choice('method', space.search.method, METHODS)}")
+    where = "search.methods" if space.search.methods else "search.method"
+    for method in space.tuned_methods:
+        if method not in METHODS:
+            raise fail(f"{where}: {unknown_choice('method', method, METHODS)}")
+    if len(space.tuned_methods) > 1:
+        _check_equal_budgets(fail, space)
     for key, items, what in (
         ("seeds", space.seeds, "seed"), ("baselines", space.baselines, "method"),
         ("pairs", [f"{p.teacher}->{p.student}" for p in space.pairs], "teacher/student pair"),
@@ -52,7 +56,7 @@ def check_semantics(path: Path, space: Space) -> None:
             raise fail(f"{key}: {items} has duplicates; list each {what} once")
     _check_pair_overrides(fail, space)
     for method in space.trained_methods():
-        _check_pairs(fail, "baselines" if method in space.baselines else "search.method", space,
+        _check_pairs(fail, "baselines" if method in space.baselines else where, space,
                      method, {})
     for key, dist in space.space.items():
         _check_distribution(fail, space, key, dist)
@@ -118,6 +122,22 @@ def _check_checkpoints(fail, space: Space) -> None:
             raise fail(f"{where}: {err}") from None
 
 
+def _check_equal_budgets(fail, space: Space) -> None:
+    """Several tuned methods: each has something to draw, and a grid draws as many points for
+    each (so every method gets the same number of trials)."""
+    from study.plan import method_trial_count  # (it imports the space module)
+
+    for method in space.tuned_methods:
+        if not space.keys_of(method) and len(space.pairs) == 1:
+            raise fail(f"search.methods: {method} has no space.{method}.* distributions to "
+                       f"tune; add some or drop it from search.methods")
+    counts = {m: method_trial_count(space, m) for m in space.tuned_methods}
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{m} {n}" for m, n in counts.items())
+        raise fail(f"search.sampler: grid sizes differ ({shown} points); equal budgets need "
+                   "equal grids: give each method as many points, or use tpe or random")
+
+
 def _check_distribution(fail, space: Space, key: str, dist) -> None:
     method, _, name = key.rpartition(".")
     if not method:
@@ -125,9 +145,10 @@ def _check_distribution(fail, space: Space, key: str, dist) -> None:
                    f"{space.search.method}.{key}")
     if method not in METHODS:
         raise fail(f"space.{key}: {unknown_choice('method', method, METHODS)}")
-    if method != space.search.method:
-        raise fail(f"space.{key}: the drawn trials train search.method={space.search.method}; "
-                   f"use {space.search.method}.* keys or set search.method: {method}")
+    if method not in space.tuned_methods:
+        tuned = ", ".join(space.tuned_methods)
+        raise fail(f"space.{key}: the search tunes {tuned} only; use their keys, or add "
+                   f"{method} to search.methods")
     if space.search.sampler == "grid" and not isinstance(dist, Choice | IntRange):
         raise fail(f"space.{key}: a grid needs finite values; use type: choice "
                    f"(or int) instead of {dist.type}")

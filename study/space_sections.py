@@ -90,6 +90,18 @@ class Pair(Section):
 
 class SearchSection(Section):
     method: str = "sdkd"
+    # The tuned methods, each with the same budget (sampler, seed, num_samples, ASHA): its
+    # own Optuna study over its own `space.<method>.*` keys. Default: [method].
+    methods: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _subject_from_methods(cls, data):
+        # `method` is the run's subject: the first tuned method when `methods` names them.
+        if isinstance(data, dict) and data.get("methods") and "method" not in data \
+                and isinstance(data["methods"], list):
+            data = {**data, "method": data["methods"][0]}
+        return data
     seed: Seed | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8

@@ -13,21 +13,9 @@ from study.space import Space
 
 def summary(space: Space, rows: list[dict[str, Any]]) -> str:
     """The best drawn configurations per pair, and every method's mean over seeds."""
-    metric = space.metric
     lines = []
-    drawn = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")
-             and _finite(r[metric])]
-    keys = list(space.space)
-    if drawn:
-        label = get_method(space.search.method).label
-        lines.append(f"Best drawn {label} configurations ({metric}, last epoch unless *_best):")
-        for pair in dict.fromkeys(f"{r['teacher']}->{r['student']}" for r in drawn):
-            mine = [r for r in drawn if f"{r['teacher']}->{r['student']}" == pair]
-            mine.sort(key=lambda r: r[metric], reverse=space.search.mode == "max")
-            for r in mine[:3]:
-                params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
-                lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "
-                             f"{r['epochs']} ep  {params}")
+    for method in space.tuned_methods:
+        lines += _best_drawn(space, method, [r for r in rows if r["method"] == method])
     fixed = [r for r in rows if r["role"] == "fixed" and r["status"] == "completed"
              and _finite(r["test_acc"])]
     if fixed:
@@ -58,6 +46,26 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
     if diverged:
         lines.append(f"Diverged (loss NaN or infinite, left out above): {', '.join(diverged)}")
     return "\n".join(lines) if lines else "no finished trials yet"
+
+
+def _best_drawn(space: Space, method: str, rows: list[dict[str, Any]]) -> list[str]:
+    """A tuned method's best drawn configurations per pair, and the epochs its search spent."""
+    metric, keys = space.metric, space.keys_of(method)
+    drawn = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")
+             and _finite(r[metric])]
+    if not drawn:
+        return []
+    spent = sum(int(r["epochs"]) for r in rows if r["role"] == "search")
+    lines = [f"Best drawn {get_method(method).label} configurations ({metric}, last epoch "
+             f"unless *_best; {spent} epochs spent on its search):"]
+    for pair in dict.fromkeys(f"{r['teacher']}->{r['student']}" for r in drawn):
+        mine = [r for r in drawn if f"{r['teacher']}->{r['student']}" == pair]
+        mine.sort(key=lambda r: r[metric], reverse=space.search.mode == "max")
+        for r in mine[:3]:
+            params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
+            lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "
+                         f"{r['epochs']} ep  {params}")
+    return lines
 
 
 def _finite(x) -> bool:

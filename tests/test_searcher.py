@@ -21,11 +21,12 @@ def grid_space(tmp_path):
 
 
 def searcher_for(space, url):
-    from study.plan import plan
-    from study.search import StudySearcher, make_optuna_search
+    from study.plan import draws_per_method, plan
+    from study.search import StudySearcher, make_optuna_searches
 
     fixed, n_search = plan(space, None)
-    s = StudySearcher(space, fixed, make_optuna_search(space, url), n_search)
+    budget = draws_per_method(space, n_search)
+    s = StudySearcher(space, fixed, make_optuna_searches(space, url, budget), budget)
     s.set_search_properties("test_acc", "max", {})
     return s
 
@@ -44,7 +45,7 @@ def test_searcher_resumes_where_it_stopped(tmp_path, sampler):
     space = load_space(path)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     searcher = searcher_for(space, url)
-    assert searcher.n_search == 4
+    assert searcher.budget == {"sdkd": 4}
     first = [searcher.suggest(f"t{i}") for i in range(4)]
     assert [c["role"] for c in first] == ["fixed", "fixed", "search", "search"]
     searcher.on_trial_complete("t0", {"test_acc": 50.0})  # a baseline: Optuna never hears
@@ -84,7 +85,7 @@ def test_a_draw_killed_inside_optunas_ask_comes_again_whole(tmp_path):
     searcher.save(str(tmp_path / "state.pkl"))
 
     study = optuna.load_study(study_name="tiny", storage=url,
-                              sampler=searcher.optuna._ot_study.sampler)
+                              sampler=searcher.optunas["sdkd"]._ot_study.sampler)
     half = study.ask()  # what `ask` had stored when the kill came: a grid point, one value
     name, values = next(iter(grid_values_of(space).items()))
     half.suggest_categorical(name, values)
@@ -108,4 +109,54 @@ def test_a_draw_killed_inside_optunas_ask_comes_again_whole(tmp_path):
 def grid_values_of(space):
     from study.plan import grid_values
 
-    return grid_values(space)
+    return grid_values(space, "sdkd")
+
+
+def two_method_space(tmp_path, samples=2):
+    from study.space import load_space
+
+    path = tiny_space(tmp_path, samples=samples)
+    text = path.read_text().replace(f"  num_samples: {samples}",
+                                    f"  methods: [sdkd, kd]\n  num_samples: {samples}")
+    path.write_text(text.replace("resources:", "  kd.temperature: {type: choice, values: "
+                                              "[2.0, 4.0]}\nresources:"))
+    return load_space(path)
+
+
+def test_tuned_methods_draw_in_turn_from_studies_of_their_own(tmp_path):
+    """Equal budgets by construction: each tuned method gets num_samples draws, in turn, from
+    its own Optuna study over its own keys; a restore neither repeats nor skips one."""
+    import optuna
+    from ray.tune.search import Searcher
+
+    space = two_method_space(tmp_path)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = searcher_for(space, url)
+    assert searcher.budget == {"sdkd": 2, "kd": 2}
+    got = [searcher.suggest(f"t{i}") for i in range(4)]  # two fixed trials, then the draws
+    searcher.save(str(tmp_path / "state.pkl"))
+    rest = [searcher.suggest(f"t{i}") for i in range(4, 7)]
+    assert rest[2] == Searcher.FINISHED
+    drawn = [c for c in got + rest[:2] if c["role"] == "search"]
+    assert [c["trial_name"] for c in drawn] == ["sdkd-search-0001", "kd-search-0001",
+                                                "sdkd-search-0002", "kd-search-0002"]
+    for c in drawn:
+        assert {k.split(".")[0] for k in c["params"]} == {c["method"]}, c
+    restored = searcher_for(space, url)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert [restored.suggest(f"u{i}") for i in range(4, 7)] == rest
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(url))
+    assert names == ["tiny-kd", "tiny-sdkd"]
+    searcher.on_trial_complete("t3", {"test_acc": 42.0})  # kd's first draw: its study only
+    kd = optuna.load_study(study_name="tiny-kd", storage=url)
+    assert [t.value for t in kd.trials if t.state.name == "COMPLETE"] == [42.0]
+    sdkd = optuna.load_study(study_name="tiny-sdkd", storage=url)
+    assert not [t for t in sdkd.trials if t.state.name == "COMPLETE"]
+
+
+def test_max_trials_shares_the_draws_evenly(tmp_path):
+    from study.plan import draws_per_method
+
+    space = two_method_space(tmp_path, samples=3)
+    assert draws_per_method(space, 6) == {"sdkd": 3, "kd": 3}
+    assert draws_per_method(space, 3) == {"sdkd": 2, "kd": 1}
