@@ -84,7 +84,10 @@ def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
 
 
 def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[Path]:
-    drawn = with_pair(run.completed[run.completed["role"] == "search"])
+    owner = param.rpartition(".")[0] or run.method  # a setting's own method; the pair: any
+    done = run.completed
+    drawn = with_pair(done[(done["role"] == "search") & (done["method"] == owner)
+                           if param != PAIR else done["role"] == "search"])
     if param != PAIR and param not in drawn.columns:
         raise Skipped(f"{param} is not a column of results.csv")
     drawn = drawn[drawn[param].notna() & drawn[metric].notna()]

@@ -66,6 +66,12 @@ class Run:
         return method_label(self.method)
 
     @property
+    def tuned_methods(self) -> list[str]:
+        """The methods the search tuned (`search.methods`, else the subject alone)."""
+        search = self.space.get("search") or {}
+        return [str(m) for m in search.get("methods") or []] or [self.method]
+
+    @property
     def baselines(self) -> list[str]:
         """The fixed methods as the space lists them (`baselines:`), in that order."""
         return [str(m) for m in self.space.get("baselines") or []]

@@ -1,18 +1,15 @@
-"""Comparison tables: the run's method against the baselines, per teacher/student pair.
+"""Comparison tables, per teacher/student pair: every method a column.
 
     python -m analysis.tables runs/<name>
 
-The run's method is the one its drawn trials train (`search.method` of the space); every name
-shown is a method's registered label. One row per pair, one column per method (the teacher's
-own accuracy first, then the fixed baselines in registry order, then the run's method with its
-defaults, if it ran as a baseline, and tuned); a cell is the mean ± std over seeds of the trials
-that ran every epoch, with n. Two variants, last-epoch and best-epoch accuracy (the literature
-mixes them). The best cell of a row is bold; a row under it gives each column's difference to
-the reference, the first other method of the space's `baselines:`; the run's method's cells
-carry a Welch t-test against the strongest other baseline (* p < 0.05, ** p < 0.01, ns
-otherwise; nothing when either side has fewer than two seeds). On CIFAR-100 the published
-numbers of the same pairs sit in a row below. Written as Markdown, LaTeX (booktabs) and CSV
-(long form, every statistic) under report/tables/.
+Columns: the teacher, the fixed baselines (registry order), then each tuned method (the
+run's subject first) with its defaults, if it ran as a baseline, and tuned. A cell is the mean
+± std over seeds of the trials that ran every epoch, with n; last-epoch and best-epoch
+variants. The best cell of a row is bold; a Δ row gives each column minus the reference (the
+first other method of `baselines:`); each tuned method's cells carry a Welch t-test against
+the strongest column of another method (* p < 0.05, ** p < 0.01, ns; nothing under two
+seeds). CIFAR-100 rows show the published numbers below. Markdown, LaTeX and CSV (long form,
+every statistic) under report/tables/.
 """
 
 from __future__ import annotations
@@ -26,26 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cli import check_analysis_flags
+from analysis.published import TEACHER, published_number
 from analysis.run import METRICS, Run, load_run, method_label, method_order, pair_label
 from sdkd_core.cli import OneLineParser, run_main
 from sdkd_core.files import atomic_write, write_text
 from sdkd_core.stats import mean_std, mean_std_text
-
-TEACHER = "teacher"
-
-# Published CIFAR-100 top-1 (CRD / DKD / SHAKE papers), keyed by (teacher, student).
-PUBLISHED = {
-    ("resnet32x4", "resnet8x4"): {TEACHER: 79.42, "vanilla": 72.50, "KD": 73.33, "DKD": 76.32,
-                                  "SHAKE": 77.35},
-    ("wrn_40_2", "wrn_16_2"): {TEACHER: 75.61, "vanilla": 73.26, "KD": 74.92, "DKD": 76.23,
-                               "SHAKE": 76.62},
-    ("resnet56", "resnet20"): {TEACHER: 72.34, "vanilla": 69.06, "KD": 70.66, "DKD": 71.97,
-                               "SHAKE": 72.04},
-    ("resnet110", "resnet32"): {TEACHER: 74.31, "vanilla": 71.14, "KD": 73.08, "DKD": 74.11},
-    ("vgg13", "vgg8"): {TEACHER: 74.64, "vanilla": 70.36, "KD": 72.98, "DKD": 74.68,
-                        "SHAKE": 74.84},
-    ("resnet32x4", "shufflev2"): {TEACHER: 79.42, "vanilla": 71.82, "KD": 74.45, "DKD": 77.07},
-}
 
 
 @dataclass
@@ -67,13 +49,31 @@ class Cell:
 
 def subject_columns(run: Run) -> tuple[str, str]:
     """The columns of the run's own method: run with its defaults, and tuned by the search."""
-    return f"{run.label} (defaults)", f"{run.label} (tuned)"
+    return method_columns(run.method)
+
+
+def method_columns(method: str) -> tuple[str, str]:
+    """A tuned method's two columns: with its defaults (as a baseline), and tuned."""
+    label = method_label(method)
+    return f"{label} (defaults)", f"{label} (tuned)"
+
+
+def tuned_columns(run: Run) -> set[str]:
+    """Every column of a tuned method: the cells the t-tests are about."""
+    return {c for m in run.tuned_methods for c in method_columns(m)}
+
+
+def owner_columns(run: Run, column: str) -> set[str]:
+    """The columns of the same method as `column` (itself alone for an untuned one)."""
+    return next((set(method_columns(m)) for m in run.tuned_methods
+                 if column in method_columns(m)), {column})
 
 
 def reference(run: Run) -> str | None:
     """The label the Δ row subtracts: the first method of `baselines:` besides the run's own."""
-    others = [m for m in run.baselines if m != run.method]
-    return method_label(others[0]) if others else None
+    first = next((m for m in run.baselines if m != run.method), None)
+    return None if first is None else method_columns(first)[0] \
+        if first in run.tuned_methods else method_label(first)
 
 
 def selection_metric(frame: pd.DataFrame, metric: str) -> str:
@@ -112,24 +112,26 @@ def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[st
     if card is not None and metric in card:
         cells[TEACHER] = Cell([float(card[metric])])
     fixed = done[done["role"] == "fixed"]
-    for method in method_order(set(fixed["method"]) - {run.method}):
+    tuned_methods = run.tuned_methods
+    for method in method_order(set(fixed["method"]) - set(tuned_methods)):
         cells[method_label(method)] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
-    defaults, tuned = subject_columns(run)
-    if (fixed["method"] == run.method).any():
-        cells[defaults] = Cell(fixed.loc[fixed["method"] == run.method, metric].tolist())
-    search = done[done["role"].isin(["search", "confirm"])]
-    if not search.empty:
-        params = [c for c in run.search_space if c in search.columns]
-        cells[tuned] = Cell(tuned_config(search, metric, params)[metric].tolist())
+    for method in tuned_methods:  # the run's subject first
+        defaults, tuned = method_columns(method)
+        if (fixed["method"] == method).any():
+            cells[defaults] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
+        search = done[done["role"].isin(["search", "confirm"]) & (done["method"] == method)]
+        if not search.empty:
+            params = [c for c in run.search_space if c in search.columns
+                      and c.rpartition(".")[0] == method]
+            cells[tuned] = Cell(tuned_config(search, metric, params)[metric].tolist())
     return cells
 
 
 def published(run: Run, teacher: str, student: str, column: str) -> float:
-    """The papers' CIFAR-100 number of a column (the run's method's under both its columns)."""
-    if run.dataset != "cifar100":
-        return math.nan
-    key = run.label if column in subject_columns(run) else column
-    return PUBLISHED.get((teacher, student), {}).get(key, math.nan)
+    """The papers' CIFAR-100 number of a column (a tuned method's under both its columns)."""
+    owner = next((m for m in run.tuned_methods if column in method_columns(m)), None)
+    return published_number(run.dataset, teacher, student,
+                            method_label(owner) if owner else column)
 
 
 def welch(a: Cell, b: Cell) -> float | None:
@@ -153,25 +155,26 @@ def comparison(run: Run, metric: str = "test_acc") -> pd.DataFrame:
     """Long form: one row per (pair, column) with mean, std, n, delta to the reference, the
     t-test's other side and p, best."""
     rows = []
-    subject, ref = subject_columns(run), reference(run)
+    tested_columns, ref = tuned_columns(run), reference(run)
     for teacher, student in run.pairs():
         cells = cells_for_pair(run, teacher, student, metric)
         students = {k: c for k, c in cells.items() if k != TEACHER}
         if not students:
             continue
         base = cells.get(ref) if ref else None
-        baselines = {k: c for k, c in students.items() if k not in subject}
-        strongest = max(baselines, key=lambda k: baselines[k].mean) if baselines else None
         best = max(students, key=lambda k: students[k].mean)
         for column, cell in cells.items():
-            tested = column in subject and strongest is not None
+            # A tuned method's cell against the strongest column of any other method.
+            others = {k: c for k, c in students.items() if k not in owner_columns(run, column)}
+            strongest = max(others, key=lambda k: others[k].mean) if others else None
+            tested = column in tested_columns and strongest is not None
             rows.append({
                 "teacher": teacher, "student": student, "column": column, "metric": metric,
                 "mean": cell.mean, "std": cell.std, "n": cell.n,
                 "reference": ref if base else "",
                 "delta": cell.mean - base.mean if base and column != TEACHER else math.nan,
                 "versus": strongest if tested else "",
-                "p_value": welch(cell, baselines[strongest]) if tested else None,
+                "p_value": welch(cell, others[strongest]) if tested else None,
                 "best": column == best,
                 "published": published(run, teacher, student, column),
             })
@@ -235,25 +238,26 @@ def write_tables(run: Run, out: Path | None = None) -> list[Path]:
 
 
 def caption(run: Run, long: pd.DataFrame, what: str) -> str:
-    label, ref = run.label, reference(run)
-    defaults, tuned = subject_columns(run)
-    shown = set(long["column"]) if not long.empty else set()
+    ref, shown = reference(run), set(long["column"]) if not long.empty else set()
     parts = [f"{run.name}: {run.dataset} test accuracy (%), {what}, mean ± std over seeds "
              f"({run.n_epochs} epochs). Bold: best student."]
-    if shown & {defaults, tuned}:
-        parts.append(f"{label} vs the strongest other baseline, Welch's t-test: * p<0.05, "
-                     "** p<0.01, ns not significant.")
-    if defaults in shown:
-        parts.append(f"'{defaults}' is {label} with its default settings, run as a baseline.")
-    if tuned in shown and selection_metric(run.completed, "test_acc") == "val_acc":
-        parts.append(f"'{tuned}' is the configuration drawn by the search with the best mean "
-                     "validation accuracy (held-out training images), reported on the test set, "
-                     "which took no part in the choice; after a confirming run, its mean covers "
-                     "every seed.")
-    elif tuned in shown:
-        parts.append(f"'{tuned}' is the configuration drawn by the search with the best mean, "
-                     "chosen on the test set (optimistic); after a confirming run, its mean "
-                     "covers every seed.")
+    if shown & tuned_columns(run):
+        who = " and ".join(method_label(m) for m in run.tuned_methods)
+        each = " each" if len(run.tuned_methods) > 1 else ""
+        parts.append(f"{who}{each} vs the strongest other baseline, Welch's t-test: "
+                     "* p<0.05, ** p<0.01, ns not significant.")
+    by_validation = selection_metric(run.completed, "test_acc") == "val_acc"
+    for method in run.tuned_methods:
+        (defaults, tuned), label = method_columns(method), method_label(method)
+        if defaults in shown:
+            parts.append(f"'{defaults}' is {label} with its default settings, run as a "
+                         "baseline.")
+        if tuned in shown:
+            parts.append(f"'{tuned}' is {label}'s drawn configuration with the best mean " + (
+                "validation accuracy (held-out training images), reported on the test set, "
+                "which took no part in the choice" if by_validation else
+                "test accuracy, chosen on the test set (optimistic)") +
+                "; after a confirming run, its mean covers every seed.")
     if ref and ref in shown:
         parts.append(f"Δ vs {ref}: each column minus {ref}, the first other method of the "
                      "space's baselines.")

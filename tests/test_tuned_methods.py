@@ -74,3 +74,62 @@ def test_dry_run_shows_each_tuned_methods_draws_and_cost(tmp_path):
     assert "  sdkd     2 drawn over sdkd.lambda (+1 confirming), up to " in out, out
     assert "  shake    2 drawn over shake.beta (+1 confirming), up to " in out, out
     assert "total trials: 8" in out  # 2 vanilla, 2 x 2 drawn, 2 x 1 confirming
+
+
+SWEEP = """\
+name: two
+dataset: {name: synthetic, n_train: 384, n_test: 128, val_split: 100}
+recipe: {epochs: 3, batch_size: 32}
+teacher: {epochs: 1}
+pairs:
+  - {teacher: resnet14, student: resnet8}
+baselines: [vanilla]
+seeds: [0, 1]
+search: {methods: [dkd, kd], sampler: grid, grace_period: 1, reduction_factor: 2}
+space:
+  dkd.beta: {type: choice, values: [2.0, 8.0]}
+  kd.temperature: {type: choice, values: [2.0, 4.0]}
+resources: {max_concurrent: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("two")
+    (base / "two.yaml").write_text(SWEEP)
+    result = run_cli("study/sweep.py", "--space", str(base / "two.yaml"), "--output",
+                     str(base / "run"), "--cache-dir", str(base / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base / "run", result
+
+
+@pytest.mark.slow
+def test_two_tuned_methods_get_equal_budgets_and_studies_and_columns(two_run):
+    import csv
+
+    import optuna
+
+    run, result = two_run
+    with open(run / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    drawn = {m: [r for r in rows if r["role"] == "search" and r["method"] == m]
+             for m in ("dkd", "kd")}
+    assert [len(d) for d in drawn.values()] == [2, 2]  # equal sample counts
+    for d in drawn.values():  # equal epochs before ASHA: its first rung, epoch 1, for both
+        assert all(int(r["epochs"]) >= 1 for r in d)
+    assert {(r["method"], r["seed"]) for r in rows if r["role"] == "confirm"} == \
+        {("dkd", "1"), ("kd", "1")}
+    url = f"sqlite:///{run / 'optuna.db'}"
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(url)) == \
+        ["two-dkd", "two-kd"]
+    for method in ("dkd", "kd"):
+        study = optuna.load_study(study_name=f"two-{method}", storage=url)
+        assert {k.split(".")[0] for t in study.trials for k in t.params} == {method}
+    assert "Best drawn DKD configurations" in result.stdout
+    assert "Best drawn KD configurations" in result.stdout
+    md = (run / "report" / "tables" / "comparison_last.md").read_text()
+    assert "DKD (tuned)" in md and "KD (tuned)" in md
+    assert "DKD and KD each vs the strongest other baseline" in md
+    for line in md.splitlines():
+        if line.startswith("| resnet14"):
+            assert line.count("(n=2)") == 3, line  # vanilla and both tuned columns: 2 seeds
