@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.cli import check_analysis_flags
 from analysis.published import TEACHER, published_number
 from analysis.run import METRICS, Run, load_run, method_label, method_order, pair_label
+from analysis.significance import compare, lookup, stars
 from sdkd_core.cli import OneLineParser, run_main
 from sdkd_core.files import atomic_write, write_text
 from sdkd_core.stats import mean_std, mean_std_text
@@ -134,51 +135,35 @@ def published(run: Run, teacher: str, student: str, column: str) -> float:
                             method_label(owner) if owner else column)
 
 
-def welch(a: Cell, b: Cell) -> float | None:
-    """Welch's t-test p-value (two-sided), or None when either side has fewer than 2 seeds."""
-    if a.n < 2 or b.n < 2:
-        return None
-    if a.std == 0 and b.std == 0:
-        return 0.0 if a.mean != b.mean else 1.0
-    from scipy import stats  # a second to import: only when a table needs a test
-
-    return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
-
-
-def stars(p: float | None) -> str:
-    if p is None or math.isnan(p):
-        return ""
-    return "**" if p < 0.01 else "*" if p < 0.05 else " ns"
-
-
-def comparison(run: Run, metric: str = "test_acc") -> pd.DataFrame:
-    """Long form: one row per (pair, column) with mean, std, n, delta to the reference, the
-    t-test's other side and p, best."""
-    rows = []
-    tested_columns, ref = tuned_columns(run), reference(run)
-    for teacher, student in run.pairs():
-        cells = cells_for_pair(run, teacher, student, metric)
+def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long form: one row per pair and column with mean, std, n, delta to the reference, the
+    strongest other method's column and the Holm-adjusted p against it, best; every test of
+    the table: `significance.compare`)."""
+    rows, tested, ref = [], tuned_columns(run), reference(run)
+    by_pair = {pair: cells_for_pair(run, *pair, metric) for pair in run.pairs()}
+    tests = compare({pair: {k: c.values for k, c in cells.items() if k != TEACHER}
+                     for pair, cells in by_pair.items()}, tested)
+    for (teacher, student), cells in by_pair.items():
         students = {k: c for k, c in cells.items() if k != TEACHER}
         if not students:
             continue
         base = cells.get(ref) if ref else None
         best = max(students, key=lambda k: students[k].mean)
         for column, cell in cells.items():
-            # A tuned method's cell against the strongest column of any other method.
             others = {k: c for k, c in students.items() if k not in owner_columns(run, column)}
-            strongest = max(others, key=lambda k: others[k].mean) if others else None
-            tested = column in tested_columns and strongest is not None
+            strongest = max(others, key=lambda k: others[k].mean) \
+                if column in tested and others else ""
+            test = lookup(tests, teacher, student, column, strongest) if strongest else None
             rows.append({
                 "teacher": teacher, "student": student, "column": column, "metric": metric,
                 "mean": cell.mean, "std": cell.std, "n": cell.n,
                 "reference": ref if base else "",
                 "delta": cell.mean - base.mean if base and column != TEACHER else math.nan,
-                "versus": strongest if tested else "",
-                "p_value": welch(cell, others[strongest]) if tested else None,
+                "versus": strongest, "p_value": test.p_holm if test else None,
                 "best": column == best,
                 "published": published(run, teacher, student, column),
             })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame([c.row() for c in tests])
 
 
 def _cell_text(r, bold, pm: str) -> str:
@@ -215,15 +200,19 @@ def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -
 
 
 def write_tables(run: Run, out: Path | None = None) -> list[Path]:
-    """comparison_{last,best}.{md,tex,csv} under report/tables/; returns the paths."""
+    """comparison_{last,best}.{md,tex,csv} and every test, tests_{last,best}.csv, under
+    report/tables/; returns the paths."""
     out = out or run.folder.report_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for metric, what in METRICS.items():
-        long = comparison(run, metric)
-        stem = out / f"comparison_{'last' if metric == 'test_acc' else 'best'}"
+        long, tests = comparison(run, metric)
+        kind = "last" if metric == "test_acc" else "best"
+        stem = out / f"comparison_{kind}"
         note = caption(run, long, what)
         atomic_write(stem.with_suffix(".csv"), lambda tmp, t=long: t.to_csv(tmp, index=False))
+        atomic_write(out / f"tests_{kind}.csv", lambda tmp, t=tests: t.to_csv(tmp, index=False))
+        written.append(out / f"tests_{kind}.csv")
         md = wide(long, lambda s: f"**{s}**")
         write_text(stem.with_suffix(".md"), f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")
         tex = wide(long, lambda s: f"\\textbf{{{s}}}", pm="$\\pm$",
@@ -244,8 +233,10 @@ def caption(run: Run, long: pd.DataFrame, what: str) -> str:
     if shown & tuned_columns(run):
         who = " and ".join(method_label(m) for m in run.tuned_methods)
         each = " each" if len(run.tuned_methods) > 1 else ""
-        parts.append(f"{who}{each} vs the strongest other baseline, Welch's t-test: "
-                     "* p<0.05, ** p<0.01, ns not significant.")
+        parts.append(f"{who}{each} vs the strongest other baseline, Welch's t-test, p adjusted "
+                     "by Holm over every comparison of the table (each tuned method's cells "
+                     "against every other column; all in tests_*.csv with the difference of "
+                     "means and its 95% CI): * p<0.05, ** p<0.01, ns not significant.")
     by_validation = selection_metric(run.completed, "test_acc") == "val_acc"
     for method in run.tuned_methods:
         (defaults, tuned), label = method_columns(method), method_label(method)

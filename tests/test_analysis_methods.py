@@ -58,7 +58,7 @@ def test_tables_name_the_runs_own_method_by_its_label(tmp_path):
              "dkd.warmup_epochs": {"type": "choice", "values": [1, 2]}}
     run = load_run(fake_run(tmp_path / "run", "dkd", ["kd", "vanilla", "dkd"], DKD_CELLS, space))
     assert (run.method, run.label) == ("dkd", "DKD")
-    long = comparison(run)
+    long, tests = comparison(run)
     cells = {r["column"]: r for _, r in long.iterrows()}
     assert list(cells) == ["vanilla", "KD", "DKD (defaults)", "DKD (tuned)"]  # registry order
     assert cells["DKD (tuned)"]["mean"] == pytest.approx(76.5)  # the better drawn configuration
@@ -66,12 +66,26 @@ def test_tables_name_the_runs_own_method_by_its_label(tmp_path):
     # The Δ row: the first baseline of the space besides DKD (kd).
     assert {r["reference"] for r in cells.values()} == {"KD"}
     assert cells["vanilla"]["delta"] == pytest.approx(70.5 - 72.75)
-    # Welch's test: only DKD's cells, against the strongest other baseline (KD).
+    # Welch's test: only DKD's cells, each against every other column (its two cells once),
+    # Holm-adjusted over those five; the mark is against the strongest other method (KD).
     tested = {c: r for c, r in cells.items() if r["versus"]}
     assert list(tested) == ["DKD (defaults)", "DKD (tuned)"]
     assert {r["versus"] for r in tested.values()} == {"KD"}
-    expected = stats.ttest_ind([76.0, 77.0], [72.0, 73.5], equal_var=False).pvalue
-    assert tested["DKD (tuned)"]["p_value"] == pytest.approx(expected)
+    seeds = {"vanilla": [70.0, 71.0], "KD": [72.0, 73.5], "DKD (defaults)": [74.0, 75.0],
+             "DKD (tuned)": [76.0, 77.0]}
+    made = [("DKD (defaults)", "vanilla"), ("DKD (defaults)", "KD"),
+            ("DKD (defaults)", "DKD (tuned)"), ("DKD (tuned)", "vanilla"), ("DKD (tuned)", "KD")]
+    raw = [stats.ttest_ind(seeds[a], seeds[b], equal_var=False).pvalue for a, b in made]
+    ranked = sorted(raw)  # Holm by hand: the k-th smallest times (5 - k), running maximum
+    steps = np.maximum.accumulate([min(1.0, (5 - k) * p) for k, p in enumerate(ranked)])
+    holm = {pair: steps[ranked.index(p)] for pair, p in zip(made, raw, strict=True)}
+    assert len(tests) == 5
+    for _, t in tests.iterrows():
+        key = (t["column"], t["versus"])
+        assert t["p_holm"] == pytest.approx(holm[key])
+        assert t["diff"] == pytest.approx(np.mean(seeds[key[0]]) - np.mean(seeds[key[1]]))
+        assert t["ci_low"] < t["diff"] < t["ci_high"]
+    assert tested["DKD (tuned)"]["p_value"] == pytest.approx(holm[("DKD (tuned)", "KD")])
     assert cells["DKD (tuned)"]["best"] and not cells["KD"]["best"]
     assert cells["DKD (defaults)"]["published"] == 71.97  # the DKD paper's resnet56 → resnet20
     paths = write_tables(run, tmp_path / "tables")
@@ -131,7 +145,7 @@ def test_a_runs_plugin_methods_are_registered_before_labels_are_read(tmp_path, m
     cells = {("fixed", "kd", ()): [72.0, 73.0], ("search", "mykd", ()): [74.0, 75.0]}
     run = load_run(fake_run(tmp_path / "run", "mykd", ["kd"], cells, {},
                             plugins=("analysis_plugin_kd",)))
-    assert list(comparison(run)["column"]) == ["KD", "MyKD (tuned)"]
+    assert list(comparison(run)[0]["column"]) == ["KD", "MyKD (tuned)"]
     missing = fake_run(tmp_path / "missing", "mykd", ["kd"], cells, {},
                        plugins=("absent_plugin",))
     with pytest.raises(UserError, match="space.yaml: plugins: plugin 'absent_plugin' not found"):
