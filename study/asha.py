@@ -32,7 +32,8 @@ class SearchOnlyASHA(FIFOScheduler):
     def __init__(self, methods: list[str], experiment_dir: str | None = None, **asha):
         super().__init__()
         self.asha = {m: ASHAScheduler(**asha) for m in methods}
-        self.metric, self.metric_op = asha["metric"], 1.0 if asha["mode"] == "max" else -1.0
+        self._metric, self._mode = asha["metric"], asha["mode"]  # TrialScheduler's own
+        self.metric_op = 1.0 if asha["mode"] == "max" else -1.0
         self.time_attr = asha["time_attr"]
         self.experiment_dir = experiment_dir
         self.replayed = False
@@ -54,7 +55,7 @@ class SearchOnlyASHA(FIFOScheduler):
             if config.get("role") in FULL_LENGTH or asha is None or len(asha._brackets) != 1:
                 continue
             for r in results:
-                value, epoch = r.get(self.metric), r.get(self.time_attr)
+                value, epoch = r.get(self._metric), r.get(self.time_attr)
                 if is_diverged(r) or value is None or epoch is None or "trial_id" not in r \
                         or not math.isfinite(value):
                     continue

@@ -79,15 +79,9 @@ class TeacherSpec:
         if self.checkpoint is not None:
             return {"format": CACHE_FORMAT, "dataset": self.dataset, "n_test": self.n_test,
                     "arch": self.arch, "checkpoint_sha256": self._checkpoint_sha256}
-        identity = {
-            "format": CACHE_FORMAT,
-            "dataset": self.dataset,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "arch": self.arch,
-            "recipe": self.recipe.to_dict(),
-            "seed": self.seed,
-        }
+        identity = {"format": CACHE_FORMAT, "dataset": self.dataset, "n_train": self.n_train,
+                    "n_test": self.n_test, "arch": self.arch, "recipe": self.recipe.to_dict(),
+                    "seed": self.seed}
         if self.val_split is not None:  # (absent otherwise: earlier teachers keep their key)
             identity["val_split"] = self.val_split
         return identity
