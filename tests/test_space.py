@@ -45,7 +45,7 @@ def test_valid_space_loads_with_defaults(tmp_path):
     assert space.name == "fmnist-ablations" and len(space.pairs) == 2
     assert space.recipe_obj().epochs == 8 and space.recipe_obj().schedule == "cosine"
     assert space.space["sdkd.lambda"].low == 0.1
-    assert space.resources.use_gpu is False and space.search.metric == "test_acc"
+    assert space.resources.use_gpu is False and space.metric == "test_acc"
 
 
 PAIR = "  - {teacher: resnet20, student: resnet8}"

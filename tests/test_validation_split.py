@@ -50,12 +50,12 @@ def test_each_epoch_reports_validation_and_test_accuracy(tmp_path):
     from study.teachers import TeacherCache
 
     spec = DistillRun(PlannedTrial("kd", Pair("resnet14", "resnet8")), "synthetic",
-                      Recipe(epochs=2, batch_size=32), n_train=800, n_test=200,
-                      teacher_recipe=Recipe(epochs=1), val_split=200)
+                      Recipe(epochs=2, batch_size=32), n_test=200,
+                      teacher_recipe=Recipe(epochs=2), val_split=200)
     rows = run(spec, TeacherCache(tmp_path), device="cpu", log=lambda _: None)
     for r in rows:
         assert {"val_acc", "val_acc_best", "val_loss", "test_acc"} <= r.keys()
-    assert rows[-1]["val_acc"] > 30.0  # it learns, measured on images it never trained on
+    assert rows[-1]["val_acc"] > 40.0  # it learns, measured on images it never trained on
     assert rows[-1]["val_acc_best"] == max(r["val_acc"] for r in rows)
     card = next((tmp_path / "teachers").glob("*.json")).read_text()
     assert '"val_split": 200' in card  # the teacher held the same images out
