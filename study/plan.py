@@ -140,8 +140,10 @@ def asha_grace_period(space: Space) -> tuple[int, str | None]:
     is tried at its ends (or every choice), on every pair's settings. The rung is one for
     every tuned method, so that each gets the same epochs before ASHA.
     """
+    from sdkd_core.distillers import get_method
+
     epochs, asked = space.recipe.epochs, space.search.grace_period
-    latest, label = max((latest_unconfigured_epoch(space, m), get_method_label(m))
+    latest, label = max((latest_unconfigured_epoch(space, m), get_method(m).label)
                         for m in space.tuned_methods)
     grace = min(asha_first := max(asked, latest + 1), epochs)
     if asha_first == asked:
@@ -149,12 +151,6 @@ def asha_grace_period(space: Space) -> tuple[int, str | None]:
     return grace, (f"ASHA's first rung moved from epoch {asked} (search.grace_period) to "
                    f"{grace}: {label} students of some configurations the space draws are "
                    f"the same network until epoch {latest}, and a rung would rank them by chance")
-
-
-def get_method_label(method: str) -> str:
-    from sdkd_core.distillers import get_method
-
-    return get_method(method).label
 
 
 def latest_unconfigured_epoch(space: Space, method: str) -> int:
