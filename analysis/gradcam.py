@@ -2,10 +2,11 @@
 
     python -m analysis.gradcam runs/<name> [--images 64] [--show 6]
 
-From the run folder: the pretrained teacher (teachers/), the best trial of the run's method
+From the run folder: the pretrained teacher (teachers/), the chosen trial of the run's method
 (`search.method`): each extra network it trains (its `heads`, e.g. a proxy teacher) and its
-student, and the student of each baseline on the same pair and seed (final checkpoints in
-tune/). On the same N test images (balanced over classes) with the true class as target:
+student, and the student of each other method on the same pair and seed (final checkpoints in
+tune/); every method as the tables choose it (analysis/selection.py, never by test accuracy).
+On the same N test images (balanced over classes) with the true class as target:
 
 - Grad-CAM++ maps of each network's last stage (the grad-cam package's `GradCAMPlusPlus`);
 - the pairwise similarity of the maps, Pearson and cosine per image, mean and std over images;
@@ -38,6 +39,7 @@ from torch import nn  # noqa: E402
 from analysis.cli import check_analysis_flags  # noqa: E402
 from analysis.plots import save  # noqa: E402
 from analysis.run import Run, Skipped, load_run, method_label, method_order, pair_label  # noqa: E402
+from analysis.selection import chosen_trials, on_pair, selection_metric  # noqa: E402
 from sdkd_core.cli import OneLineParser, run_main  # noqa: E402
 from sdkd_core.data import DATASET_INFO, load_dataset  # noqa: E402
 from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
@@ -127,27 +129,33 @@ class Networks:
     best: pd.Series  # the results.csv row of the best trial of the run's method
 
 
-def load_networks(run: Run) -> Networks:
-    """The teacher, then the heads and the student of the best trial of the run's method, then
-    the student of each other fixed baseline on the same pair (same seed where there is one)."""
-    done = run.completed
-    mine = done[done["method"] == run.method]
-    if mine.empty:
+def load_networks(run: Run, seed: int | None = None) -> Networks:
+    """The teacher, then the heads and the student of the run's method, then the student of
+    each other method on the same pair and seed: each method as the tables choose it (tuned
+    by validation accuracy where the run tuned it, else at its defaults). The pair is the one
+    where the run's method chose best; the seed, `seed` or the first one it ran."""
+    candidates = [(t, s, chosen_trials(run, run.method, t, s)) for t, s in run.pairs()]
+    candidates = [c for c in candidates if not c[2].empty]
+    if not candidates:
         raise Skipped(f"no {run.label} trial ran all its epochs, so there is no trained "
                       f"{run.label} network to show")
-    best = mine.loc[mine["test_acc"].idxmax()]
-    teacher = run.teacher_network(best["teacher"])
+    teacher_arch, student_arch, mine = max(
+        candidates, key=lambda c: c[2][selection_metric(c[2], "test_acc")].mean())
+    mine = mine.sort_values("seed", kind="stable")
+    best = mine[mine["seed"] == seed].iloc[0] if seed in set(mine["seed"]) else mine.iloc[0]
+    teacher = run.teacher_network(teacher_arch)
     method = run.trial_method(best["trial_id"], teacher)
     models: dict[str, nn.Module] = {"teacher": teacher}
     models.update({name: method.extra_network(key) for key, name in method.heads.items()})
     models[f"{run.label} student"] = method.student
-    fixed = done[(done["role"] == "fixed") & (done["method"] != run.method)
-                 & (done["teacher"] == best["teacher"]) & (done["student"] == best["student"])]
-    for name in method_order(fixed["method"]):
-        group = fixed[fixed["method"] == name]
-        trial = group.sort_values("seed", key=lambda s: s != best["seed"], kind="stable")
-        models[f"{method_label(name)} student"] = run.trial_method(trial.iloc[0]["trial_id"],
-                                                                   teacher).student
+    others = set(on_pair(run, teacher_arch, student_arch)["method"]) - {run.method}
+    for name in method_order(others):
+        trials = chosen_trials(run, name, teacher_arch, student_arch)
+        same_seed = trials[trials["seed"] == best["seed"]]
+        if same_seed.empty:
+            continue  # a seed this method did not run (or did not finish) on
+        models[f"{method_label(name)} student"] = run.trial_method(
+            same_seed.iloc[0]["trial_id"], teacher).student
     return Networks(models, best)
 
 

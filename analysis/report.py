@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.claims import evaluate_claims
 from analysis.cli import check_analysis_flags
+from analysis.protocol import claims_html, protocol_html, write_claims
 from analysis.run import Run, Skipped, load_run, method_class, method_label
 from analysis.tables import write_tables
 from sdkd_core.cli import OneLineParser, run_main
@@ -115,6 +117,9 @@ def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
 
     log(f"report: tables for {run.name}")
     tables = write_tables(run)
+    verdicts = evaluate_claims(run, n_images, explain=gradcam, log=log)
+    claims_csv = write_claims(verdicts, report / "claims.csv")
+    sections.append(protocol_html(run) + claims_html(run, verdicts, claims_csv, report))
     parts = ["<h2 id='tables'>Comparison with the baselines</h2>"]
     for md in (p for p in tables if p.suffix == ".md"):
         parts.append(markdown_table_to_html(md))
@@ -180,8 +185,9 @@ def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
 <style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(run.name)}: {html.escape(run.label)} study report</h1>
-<nav><a href="#tables">tables</a><a href="#ablations">ablations</a><a href="#curves">learning
-curves</a><a href="#optuna">search</a><a href="#gradcam">Grad-CAM++</a></nav>
+<nav><a href="#protocol">protocol</a><a href="#claims">claims</a><a href="#tables">tables</a>
+<a href="#ablations">ablations</a><a href="#curves">learning curves</a>
+<a href="#optuna">search</a><a href="#gradcam">Grad-CAM++</a></nav>
 {summary_html(run)}
 {"".join(sections)}
 <p class="note">Rebuild: <code>python -m analysis.report {html.escape(str(run.root))}</code>.

@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.cli import check_analysis_flags
 from analysis.published import TEACHER, published_number
 from analysis.run import METRICS, Run, load_run, method_label, method_order, pair_label
+from analysis.selection import on_pair, selection_metric, tuned_trials
 from analysis.significance import compare, lookup, stars
 from sdkd_core.cli import OneLineParser, run_main
 from sdkd_core.files import atomic_write, write_text
@@ -77,37 +78,8 @@ def reference(run: Run) -> str | None:
         if first in run.tuned_methods else method_label(first)
 
 
-def selection_metric(frame: pd.DataFrame, metric: str) -> str:
-    """What picks the tuned configuration for a table of `metric`: its validation twin
-    (val_acc for test_acc) wherever the trials measured one, so the test set only reports."""
-    twin = metric.replace("test_", "val_", 1)
-    if twin in frame.columns and frame[twin].notna().all():
-        return twin
-    return metric
-
-
-def tuned_config(search: pd.DataFrame, metric: str, param_cols: list[str]) -> pd.DataFrame:
-    """The trials of the drawn configuration with the best mean (all its seeds) of
-    `selection_metric`: validation accuracy where there is a split.
-
-    Once the sweep has run its best configurations again on the other seeds (role `confirm`),
-    only those compete: a single lucky draw would otherwise beat every seed-averaged mean.
-    """
-    select = selection_metric(search, metric)
-    if not param_cols:
-        return search.nlargest(1, select)
-    keyed = search.assign(_key=search[param_cols].astype(str).agg("|".join, axis=1))
-    confirmed = keyed.loc[keyed["role"] == "confirm", "_key"]
-    if not confirmed.empty:
-        keyed = keyed[keyed["_key"].isin(set(confirmed))]
-    best = keyed.groupby("_key")[select].mean().idxmax()
-    return keyed[keyed["_key"] == best].drop(columns="_key")
-
-
 def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[str, Cell]:
-    done = run.completed
-    done = done[(done["teacher"] == teacher) & (done["student"] == student)]
-    done = done[done[metric].notna()]
+    done = on_pair(run, teacher, student, metric)
     cells: dict[str, Cell] = {}
     card = run.teacher_cards.get(teacher)
     if card is not None and metric in card:
@@ -120,11 +92,9 @@ def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[st
         defaults, tuned = method_columns(method)
         if (fixed["method"] == method).any():
             cells[defaults] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
-        search = done[done["role"].isin(["search", "confirm"]) & (done["method"] == method)]
-        if not search.empty:
-            params = [c for c in run.search_space if c in search.columns
-                      and c.rpartition(".")[0] == method]
-            cells[tuned] = Cell(tuned_config(search, metric, params)[metric].tolist())
+        chosen = tuned_trials(run, method, teacher, student, metric)
+        if not chosen.empty:
+            cells[tuned] = Cell(chosen[metric].tolist())
     return cells
 
 

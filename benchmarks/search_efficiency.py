@@ -52,14 +52,28 @@ def grid_axis(dist: dict[str, Any], points: int) -> list[Any]:
     return [float(f"{low + (high - low) * i / (points - 1):.4g}") for i in range(points)]
 
 
+def subject(base: dict[str, Any]) -> str:
+    """The space's first tuned method: the one whose search this benchmark measures."""
+    search = base.get("search") or {}
+    return (search.get("methods") or [search.get("method", "sdkd")])[0]
+
+
+def search_metric(doc: dict[str, Any]) -> str:
+    """What the searchers see: the space's metric (val_acc where there is a split)."""
+    given = (doc.get("search") or {}).get("metric")
+    return given or ("val_acc" if doc["dataset"].get("val_split") is not None else "test_acc")
+
+
 def grid_document(base: dict[str, Any], points: int, quick: bool) -> dict[str, Any]:
     doc = quick_document(base) if quick else dict(base)
+    method = subject(base)
     doc["name"] = f"{base['name']}-grid"
     doc["baselines"] = []
     doc["space"] = {key: {"type": "choice", "values": grid_axis(d, points)}
-                    for key, d in base["space"].items()}
+                    for key, d in base["space"].items() if key.startswith(f"{method}.")}
     # Every point once, on the search's seed: the searches replay exactly these curves.
-    doc["search"] = {**doc.get("search", {}), "sampler": "grid", "scheduler": "none",
+    search = {k: v for k, v in (doc.get("search") or {}).items() if k != "methods"}
+    doc["search"] = {**search, "method": method, "sampler": "grid", "scheduler": "none",
                      "confirm_top": 0}
     return doc
 
@@ -100,13 +114,13 @@ def _finished(run: Path, doc: dict[str, Any]) -> bool:
     return len(rows) == size and all(r["status"] == "completed" for r in rows)
 
 
-def read_table(run: Path, keys: list[str]) -> dict[tuple, list[float]]:
-    """config -> test accuracy after each epoch."""
+def read_table(run: Path, keys: list[str], metric: str) -> dict[tuple, list[float]]:
+    """config -> `metric` after each epoch."""
     curves: dict[tuple, dict[int, float]] = {}
     with open(run / "epochs.csv", newline="") as f:
         for row in csv.DictReader(f):
             key = config_key(row["teacher"], row["student"], row, keys)
-            curves.setdefault(key, {})[int(row["epoch"])] = float(row["test_acc"])
+            curves.setdefault(key, {})[int(row["epoch"])] = float(row[metric])
     return {k: [v[e] for e in sorted(v)] for k, v in curves.items()}
 
 
@@ -115,7 +129,8 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
     """One search over the grid's points; the epochs it spent until a trial reached `target`."""
     from ray import tune
 
-    from study.search import StudySearcher, make_optuna_search, make_scheduler
+    from study.asha import make_scheduler
+    from study.search import StudySearcher, make_optuna_search
     from study.space import load_space
 
     sampler, _, scheduler = strategy.partition("+")
@@ -126,20 +141,21 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(run_doc, sort_keys=False))
     space = load_space(space_file)
-    keys = list(space.space)
+    keys, metric = list(space.space), space.metric
     epochs = space.recipe.epochs
 
     def trainable(config):
         curve = table[config_key(config["teacher"], config["student"], config["params"], keys)]
         for epoch, acc in enumerate(curve, 1):
             time.sleep(TICK_S)
-            tune.report({"epoch": epoch, "test_acc": acc, "at": time.monotonic()})
+            tune.report({"epoch": epoch, metric: acc, "at": time.monotonic()})
 
     def reached(epoch, acc) -> bool:
         return epoch >= epochs and acc >= target
 
-    optuna = make_optuna_search(space, f"sqlite:///{tmp / name}.db")
-    searcher = StudySearcher(space, [], optuna, budget)
+    method = space.search.method
+    optuna = make_optuna_search(space, f"sqlite:///{tmp / name}.db", method)
+    searcher = StudySearcher(space, [], {method: optuna}, {method: budget})
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 0.01}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space),
@@ -148,13 +164,13 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(tmp), verbose=0,
                                   stop=stop_all_when(
-                                      lambda r: reached(r["epoch"], r["test_acc"]))),
+                                      lambda r: reached(r["epoch"], r[metric]))),
     )
     reports = []
     for result in tuner.fit():
         frame = result.metrics_dataframe
         if frame is not None:
-            reports += [(r["at"], r["epoch"], r["test_acc"]) for _, r in frame.iterrows()]
+            reports += [(r["at"], r["epoch"], r[metric]) for _, r in frame.iterrows()]
     reports.sort()
     spent = 0
     for _, epoch, acc in reports:
@@ -226,8 +242,8 @@ def measure(args) -> Result:
     doc = grid_document(base, args.points, args.quick)
     grid_dir = Path(args.grid_dir or ROOT / f"runs/bench-search-grid{'-quick' * args.quick}")
     run = run_grid(doc, grid_dir, args.cache_dir)
-    keys = list(doc["space"])
-    table = read_table(run, keys)
+    keys, metric = list(doc["space"]), search_metric(doc)
+    table = read_table(run, keys, metric)
     epochs = doc["recipe"]["epochs"]
     grid_epochs = sum(len(c) for c in table.values())
     best_key, best_curve = max(table.items(), key=lambda kv: kv[1][-1])
@@ -257,9 +273,10 @@ def measure(args) -> Result:
     best_params = ", ".join(f"{k}={v}" for k, v in zip(keys, best_key[2:], strict=True))
     lines = [
         f"Machine: {machine()}.", "",
-        f"Grid: {len(table)} configurations ({sizes} x {len(doc['pairs'])} pairs) x {epochs} "
+        f"Grid of {subject(doc)}'s keys: {len(table)} configurations ({sizes} x "
+        f"{len(doc['pairs'])} pair(s)) x {epochs} "
         f"epochs = **{grid_epochs} epochs**, run as a sweep in `{run.relative_to(ROOT)}`. "
-        f"Best last-epoch test_acc **{best:.2f}** ({best_key[0]} -> {best_key[1]}, "
+        f"Best last-epoch {metric} **{best:.2f}** ({best_key[0]} -> {best_key[1]}, "
         f"{best_params}); {near} of {len(table)} configurations are within {args.tolerance:g} "
         "points of it.", "",
         f"Epochs a searcher spends until a trial ends within {args.tolerance:g} points of that, "

@@ -18,10 +18,15 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
                context, args) -> None:
     ds = space.dataset.name
     full_train, full_test = FULL_SIZES[ds]
-    n_train = space.dataset.n_train or full_train
+    split = space.dataset.val_split
+    n_val = 0 if split is None else round(split * full_train) if isinstance(split, float) \
+        else split
+    full_train -= n_val  # the validation images are held out before n_train is taken
+    n_train = min(space.dataset.n_train or full_train, full_train)
     n_test = space.dataset.n_test or full_test
     epochs = space.recipe.epochs
-    print(f"space {space.name}: {ds} ({n_train} train / {n_test} test images), "
+    held = f" / {n_val} validation" if n_val else ""
+    print(f"space {space.name}: {ds} ({n_train} train{held} / {n_test} test images), "
           f"{epochs} epochs per trial, seeds {space.seeds}")
     print_pair_protocols(space)
     counts = Counter((t.method, t.pair.label) for t in fixed)
@@ -54,7 +59,7 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
     total = len(fixed) + n_search + n_confirm
     print(f"total trials: {total}")
 
-    teacher_train = space.teacher.n_train or full_train
+    teacher_train = min(space.teacher.n_train or full_train, full_train)
     teacher_recipe = Recipe.from_dict(space.teacher.recipe_dict())
     for arch in teacher_archs(space):
         spec = teacher_spec(context, arch)

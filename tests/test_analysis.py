@@ -253,6 +253,16 @@ def test_report_renders_in_headless_chromium(tiny_run):
         assert not broken, broken
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
+        # The claims section is laid out: one row per claim, each with a verdict and numbers.
+        rows = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#claims + table tbody tr'))"
+            ".map(r => [r.cells.length, r.cells[1].innerText, r.cells[2].innerText,"
+            " r.getBoundingClientRect().height]);")
+        assert len(rows) == 4, rows
+        for cells, verdict, numbers, height in rows:
+            assert cells == 3 and height > 0, rows
+            assert verdict in ("supported", "not supported", "not tested here"), rows
+            assert numbers.strip() and "Rule:" in numbers, rows
         shot = tiny_run.run / "report" / "screenshot.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

@@ -5,7 +5,9 @@ Timings themselves are never asserted: benchmarks/run.py reports them as ratios.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -82,7 +84,42 @@ def test_grid_of_the_default_space_is_a_valid_grid_sweep(tmp_path):
     assert space.search.sampler == "grid" and space.search.scheduler == "none"
     assert space.baselines == []
     assert space.recipe == load_space(ROOT / "ablations.yaml").recipe  # same trials, all of them
-    assert search_trial_count(space) == 3 * 3 * 3 * 2  # lambda x boundary x depth x pairs
+    # The subject's own keys only (SDKD's lambda x boundary x depth), on the one pair.
+    assert space.tuned_methods == ["sdkd"] and set(space.space) == {
+        "sdkd.lambda", "sdkd.phase_boundary", "sdkd.ffb_depth"}
+    assert search_trial_count(space) == 3 * 3 * 3
+    assert search_efficiency.search_metric(doc) == "val_acc"  # what the searchers see
+
+
+@pytest.mark.slow
+def test_a_replayed_search_spends_epochs_until_it_reaches_the_target(tmp_path):
+    """TPE+ASHA through the sweep's own searcher and scheduler, over a known table of curves:
+    it stops when a trial ends at the target, and counts each reported epoch once."""
+    import ray
+
+    base = yaml.safe_load((ROOT / "ablations.yaml").read_text())
+    doc = search_efficiency.grid_document(base, 2, quick=True)
+    keys = list(doc["space"])
+    points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(
+        *(d["values"] for d in doc["space"].values()))]
+    pair = doc["pairs"][0]
+    epochs = doc["recipe"]["epochs"]
+    # One configuration ends at 90, the others at 50: the target is reached only by it.
+    table = {search_efficiency.config_key(pair["teacher"], pair["student"], p, keys):
+             [50.0 + (40.0 * e / epochs if i == 3 else 0) for e in range(1, epochs + 1)]
+             for i, p in enumerate(points)}
+    # The workers import the benchmark module as the script's own process would find it.
+    path = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        outcome = search_efficiency.replay(doc, table, "tpe+asha", 0, 89.5, tmp_path)
+    finally:
+        ray.shutdown()
+    assert outcome["reached"], outcome
+    assert epochs <= outcome["epochs"] <= len(table) * 2 * epochs
+    assert 1 <= outcome["trials"] <= len(table) * 2
 
 
 def test_summary_counts_a_search_that_never_reached_the_target_as_infinite():

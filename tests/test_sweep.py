@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 
@@ -112,8 +113,14 @@ def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
                      "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    # 5 baselines x 6 pairs x 3 seeds + 97 drawn + the best of each pair on 2 more seeds
-    assert "total trials: 199" in out, out
+    # 6 baselines x 6 pairs x 3 seeds + 3 tuned methods x 32 drawn + the best of each pair
+    # and tuned method on 2 more seeds
+    assert "total trials: 240" in out, out
+    assert "(45000 train / 5000 validation / 10000 test images)" in out, out
+    # SDKD, DKD and SHAKE tuned with the same budget, the cost of each shown.
+    for method in ("sdkd", "dkd", "shake"):
+        assert re.search(rf"\n  {method} +32 drawn over .* \(\+12 confirming\), up to "
+                         r"[\d.]+ PFLOP\n", out), out
     assert "GPU-hours" in out and "nothing was started" in out
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
     assert "Started a local Ray" not in result.stderr

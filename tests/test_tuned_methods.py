@@ -85,9 +85,9 @@ pairs:
   - {teacher: resnet14, student: resnet8}
 baselines: [vanilla]
 seeds: [0, 1]
-search: {methods: [dkd, kd], sampler: grid, grace_period: 1, reduction_factor: 2}
+search: {methods: [sdkd, kd], sampler: grid, grace_period: 1, reduction_factor: 2}
 space:
-  dkd.beta: {type: choice, values: [2.0, 8.0]}
+  sdkd.lambda: {type: choice, values: [0.5, 2.0]}
   kd.temperature: {type: choice, values: [2.0, 4.0]}
 resources: {max_concurrent: 2}
 """
@@ -113,23 +113,42 @@ def test_two_tuned_methods_get_equal_budgets_and_studies_and_columns(two_run):
     with open(run / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     drawn = {m: [r for r in rows if r["role"] == "search" and r["method"] == m]
-             for m in ("dkd", "kd")}
+             for m in ("sdkd", "kd")}
     assert [len(d) for d in drawn.values()] == [2, 2]  # equal sample counts
-    for d in drawn.values():  # equal epochs before ASHA: its first rung, epoch 1, for both
-        assert all(int(r["epochs"]) >= 1 for r in d)
+    # Equal epochs before ASHA: its first rung for both, moved from epoch 1 to after SDKD's
+    # phase boundary (0.5 of 3 epochs), here the last epoch.
+    assert "ASHA's first rung moved from epoch 1 (search.grace_period) to 3" in result.stdout
+    for d in drawn.values():
+        assert all(int(r["epochs"]) == 3 for r in d)
     assert {(r["method"], r["seed"]) for r in rows if r["role"] == "confirm"} == \
-        {("dkd", "1"), ("kd", "1")}
+        {("sdkd", "1"), ("kd", "1")}
     url = f"sqlite:///{run / 'optuna.db'}"
     assert sorted(s.study_name for s in optuna.get_all_study_summaries(url)) == \
-        ["two-dkd", "two-kd"]
-    for method in ("dkd", "kd"):
+        ["two-kd", "two-sdkd"]
+    for method in ("sdkd", "kd"):
         study = optuna.load_study(study_name=f"two-{method}", storage=url)
         assert {k.split(".")[0] for t in study.trials for k in t.params} == {method}
-    assert "Best drawn DKD configurations" in result.stdout
+    assert "Best drawn SDKD configurations" in result.stdout
     assert "Best drawn KD configurations" in result.stdout
     md = (run / "report" / "tables" / "comparison_last.md").read_text()
-    assert "DKD (tuned)" in md and "KD (tuned)" in md
-    assert "DKD and KD each vs the strongest other baseline" in md
+    assert "SDKD (tuned)" in md and "KD (tuned)" in md
+    assert "SDKD and KD each vs the strongest other baseline" in md
     for line in md.splitlines():
         if line.startswith("| resnet14"):
             assert line.count("(n=2)") == 3, line  # vanilla and both tuned columns: 2 seeds
+    # Claim (1), SDKD (tuned) against KD (tuned) with the same budget: a verdict, with the
+    # numbers of the table's own test.
+    import pandas as pd
+
+    claims = pd.read_csv(run / "report" / "claims.csv")
+    beats = claims.iloc[0]
+    assert beats["verdict"] in ("supported", "not supported"), beats
+    tests = pd.read_csv(run / "report" / "tables" / "tests_last.csv")
+    test = tests[tests["column"].isin(["SDKD (tuned)", "KD (tuned)"])
+                 & tests["versus"].isin(["SDKD (tuned)", "KD (tuned)"])].iloc[0]
+    sign = 1 if test["column"] == "SDKD (tuned)" else -1
+    assert "SDKD (tuned)" in beats["numbers"] and "vs KD (tuned)" in beats["numbers"]
+    assert f"{sign * test['diff']:+.2f} points" in beats["numbers"]
+    assert f"p_Holm {test['p_holm']:.3g}" in beats["numbers"]
+    assert (beats["verdict"] == "supported") == (sign * test["diff"] > 0
+                                                 and test["p_holm"] < 0.05)

@@ -107,7 +107,7 @@ def test_the_tuned_configuration_is_the_validation_argmax_even_where_test_disagr
     one chosen, and the chosen one is reported with its test accuracy."""
     import pandas as pd
 
-    from analysis.tables import tuned_config
+    from analysis.selection import tuned_config
 
     rows = [("search", 1.0, 80.0, 70.0), ("search", 2.0, 75.0, 90.0),  # 2.0: planted
             ("confirm", 1.0, 81.0, 71.0), ("confirm", 2.0, 74.0, 91.0)]

@@ -9,7 +9,7 @@ A method also describes itself, so nothing outside `distillers/` needs its name:
 `label`, the extra networks it trains or exposes (`heads`, each built by `extra_network`), the
 epochs worth marking on a learning curve (`schedule_marks`), a check of a teacher/student pair
 against its config (`check_pair`), and whether it needs the teacher's weights or only its
-architecture (`needs_teacher_weights`).
+architecture (`needs_teacher_weights`), and the claims its paper makes (`claims`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from sdkd_core.claims import Claim
 from sdkd_core.config import MethodConfig
 from sdkd_core.errors import UserError
 from sdkd_core.models import StagedNet
@@ -38,6 +39,8 @@ class Distiller(nn.Module, ABC):
     # Extra networks besides the student, key -> display name. Each key's accuracy is logged as
     # `test_acc_<key>` (see `eval_logits`) and `extra_network(key)` builds it for Grad-CAM.
     heads: ClassVar[dict[str, str]] = {}
+    # Its paper's claims (`sdkd_core.claims`), which the report tests on every run.
+    claims: ClassVar[tuple[Claim, ...]] = ()
 
     def __init__(self, student: StagedNet, teacher: StagedNet | None = None,
                  config: MethodConfig | None = None):

@@ -28,6 +28,12 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from sdkd_core.claims import (
+    AttendsLikeTeacher,
+    BeatsTunedBaselines,
+    HeadCloserToTeacher,
+    SettingBeats,
+)
 from sdkd_core.config import MethodConfig
 from sdkd_core.distillers.base import Distiller, teacher_stage
 from sdkd_core.errors import UserError
@@ -82,6 +88,16 @@ class SDKD(Distiller):
     label = "SDKD"
     Config = SDKDConfig
     heads: ClassVar[dict[str, str]] = {"proxy": "SDKD proxy teacher"}
+    claims = (
+        BeatsTunedBaselines("SDKD (tuned) beats each tuned baseline, on every pair"),
+        AttendsLikeTeacher("SDKD's student attends like the teacher at least as closely as "
+                           "DML's, and more closely than SHAKE's (Grad-CAM++)",
+                           at_least_as=("dml",), more_than=("shake",)),
+        HeadCloserToTeacher("SDKD's proxy teacher attends more like the pretrained teacher "
+                            "than SDKD's student does (Grad-CAM++)", head="proxy"),
+        SettingBeats("A student-shaped proxy teacher beats a teacher-shaped one",
+                     key="sdkd.proxy_arch", better="student", worse="teacher"),
+    )
     k = 0.0  # set per epoch by begin_epoch
 
     @classmethod
