@@ -68,7 +68,7 @@ def edge_run(request, tmp_path_factory):
     reader = TableReader(run)  # the tables, read over and over while concurrent trials write
     reader.start()
     try:
-        result = sweep("--resume", "--output", str(run), cache=cache)
+        result = sweep("--resume", "--output", str(run), "--no-report", cache=cache)
     finally:
         reader.halt.set()
         reader.join()

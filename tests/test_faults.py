@@ -97,7 +97,7 @@ def test_worker_killed_mid_epoch_resumes_with_identical_metrics(tmp_path, execut
     run, cache = tmp_path / "run", tmp_path / "cache"
     trial = "kd-resnet14-resnet8-s0"
     cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
-           "--cache-dir", str(cache)]
+           "--cache-dir", str(cache), "--no-report"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

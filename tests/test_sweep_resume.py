@@ -67,7 +67,7 @@ def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp
     before_drawn, before = result_lines(run, drawn), lines()
     assert len(before_drawn) == 5 and 2 <= len(before) < 5
 
-    result = sweep("--resume", "--output", str(run), cache=cache)
+    result = sweep("--resume", "--output", str(run), "--no-report", cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result_lines(run, drawn) == before_drawn  # the search is not run again
     after = lines()
@@ -95,7 +95,7 @@ def test_address_joins_a_running_cluster(tmp_path):
         run = tmp_path / "run"
         wait_for(lambda: port_open(port), 120, "the Ray head to listen", head)
         result = sweep("--space", str(path), "--output", str(run), "--address",
-                       f"127.0.0.1:{port}", cache=tmp_path / "cache")
+                       f"127.0.0.1:{port}", "--no-report", cache=tmp_path / "cache")
         assert result is not None and result.returncode == 0, result.stderr[-3000:]
         assert "Started a local Ray instance" not in result.stderr
         check_run_folder(run, epochs=1, expected_trials=2)
