@@ -77,3 +77,20 @@ def test_no_drawn_trial_is_stopped_before_its_own_phase_boundary(tiny_run):
         config = method_config(r["method"], {k: r[k] for k in ("sdkd.lambda", "sdkd.ffb_depth")})
         first = get_method(r["method"]).first_epoch_configured(config, 3)
         assert r["status"] == "completed" or int(r["epochs"]) > first, r
+
+
+def test_the_demos_first_rung_lies_after_every_drawn_boundary_and_before_the_last_epoch():
+    """ablations.yaml: no drawn SDKD student is ranked before its phase boundary, the grace
+    period is valid as written (nothing to move), and ASHA still has a rung to stop at."""
+    from conftest import ROOT
+
+    from study.plan import asha_grace_period, latest_unconfigured_epoch
+    from study.space import load_space
+
+    space = load_space(ROOT / "ablations.yaml")
+    grace, moved = asha_grace_period(space)
+    assert moved is None and grace == space.search.grace_period
+    assert latest_unconfigured_epoch(space, "sdkd") < grace < space.recipe.epochs
+    assert space.tuned_methods == ["sdkd", "shake", "kd"]
+    assert space.dataset.val_split is not None and len(space.seeds) >= 2
+    assert space.metric == "val_acc"
