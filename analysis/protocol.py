@@ -4,6 +4,7 @@ method, as HTML and as report/claims.csv."""
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,6 @@ import pandas as pd
 from analysis.claims import SUPPORTED, UNTESTED, Verdict
 from analysis.run import Run, method_label
 from analysis.selection import selection_metric
-from sdkd_core.errors import UserError
 from sdkd_core.files import atomic_write
 
 
@@ -43,7 +43,7 @@ def protocol_lines(run: Run) -> list[str]:
         lines.append(f"Search: the same budget for each tuned method — Optuna "
                      f"{search.get('sampler', 'tpe')} sampler, {search.get('num_samples')} "
                      f"samples, one study each, {asha}, maximising "
-                     f"{search.get('metric') or ('val_acc' if split is not None else 'test_acc')}. "
+                     f"{derived(run).get('metric') or search.get('metric') or 'test_acc'}. "
                      f"Spent: {'; '.join(budget)}. "
                      "Untuned methods run at their defaults.")
     by_validation = selection_metric(run.completed, "test_acc") == "val_acc"
@@ -58,16 +58,20 @@ def protocol_lines(run: Run) -> list[str]:
     return lines
 
 
-def first_rung(run: Run) -> int | None:
-    """The epoch of ASHA's first rung as the sweep ran it (it moves past epochs where drawn
-    students are still the same network: study.plan.asha_grace_period)."""
-    from study.plan import asha_grace_period
-    from study.space import Space
-
+def derived(run: Run) -> dict:
+    """What the sweep derived from the space (protocol.json; {} for an older run folder)."""
+    path = run.folder.protocol_json
     try:
-        return asha_grace_period(Space.model_validate(run.space))[0]
-    except (ValueError, UserError):  # a space.yaml from an older version of the sweep
-        return (run.space.get("search") or {}).get("grace_period")
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def first_rung(run: Run):
+    """The epoch of ASHA's first rung as the sweep ran it (moved past epochs where drawn
+    students are still the same network), else as the space asked."""
+    return derived(run).get("asha_first_rung") or \
+        (run.space.get("search") or {}).get("grace_period")
 
 
 def protocol_html(run: Run) -> str:

@@ -27,6 +27,18 @@ def quick_document(doc: dict) -> dict:
                       for section, values in QUICK_OVERRIDES.items()}}
 
 
+def subject(base: dict) -> str:
+    """A space document's first tuned method: the one a search benchmark measures."""
+    search = base.get("search") or {}
+    return (search.get("methods") or [search.get("method", "sdkd")])[0]
+
+
+def search_metric(doc: dict) -> str:
+    """What the searchers see: the space's metric (val_acc where there is a split)."""
+    given = (doc.get("search") or {}).get("metric")
+    return given or ("val_acc" if doc["dataset"].get("val_split") is not None else "test_acc")
+
+
 @dataclass
 class Target:
     name: str

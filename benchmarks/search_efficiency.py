@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import ROOT, Result, Target, machine, quick_document
+from common import ROOT, Result, Target, machine, quick_document, search_metric, subject
 
 STRATEGIES = ("tpe+asha", "random+asha", "tpe", "random")
 TICK_S = 0.01  # per reported epoch in a replayed trial: keeps concurrent trials interleaved
@@ -50,18 +50,6 @@ def grid_axis(dist: dict[str, Any], points: int) -> list[Any]:
     if kind == "loguniform":
         return [float(f"{low * (high / low) ** (i / (points - 1)):.4g}") for i in range(points)]
     return [float(f"{low + (high - low) * i / (points - 1):.4g}") for i in range(points)]
-
-
-def subject(base: dict[str, Any]) -> str:
-    """The space's first tuned method: the one whose search this benchmark measures."""
-    search = base.get("search") or {}
-    return (search.get("methods") or [search.get("method", "sdkd")])[0]
-
-
-def search_metric(doc: dict[str, Any]) -> str:
-    """What the searchers see: the space's metric (val_acc where there is a split)."""
-    given = (doc.get("search") or {}).get("metric")
-    return given or ("val_acc" if doc["dataset"].get("val_split") is not None else "test_acc")
 
 
 def grid_document(base: dict[str, Any], points: int, quick: bool) -> dict[str, Any]:

@@ -98,6 +98,9 @@ def run_sweep(args, interruption: Interruption) -> SweepOutcome | None:
     if n_search and space.search.scheduler == "asha" and (moved := asha_grace_period(space)[1]):
         print(moved, flush=True)
     folder.write_space(space.model_dump(mode="json"))
+    folder.write_protocol({"metric": space.metric, "search_seed": space.search_seed,
+                           "asha_first_rung": asha_grace_period(space)[0]
+                           if space.search.scheduler == "asha" else None})
     pretrain_teachers(space, context, cache, folder)
     start_ray(args.address, args.num_cpus, args.num_gpus, folder.root / "ray.log")
     interruption.install()  # again: ray.init's core took SIGTERM

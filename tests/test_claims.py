@@ -66,6 +66,8 @@ def test_the_tiny_runs_claims_have_verdicts_or_say_why_not(tiny_run):
     page = (tiny_run.run / "report" / "index.html").read_text()
     assert page.index("id='protocol'") < page.index("id='claims'") < page.index("id='tables'")
     assert "no validation split" in page and "SDKD 3 drawn trials" in page
+    # The protocol as the sweep ran it: the first rung moved past SDKD's default boundary.
+    assert "ASHA (first rung at epoch 3, reduction 2.0), maximising test_acc" in page
 
 
 @pytest.mark.slow

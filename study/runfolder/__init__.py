@@ -1,6 +1,7 @@
 """The run folder: the only thing analysis reads.
 
     space.yaml   the validated, fully resolved space
+    protocol.json  what the sweep derived from it: the metric the search saw, ASHA's first rung
     results.csv  one row per trial (identity, sampled parameters, accuracy, status)
     epochs.csv   one row per trial per epoch
     optuna.db    the Optuna study (sqlite)
@@ -52,6 +53,10 @@ class RunFolder:
     @property
     def space_yaml(self) -> Path:
         return self.root / "space.yaml"
+
+    @property
+    def protocol_json(self) -> Path:
+        return self.root / "protocol.json"
 
     @property
     def results_csv(self) -> Path:
@@ -123,6 +128,11 @@ class RunFolder:
 
     def write_space(self, document: dict[str, Any]) -> None:
         write_text(self.space_yaml, yaml.safe_dump(document, sort_keys=False))
+
+    def write_protocol(self, facts: dict[str, Any]) -> None:
+        """What the sweep derived from the space (the search's metric, the epoch of ASHA's
+        first rung), so the report states the protocol as it ran."""
+        write_json(self.protocol_json, facts)
 
 
 def is_diverged(result: dict[str, Any] | None) -> bool:
