@@ -8,7 +8,7 @@ from collections import Counter
 from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, FULL_SIZES, teacher_flops, trial_flops
 from study.experiment import teacher_archs, teacher_spec
-from study.plan import asha_grace_period, confirm_seeds, draws_per_method
+from study.plan import asha_grace_period, compared_values, confirm_seeds, draws_per_method
 from study.runfolder.trials import Pair, PlannedTrial
 from study.space import Space
 from study.teachers import TeacherCache
@@ -40,11 +40,14 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
     if n_search and space.search.scheduler == "asha" and (moved := asha_grace_period(space)[1]):
         print(f"  {moved}")
     other_seeds = confirm_seeds(space)
-    tops = space.search.confirm_top * len(space.pairs) * len(other_seeds)
+    top = space.search.confirm_top
     n_confirm = 0
     flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in fixed)
     for method, n in budget.items():
-        confirming = tops if n and args.max_trials is None else 0
+        # The best `top`, and the best of each value a claim compares (they may coincide).
+        per_pair = top + len(compared_values(space, method)) if top else 0
+        confirming = per_pair * len(space.pairs) * len(other_seeds) \
+            if n and args.max_trials is None else 0
         per_trial = statistics.mean(trial_flops(PlannedTrial(method, Pair(p.teacher, p.student)),
                                                 ds, n_train, n_test, epochs)
                                     for p in space.pairs)
@@ -54,8 +57,11 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
         print(f"  {method:<8} {n} drawn over {dims or 'nothing'} (+{confirming} confirming), "
               f"up to {cost / 1e15:.3f} PFLOP")
     if n_confirm:
+        claims = any(compared_values(space, m) for m in budget)
         print(f"confirming trials: up to {n_confirm} (the best {space.search.confirm_top} "
-              f"drawn configuration(s) of each pair and method again on seeds {other_seeds})")
+              "drawn configuration(s) of each pair and method"
+              + (", and of each value a claim compares," if claims else "")
+              + f" again on seeds {other_seeds})")
     total = len(fixed) + n_search + n_confirm
     print(f"total trials: {total}")
 

@@ -105,6 +105,9 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
 
     One drawn trial is one seed, and the best of many single draws is optimistic; run again on
     the baselines' seeds, the chosen configuration gets a mean ± std comparable to theirs.
+    Where a claim of the method compares values of a key the space draws (`SettingBeats`,
+    e.g. SDKD's sdkd.proxy_arch), the best configuration of each of those values is confirmed
+    too, so that the report can test the claim on every seed.
     `rows` are results.csv's rows; ties go to the earlier trial, so a resumed sweep plans the
     same trials.
     """
@@ -118,12 +121,28 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
         for method in space.tuned_methods:
             mine = [r for r in drawn if (r["teacher"], r["student"], r["method"]) ==
                     (p.teacher, p.student, method)]
-            for r in mine[:top]:
+            chosen = mine[:top]
+            for key, value in compared_values(space, method) if top else ():
+                best = next((r for r in mine if str(r.get(key)) == str(value)), None)
+                if best is not None and best not in chosen:
+                    chosen.append(best)
+            for r in chosen:
                 drawn_trial = on_its_pair(space, PlannedTrial(
                     method, Pair(p.teacher, p.student), r["seed"],
                     {k: r[k] for k in space.keys_of(method)}, SEARCH, r["trial_id"]))
                 trials += [drawn_trial.confirming(seed) for seed in seeds]
     return trials
+
+
+def compared_values(space: Space, method: str) -> list[tuple[str, Any]]:
+    """(key, value) for each value a `SettingBeats` claim of `method` compares, where the
+    space draws that key."""
+    from sdkd_core.claims import SettingBeats
+    from sdkd_core.distillers import get_method
+
+    drawn = set(space.keys_of(method))
+    return [(c.key, v) for c in get_method(method).claims
+            if isinstance(c, SettingBeats) and c.key in drawn for v in (c.better, c.worse)]
 
 
 def confirm_seeds(space: Space) -> list[int]:

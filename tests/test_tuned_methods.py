@@ -74,6 +74,14 @@ def test_dry_run_shows_each_tuned_methods_draws_and_cost(tmp_path):
     assert "  sdkd     2 drawn over sdkd.lambda (+1 confirming), up to " in out, out
     assert "  shake    2 drawn over shake.beta (+1 confirming), up to " in out, out
     assert "total trials: 8" in out  # 2 vanilla, 2 x 2 drawn, 2 x 1 confirming
+    # Drawing a key SDKD's claims compare (proxy_arch): each of its values is confirmed too.
+    keys = KEYS.replace("sdkd.lambda: {type: choice, values: [0.5, 2.0]}",
+                        "sdkd.proxy_arch: {type: choice, values: [student, teacher]}")
+    result = run_cli("study/sweep.py", "--space", str(write(tmp_path, space=keys)), "--dry-run",
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "  sdkd     2 drawn over sdkd.proxy_arch (+3 confirming), up to " in result.stdout
+    assert "and of each value a claim compares," in result.stdout
 
 
 SWEEP = """\
@@ -87,7 +95,7 @@ baselines: [vanilla]
 seeds: [0, 1]
 search: {methods: [sdkd, kd], sampler: grid, grace_period: 1, reduction_factor: 2}
 space:
-  sdkd.lambda: {type: choice, values: [0.5, 2.0]}
+  sdkd.proxy_arch: {type: choice, values: [student, teacher]}
   kd.temperature: {type: choice, values: [2.0, 4.0]}
 resources: {max_concurrent: 2}
 """
@@ -120,8 +128,13 @@ def test_two_tuned_methods_get_equal_budgets_and_studies_and_columns(two_run):
     assert "ASHA's first rung moved from epoch 1 (search.grace_period) to 3" in result.stdout
     for d in drawn.values():
         assert all(int(r["epochs"]) == 3 for r in d)
-    assert {(r["method"], r["seed"]) for r in rows if r["role"] == "confirm"} == \
-        {("sdkd", "1"), ("kd", "1")}
+    # The best of each method again on seed 1; for SDKD also the best of the other value of
+    # sdkd.proxy_arch, which its claim (4) compares.
+    confirmed = [r for r in rows if r["role"] == "confirm"]
+    assert sorted((r["method"], r["seed"]) for r in confirmed) == \
+        [("kd", "1"), ("sdkd", "1"), ("sdkd", "1")]
+    assert {r["sdkd.proxy_arch"] for r in confirmed if r["method"] == "sdkd"} == \
+        {"student", "teacher"}
     url = f"sqlite:///{run / 'optuna.db'}"
     assert sorted(s.study_name for s in optuna.get_all_study_summaries(url)) == \
         ["two-kd", "two-sdkd"]
@@ -152,3 +165,7 @@ def test_two_tuned_methods_get_equal_budgets_and_studies_and_columns(two_run):
     assert f"p_Holm {test['p_holm']:.3g}" in beats["numbers"]
     assert (beats["verdict"] == "supported") == (sign * test["diff"] > 0
                                                  and test["p_holm"] < 0.05)
+    # Claim (4): both proxy shapes ran on both seeds, so it has a verdict and its numbers.
+    shape = claims.iloc[3]
+    assert shape["verdict"] in ("supported", "not supported"), shape
+    assert "sdkd.proxy_arch=student" in shape["numbers"] and "(n=2) vs teacher" in shape["numbers"]
