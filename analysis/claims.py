@@ -143,6 +143,7 @@ class Attention:
         _, self.images, self.labels = test_images(run, n_images)
         self.n_images = len(self.images)
         self._teachers: dict[str, object] = {}
+        self._methods: dict[str, object] = {}
         self._maps: dict[tuple, np.ndarray] = {}
 
     def _map(self, key: tuple, network) -> np.ndarray:
@@ -160,8 +161,10 @@ class Attention:
     def with_teacher(self, arch: str, trial_id: str, head: str | None = None) -> np.ndarray:
         from analysis.gradcam import map_similarity
 
-        def build():
-            method = self.run.trial_method(trial_id, self.teacher(arch))
+        def build():  # the checkpoint is read once, for the student and its heads alike
+            if trial_id not in self._methods:
+                self._methods[trial_id] = self.run.trial_method(trial_id, self.teacher(arch))
+            method = self._methods[trial_id]
             return method.extra_network(head) if head else method.student
 
         ours = self._map(("teacher", arch), lambda: self.teacher(arch))

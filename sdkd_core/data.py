@@ -129,11 +129,16 @@ def load_dataset(
     return data
 
 
+def validation_count(val_split: float | int, n: int) -> int:
+    """How many of n training images `val_split` (a fraction or a count) holds out."""
+    return round(val_split * n) if isinstance(val_split, float) else int(val_split)
+
+
 def validation_indices(labels: Tensor, val_split: float | int, name: str,
                        num_classes: int) -> Tensor:
     """The held-out validation images' indices: stratified, at least one image per class."""
     n = len(labels)
-    count = round(val_split * n) if isinstance(val_split, float) else int(val_split)
+    count = validation_count(val_split, n)
     given = f"val_split={val_split}" + (f" ({count} images)" if isinstance(val_split, float)
                                         else "")
     if not 0 < count < n:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
+from sdkd_core.data import validation_count
 from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, FULL_SIZES, teacher_flops, trial_flops
 from study.experiment import teacher_archs, teacher_spec
@@ -19,8 +20,7 @@ def print_plan(space: Space, fixed: list[PlannedTrial], n_search: int, cache: Te
     ds = space.dataset.name
     full_train, full_test = FULL_SIZES[ds]
     split = space.dataset.val_split
-    n_val = 0 if split is None else round(split * full_train) if isinstance(split, float) \
-        else split
+    n_val = 0 if split is None else validation_count(split, full_train)
     full_train -= n_val  # the validation images are held out before n_train is taken
     n_train = min(space.dataset.n_train or full_train, full_train)
     n_test = space.dataset.n_test or full_test
