@@ -35,6 +35,7 @@ from sdkd_core.claims import (
     SettingBeats,
 )
 from sdkd_core.stats import summarize
+from study.runfolder.trials import CONFIRMING, DRAWN
 
 SUPPORTED, NOT_SUPPORTED, UNTESTED = "supported", "not supported", "not tested here"
 ALPHA = 0.05
@@ -105,7 +106,7 @@ def setting_beats(run: Run, claim: SettingBeats) -> Verdict:
     found, numbers = [], []
     for t, s in run.pairs():
         done = on_pair(run, t, s)
-        rows = done[(done["method"] == run.method) & done["role"].isin(["search", "confirm"])]
+        rows = done[(done["method"] == run.method) & done["role"].isin([DRAWN, CONFIRMING])]
         if claim.key not in rows.columns or not {str(claim.better), str(claim.worse)} <= set(
                 rows[claim.key].astype(str)):
             numbers.append(f"{pair_label(t, s)}: the run does not train both {claim.key}="
@@ -137,20 +138,21 @@ class Attention:
     built and explained once."""
 
     def __init__(self, run: Run, n_images: int):
-        from analysis.gradcam import test_images
+        # analysis.gradcam imports torch, grad-cam, cv2 and matplotlib (5 s) where the report's
+        # modules take 0.5 s: only once a claim needs maps, so a wrong folder is refused at once.
+        from analysis import gradcam
 
+        self.gradcam = gradcam
         self.run = run
-        _, self.images, self.labels = test_images(run, n_images)
+        _, self.images, self.labels = gradcam.test_images(run, n_images)
         self.n_images = len(self.images)
         self._teachers: dict[str, object] = {}
         self._methods: dict[str, object] = {}
         self._maps: dict[tuple, np.ndarray] = {}
 
     def _map(self, key: tuple, network) -> np.ndarray:
-        from analysis.gradcam import cam_maps
-
         if key not in self._maps:
-            self._maps[key] = cam_maps(network(), self.images, self.labels)
+            self._maps[key] = self.gradcam.cam_maps(network(), self.images, self.labels)
         return self._maps[key]
 
     def teacher(self, arch: str):
@@ -159,8 +161,6 @@ class Attention:
         return self._teachers[arch]
 
     def with_teacher(self, arch: str, trial_id: str, head: str | None = None) -> np.ndarray:
-        from analysis.gradcam import map_similarity
-
         def build():  # the checkpoint is read once, for the student and its heads alike
             if trial_id not in self._methods:
                 self._methods[trial_id] = self.run.trial_method(trial_id, self.teacher(arch))
@@ -168,13 +168,13 @@ class Attention:
             return method.extra_network(head) if head else method.student
 
         ours = self._map(("teacher", arch), lambda: self.teacher(arch))
-        return map_similarity(ours, self._map((trial_id, head), build))[0]
+        return self.gradcam.map_similarity(ours, self._map((trial_id, head), build))[0]
 
 
 def paired_line(a: dict[int, np.ndarray], b: dict[int, np.ndarray], name_a: str,
                 name_b: str, at_least: bool) -> tuple[str, str]:
     """(verdict, numbers) for per-image similarities a and b on the same seeds' images."""
-    from scipy import stats
+    from scipy import stats  # a second to import: only when a claim compares maps
 
     seeds = sorted(a)
     # Images where either map is constant have no r: left out of both sides alike.

@@ -18,7 +18,6 @@ Written under report/gradcam/: similarity.csv, similarity.{png,svg}, overlays.{p
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -36,12 +35,12 @@ from pytorch_grad_cam import GradCAMPlusPlus  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
-from analysis.cli import check_analysis_flags  # noqa: E402
+from analysis.cli import analysis_main  # noqa: E402
 from analysis.plots import save  # noqa: E402
-from analysis.run import Run, Skipped, load_run, method_label, method_order, pair_label  # noqa: E402
+from analysis.run import Run, Skipped, method_label, method_order, pair_label  # noqa: E402
 from analysis.selection import chosen_trials, on_pair, selection_metric  # noqa: E402
-from sdkd_core.cli import OneLineParser, run_main  # noqa: E402
-from sdkd_core.data import DATASET_INFO, load_dataset  # noqa: E402
+from sdkd_core.data import load_dataset  # noqa: E402
+from sdkd_core.datasets import DATASET_INFO  # noqa: E402
 from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
 from sdkd_core.files import atomic_write  # noqa: E402
 
@@ -256,35 +255,13 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     return paths
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m analysis.gradcam", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
-    p.add_argument("--images", type=int, default=64,
-                   help="test images the similarities average over, at least 2 (default 64)")
-    p.add_argument("--show", type=int, default=6,
-                   help="images in the overlay grid, 1 to --images (default 6)")
-    p.add_argument("--out", default=None,
-                   help="output folder, not a file (default <run>/report/gradcam)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return analysis_main(argv, _print_gradcam, "analysis.gradcam", __doc__,
+                         images="the similarities", show=True, out="gradcam")
 
-    def body() -> int:
-        check_analysis_flags(args)
-        run = load_run(args.run)
-        try:
-            paths = write_gradcam(run, Path(args.out) if args.out else None, args.images,
-                                  args.show)
-        except Skipped as why:
-            print(f"analysis.gradcam: nothing to show: {why}", file=sys.stderr)
-            return 1
-        for path in paths:
-            print(path)
-        return 0
 
-    return run_main("analysis.gradcam", body)
+def _print_gradcam(run: Run, args) -> list[Path]:
+    return write_gradcam(run, args.out, args.images, args.show)
 
 
 if __name__ == "__main__":

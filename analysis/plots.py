@@ -17,7 +17,6 @@ Every figure is written as PNG and SVG under report/plots/.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import (  # noqa: E402
@@ -34,20 +34,20 @@ from matplotlib.ticker import (  # noqa: E402
     MaxNLocator,
     NullFormatter,
 )
+from optuna.visualization import matplotlib as ovm  # noqa: E402
 
-from analysis.cli import check_analysis_flags  # noqa: E402
+from analysis.cli import analysis_main  # noqa: E402
 from analysis.run import (  # noqa: E402
     Run,
     Skipped,
-    load_run,
     method_class,
     method_label,
     method_order,
     pair_label,
 )
-from sdkd_core.cli import OneLineParser, run_main  # noqa: E402
 from sdkd_core.distillers import method_config  # noqa: E402
 from sdkd_core.files import atomic_write  # noqa: E402
+from study.runfolder.trials import BASELINE, DRAWN
 
 PAIR = "pair"
 BINS = 5  # quantile bins for a continuous parameter
@@ -74,7 +74,7 @@ def with_pair(frame: pd.DataFrame) -> pd.DataFrame:
 
 def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
     """{pair: (label, mean accuracy)} of the best fixed method per pair besides the run's own."""
-    fixed = with_pair(run.completed[(run.completed["role"] == "fixed")
+    fixed = with_pair(run.completed[(run.completed["role"] == BASELINE)
                                     & (run.completed["method"] != run.method)])
     out = {}
     for pair, g in fixed.groupby(PAIR):
@@ -86,8 +86,8 @@ def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
 def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[Path]:
     owner = param.rpartition(".")[0] or run.method  # a setting's own method; the pair: any
     done = run.completed
-    drawn = with_pair(done[(done["role"] == "search") & (done["method"] == owner)
-                           if param != PAIR else done["role"] == "search"])
+    drawn = with_pair(done[(done["role"] == DRAWN) & (done["method"] == owner)
+                           if param != PAIR else done["role"] == DRAWN])
     if param != PAIR and param not in drawn.columns:
         raise Skipped(f"{param} is not a column of results.csv")
     drawn = drawn[drawn[param].notna() & drawn[metric].notna()]
@@ -174,7 +174,7 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
         raise Skipped("no trial ran all its epochs")
     cls = method_class(run.method)
     heads = cls.heads if cls is not None else {}
-    fixed = run.completed.loc[run.completed["role"] == "fixed", ["trial_id", "method"]]
+    fixed = run.completed.loc[run.completed["role"] == BASELINE, ["trial_id", "method"]]
     baselines = method_order(set(fixed["method"]))
     colours = {m: BASELINE_COLOURS[i % len(BASELINE_COLOURS)] for i, m in enumerate(baselines)}
     fig, axes = plt.subplots(1, len(pairs), figsize=(6.2 * len(pairs), 4.2), squeeze=False)
@@ -212,9 +212,6 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
 
 
 def optuna_figures(run: Run, out: Path) -> list[Path]:
-    import optuna
-    from optuna.visualization import matplotlib as ovm
-
     if not run.folder.optuna_db.is_file():
         raise Skipped("the run has no optuna.db (no drawn trials)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -260,27 +257,13 @@ def write_plots(run: Run, out: Path | None = None) -> tuple[list[Path], dict[str
     return written, skipped
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m analysis.plots", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
-    p.add_argument("--out", default=None,
-                   help="output folder, not a file (default <run>/report/plots)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return analysis_main(argv, _print_plots, "analysis.plots", __doc__, out="plots")
 
-    def body() -> int:
-        check_analysis_flags(args)
-        written, skipped = write_plots(load_run(args.run), Path(args.out) if args.out else None)
-        for path in written:
-            print(path)
-        for name, why in skipped.items():
-            print(f"skipped {name}: {why}")
-        return 0
 
-    return run_main("analysis.plots", body)
+def _print_plots(run: Run, args) -> list:
+    written, skipped = write_plots(run, args.out)
+    return [*written, *(f"skipped {name}: {why}" for name, why in skipped.items())]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ method, as HTML and as report/claims.csv."""
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ from analysis.claims import SUPPORTED, UNTESTED, Verdict
 from analysis.run import Run, method_label
 from analysis.selection import selection_metric
 from sdkd_core.files import atomic_write
+from study.runfolder.trials import DRAWN
 
 
 def protocol_lines(run: Run) -> list[str]:
@@ -30,20 +30,20 @@ def protocol_lines(run: Run) -> list[str]:
         f"Seeds: {run.space.get('seeds')}; the search draws on the first, and each tuned "
         "method's chosen configuration is run again on every other seed.",
     ]
-    search_rows = run.results[run.results["role"] == "search"]
+    search_rows = run.results[run.results["role"] == DRAWN]
     budget = []
     for method in run.tuned_methods:
         mine = search_rows[search_rows["method"] == method]
         budget.append(f"{method_label(method)} {len(mine)} drawn trials, "
                       f"{int(mine['epochs'].sum())} epochs")
     if budget:
-        asha = (f"ASHA (first rung at epoch {first_rung(run)}, reduction "
-                f"{search.get('reduction_factor')})" if search.get("scheduler", "asha") == "asha"
+        asha = (f"ASHA (first rung at epoch {run.first_rung}, reduction "
+                f"{search.get('reduction_factor')})" if run.first_rung is not None
                 else "no early stopping")
         lines.append(f"Search: the same budget for each tuned method — Optuna "
                      f"{search.get('sampler', 'tpe')} sampler, {search.get('num_samples')} "
                      f"samples, one study each, {asha}, maximising "
-                     f"{derived(run).get('metric') or search.get('metric') or 'test_acc'}. "
+                     f"{run.metric}. "
                      f"Spent: {'; '.join(budget)}. "
                      "Untuned methods run at their defaults.")
     by_validation = selection_metric(run.completed, "test_acc") == "val_acc"
@@ -56,22 +56,6 @@ def protocol_lines(run: Run) -> list[str]:
                  "comparison of a table; differences with 95% confidence intervals in "
                  "report/tables/tests_*.csv.")
     return lines
-
-
-def derived(run: Run) -> dict:
-    """What the sweep derived from the space (protocol.json; {} for an older run folder)."""
-    path = run.folder.protocol_json
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def first_rung(run: Run):
-    """The epoch of ASHA's first rung as the sweep ran it (moved past epochs where drawn
-    students are still the same network), else as the space asked."""
-    return derived(run).get("asha_first_rung") or \
-        (run.space.get("search") or {}).get("grace_period")
 
 
 def protocol_html(run: Run) -> str:

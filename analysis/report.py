@@ -9,7 +9,6 @@ it reads the same offline, copied elsewhere, or served). The sweep calls it when
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import sys
@@ -19,11 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.claims import evaluate_claims
-from analysis.cli import check_analysis_flags
+from analysis.cli import analysis_main
 from analysis.protocol import claims_html, protocol_html, write_claims
 from analysis.run import Run, Skipped, load_run, method_class, method_label
 from analysis.tables import write_tables
-from sdkd_core.cli import OneLineParser, run_main
 from sdkd_core.files import write_text
 
 STYLE = """
@@ -102,10 +100,15 @@ def curves_caption(run: Run) -> str:
 
 def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
                  log=print) -> Path:
+    """The report of the run folder at `path` (see `write_report`)."""
+    return write_report(load_run(path), n_images, gradcam, log)
+
+
+def write_report(run: Run, n_images: int = 64, gradcam: bool = True, log=print) -> Path:
     """Write every artefact and report/index.html; returns the page's path."""
-    run = load_run(path)
-    # matplotlib, seaborn, torch and grad-cam take seconds to import: only once the folder
-    # is known to be a run folder, so a wrong path is refused at once.
+    # Importing these takes 5 s (torch, matplotlib, seaborn, grad-cam and cv2) where this
+    # module takes 0.5 s: only once the folder is known to be a run folder, so a wrong path
+    # is refused at once.
     from analysis.gradcam import write_gradcam
     from analysis.plots import write_plots
 
@@ -201,26 +204,13 @@ Sources: <a href="{_rel(run.folder.results_csv, report)}">results.csv</a>,
     return index
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
-    p.add_argument("--images", type=int, default=64,
-                   help="test images the Grad-CAM++ similarities average over, at least 2 "
-                        "(default 64)")
-    p.add_argument("--no-gradcam", action="store_true",
-                   help="skip the Grad-CAM++ section (it needs the trials' checkpoints)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return analysis_main(argv, _print_report, "analysis.report", __doc__,
+                         images="the Grad-CAM++ similarities", no_gradcam=True)
 
-    def body() -> int:
-        check_analysis_flags(args)
-        print(build_report(args.run, n_images=args.images, gradcam=not args.no_gradcam))
-        return 0
 
-    return run_main("analysis.report", body)
+def _print_report(run: Run, args) -> list[Path]:
+    return [write_report(run, n_images=args.images, gradcam=not args.no_gradcam)]
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from sdkd_core.datasets import DATASET_INFO
 from sdkd_core.errors import UserError
-from study.runfolder import IDENTITY, RunFolder, subject_method
+from sdkd_core.files import file_sha256
+from sdkd_core.plugins import load_plugins
+from study.runfolder import IDENTITY, RunFolder
 from study.runfolder.trials import PlannedTrial
 
 REQUIRED_COLUMNS = (*IDENTITY, "test_acc", "test_acc_best", "epochs", "status")
@@ -36,9 +38,14 @@ METRICS = {"test_acc": "last epoch", "test_acc_best": "best epoch"}
 @dataclass
 class Run:
     folder: RunFolder
-    space: dict[str, Any]
+    record: dict[str, Any]  # study.json: the study file and what the sweep derived from it
     results: pd.DataFrame
     epochs: pd.DataFrame
+
+    @property
+    def space(self) -> dict[str, Any]:
+        """The study file, as the sweep resolved it."""
+        return self.record["space"]
 
     @property
     def root(self) -> Path:
@@ -58,8 +65,8 @@ class Run:
 
     @property
     def method(self) -> str:
-        """The run's subject: the method its drawn trials train (`search.method`)."""
-        return subject_method(self.space)
+        """The run's subject: the first tuned method (`search.methods`)."""
+        return str(self.record["subject"])
 
     @property
     def label(self) -> str:
@@ -67,14 +74,23 @@ class Run:
 
     @property
     def tuned_methods(self) -> list[str]:
-        """The methods the search tuned (`search.methods`, else the subject alone)."""
-        search = self.space.get("search") or {}
-        return [str(m) for m in search.get("methods") or []] or [self.method]
+        """The methods the search tuned (`search.methods`), the subject first."""
+        return list(self.record["tuned_methods"])
 
     @property
     def baselines(self) -> list[str]:
-        """The fixed methods as the space lists them (`baselines:`), in that order."""
-        return [str(m) for m in self.space.get("baselines") or []]
+        """The baseline methods as the study file lists them (`baselines:`), in that order."""
+        return list(self.record["baselines"])
+
+    @property
+    def metric(self) -> str:
+        """What the search optimised (the validation accuracy where there is a split)."""
+        return str(self.record["metric"])
+
+    @property
+    def first_rung(self) -> int | None:
+        """The epoch of ASHA's first rung as the sweep ran it (None: no ASHA)."""
+        return self.record["asha_first_rung"]
 
     @property
     def search_space(self) -> dict[str, dict[str, Any]]:
@@ -110,10 +126,10 @@ class Run:
 
     def teacher_network(self, arch: str):
         """The pretrained teacher the run kept (teachers/<arch>.pt), checked against its card."""
+        # torch takes 2 s to import, this module 0.1 s: torch only once a run is loaded, so
+        # a wrong folder is refused at once (here and below).
         import torch
 
-        from sdkd_core.data import DATASET_INFO
-        from sdkd_core.files import file_sha256
         from sdkd_core.models import build_model
 
         kept = self.folder.teachers_dir
@@ -131,8 +147,7 @@ class Run:
     def trial_method(self, trial_id: str, teacher):
         """The trial's method (a `Distiller`, in eval mode) with its final checkpoint loaded,
         built from the trial's own params.json."""
-        from sdkd_core.checkpoint import load_checkpoint
-        from sdkd_core.data import DATASET_INFO
+        from sdkd_core.checkpoint import load_checkpoint  # torch: see teacher_network
         from sdkd_core.distillers import build_distiller
         from sdkd_core.models import build_model
 
@@ -155,22 +170,23 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{root}: no such folder; pass a run folder written by study/sweep.py "
                         "(runs/<name>)")
     folder = RunFolder(root)
-    for needed in (folder.space_yaml, folder.results_csv):
+    for needed in (folder.study_json, folder.results_csv):
         if not needed.is_file():
             raise UserError(f"{root} is not a run folder (no {needed.name}); pass the folder "
                             "study/sweep.py wrote, e.g. runs/ablations")
+    record = folder.read_study()
     try:
-        space = yaml.safe_load(folder.space_yaml.read_text())
         results = pd.read_csv(folder.results_csv)
-    except (yaml.YAMLError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"{root}: cannot read its space.yaml or results.csv "
-                        f"({str(err).splitlines()[0]}); rebuild them with study/sweep.py "
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"{root}: cannot read its results.csv "
+                        f"({str(err).splitlines()[0]}); rebuild it with study/sweep.py "
                         "--resume") from None
     except pd.errors.EmptyDataError:
         results = pd.DataFrame()
-    if not isinstance(space, dict) or "dataset" not in space or "recipe" not in space:
-        raise UserError(f"{folder.space_yaml} is not a resolved space (no dataset or recipe); "
-                        "it must be the copy study/sweep.py wrote")
+    if not isinstance(record, dict) or not isinstance(record.get("space"), dict):
+        raise UserError(f"{folder.study_json} is not a study record (no space); it must be "
+                        "the file study/sweep.py wrote")
+    space = record["space"]
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise UserError(f"{folder.results_csv} lacks column(s) {', '.join(missing)}; rebuild it "
@@ -185,13 +201,11 @@ def load_run(path: str | Path) -> Run:
     results = results.astype({"seed": int, "epochs": int, "trial_id": str})
     epochs = pd.read_csv(folder.epochs_csv) if folder.epochs_csv.is_file() else pd.DataFrame()
     if space.get("plugins"):  # the researcher's own methods, registered before labels are read
-        from sdkd_core.plugins import load_plugins
-
         try:
             load_plugins(space["plugins"])
         except UserError as err:
-            raise UserError(f"{folder.space_yaml}: plugins: {err}") from None
-    return Run(folder, space, results, epochs)
+            raise UserError(f"{folder.study_json}: plugins: {err}") from None
+    return Run(folder, record, results, epochs)
 
 
 def pair_label(teacher: str, student: str) -> str:
@@ -201,7 +215,7 @@ def pair_label(teacher: str, student: str) -> str:
 def method_class(name: str):
     """The registered method class of `name`, or None (a method an old run folder names that
     is no longer registered)."""
-    from sdkd_core.distillers import get_method  # imports torch: only once a run is loaded
+    from sdkd_core.distillers import get_method  # torch: see teacher_network
 
     try:
         return get_method(name)
@@ -217,7 +231,7 @@ def method_label(name: str) -> str:
 
 def method_order(names) -> list[str]:
     """Registry order (a newly registered method lands in its place), unknown names sorted."""
-    from sdkd_core.distillers import METHODS
+    from sdkd_core.distillers import METHODS  # torch: see teacher_network
 
     names = set(names)
     return [m for m in METHODS if m in names] + sorted(names - set(METHODS))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.run import Run
+from study.runfolder.trials import BASELINE, CONFIRMING, DRAWN
 
 
 def selection_metric(frame: pd.DataFrame, metric: str) -> str:
@@ -25,14 +26,14 @@ def tuned_config(search: pd.DataFrame, metric: str, param_cols: list[str]) -> pd
     """The trials of the drawn configuration with the best mean (all its seeds) of
     `selection_metric`: validation accuracy where there is a split.
 
-    Once the sweep has run its best configurations again on the other seeds (role `confirm`),
+    Once the sweep has run its best configurations again on the other seeds (role `confirming`),
     only those compete: a single lucky draw would otherwise beat every seed-averaged mean.
     """
     select = selection_metric(search, metric)
     if not param_cols:
         return search.nlargest(1, select)
     keyed = search.assign(_key=search[param_cols].astype(str).agg("|".join, axis=1))
-    confirmed = keyed.loc[keyed["role"] == "confirm", "_key"]
+    confirmed = keyed.loc[keyed["role"] == CONFIRMING, "_key"]
     if not confirmed.empty:
         keyed = keyed[keyed["_key"].isin(set(confirmed))]
     best = keyed.groupby("_key")[select].mean().idxmax()
@@ -55,7 +56,7 @@ def tuned_trials(run: Run, method: str, teacher: str, student: str,
                  metric: str = "test_acc") -> pd.DataFrame:
     """`method`'s tuned configuration on the pair, one row per seed (empty if not drawn)."""
     done = on_pair(run, teacher, student, metric)
-    search = done[done["role"].isin(["search", "confirm"]) & (done["method"] == method)]
+    search = done[done["role"].isin([DRAWN, CONFIRMING]) & (done["method"] == method)]
     if search.empty:
         return search
     return tuned_config(search, metric, method_params(run, method, search))
@@ -65,7 +66,7 @@ def default_trials(run: Run, method: str, teacher: str, student: str,
                    metric: str = "test_acc") -> pd.DataFrame:
     """`method` run as a baseline at its defaults on the pair, one row per seed."""
     done = on_pair(run, teacher, student, metric)
-    return done[(done["role"] == "fixed") & (done["method"] == method)]
+    return done[(done["role"] == BASELINE) & (done["method"] == method)]
 
 
 def chosen_trials(run: Run, method: str, teacher: str, student: str,

@@ -14,7 +14,6 @@ every statistic) under report/tables/.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -22,14 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.cli import check_analysis_flags
+from analysis.cli import analysis_main
 from analysis.published import TEACHER, published_number
-from analysis.run import METRICS, Run, load_run, method_label, method_order, pair_label
+from analysis.run import METRICS, Run, method_label, method_order, pair_label
 from analysis.selection import on_pair, selection_metric, tuned_trials
 from analysis.significance import compare, lookup, stars
-from sdkd_core.cli import OneLineParser, run_main
 from sdkd_core.files import atomic_write, write_text
 from sdkd_core.stats import mean_std, mean_std_text
+from study.runfolder.trials import BASELINE
 
 
 @dataclass
@@ -84,7 +83,7 @@ def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[st
     card = run.teacher_cards.get(teacher)
     if card is not None and metric in card:
         cells[TEACHER] = Cell([float(card[metric])])
-    fixed = done[done["role"] == "fixed"]
+    fixed = done[done["role"] == BASELINE]
     tuned_methods = run.tuned_methods
     for method in method_order(set(fixed["method"]) - set(tuned_methods)):
         cells[method_label(method)] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
@@ -233,27 +232,14 @@ def _tex_escape(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="the run folder study/sweep.py wrote (runs/<name>)")
-    p.add_argument("--out", default=None,
-                   help="output folder, not a file (default <run>/report/tables)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return analysis_main(argv, _print_tables, "analysis.tables", __doc__, out="tables")
 
-    def body() -> int:
-        check_analysis_flags(args)
-        run = load_run(args.run)
-        for path in write_tables(run, Path(args.out) if args.out else None):
-            print(path)
-        print((run.folder.report_dir / "tables" / "comparison_last.md").read_text()
-              if not args.out else "")
-        return 0
 
-    return run_main("analysis.tables", body)
+def _print_tables(run: Run, args) -> list:
+    """The files written, then the last-epoch table (an empty line when written elsewhere)."""
+    written, table = write_tables(run, args.out), run.folder.report_dir / "tables"
+    return [*written, "" if args.out else (table / "comparison_last.md").read_text()]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import time
 import torch
 from common import Result, Target, machine
 
-from sdkd_core.data import DATASET_INFO, ImageData
+from sdkd_core.data import ImageData
+from sdkd_core.datasets import DATASET_INFO
 from sdkd_core.distillers import build_distiller
 from sdkd_core.engine import Engine, select_device
 from sdkd_core.models import build_model

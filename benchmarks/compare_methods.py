@@ -19,9 +19,10 @@ from sdkd_core.distillers import METHODS
 from sdkd_core.files import write_csv
 from sdkd_core.recipe import Recipe
 from sdkd_core.stats import summarize
-from study.distill import DistillRun, run
-from study.runfolder.trials import Pair, PlannedTrial
-from study.teachers import TeacherCache
+from study.distill import run
+from study.runfolder.trials import PlannedTrial
+from study.sections import DatasetSection
+from study.teachers import TeacherCache, TeacherSpec
 
 
 def main() -> None:
@@ -40,22 +41,24 @@ def main() -> None:
 
     cache = TeacherCache(args.cache_dir)
     results: dict[str, list[dict]] = {}
-    pair = Pair(args.teacher, args.student)
+    data = DatasetSection(name=args.dataset, n_train=args.n_train)
+    recipe = Recipe(epochs=args.epochs)
+    # The teacher of every run: pretrained on the whole training set (cached once).
+    teacher = TeacherSpec(DatasetSection(name=args.dataset), args.teacher)
     for seed in (int(s) for s in args.seeds.split(",")):
         for row in args.methods.split(","):
             method, *settings = row.split("+")
-            spec = DistillRun(PlannedTrial(method, pair, seed, parse_overrides(settings)),
-                              args.dataset, Recipe(epochs=args.epochs), n_train=args.n_train)
-            folder = Path(args.output) / "+".join([spec.trial.name, *settings])
+            trial = PlannedTrial(method, args.teacher, args.student, seed,
+                                 parse_overrides(settings))
+            folder = Path(args.output) / "+".join([trial.name, *settings])
             done = folder / "result.json"
             if not done.exists():
-                rows = run(spec, cache, device=args.device,
+                rows = run(trial, data, recipe, teacher, cache, device=args.device,
                            on_epoch=lambda rows, f=folder: write_csv(f / "epochs.csv", rows))
                 done.write_text(json.dumps(rows[-1], indent=2) + "\n")
             results.setdefault(row, []).append(json.loads(done.read_text()))
 
-    teacher_card = cache.get(DistillRun(PlannedTrial("kd", pair), args.dataset,
-                                        Recipe()).teacher_spec())[1]
+    teacher_card = cache.get(teacher, device=args.device)[1]
     print(f"\n{args.teacher} (teacher: {teacher_card['test_acc']:.2f}%) -> {args.student}, "
           f"{args.dataset}, {args.n_train} training images, full test set, "
           f"{args.epochs} epochs, seeds {args.seeds}")

@@ -35,13 +35,14 @@ def parse(argv=None):
     p.add_argument("--space", default="ablations.yaml")
     p.add_argument("--cache-dir", default=None, help="teacher cache (default: the usual one)")
     p.add_argument("--quick", action="store_true",
-                   help="the space on 1,000 images, 2 epochs, 4 drawn trials: a smoke run "
-                        "(its share is larger than the default sweep's: shorter trials)")
+                   help="the space on 1,000 images, 2 epochs, 4 drawn trials per tuned method: "
+                        "a smoke run (its share is larger than the default sweep's: shorter "
+                        "trials)")
     return p.parse_args(argv)
 
 
 def measure(args) -> Result:
-    from study.space import load_space
+    from study.load import load_study_file
 
     with tempfile.TemporaryDirectory(prefix="ray-share-") as tmp:
         space_file = ROOT / args.space
@@ -50,8 +51,7 @@ def measure(args) -> Result:
             doc["search"] = {**doc.get("search", {}), "num_samples": 4}
             space_file = Path(tmp) / "quick.yaml"
             space_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-        space = load_space(space_file)
-        slots = space.resources.max_concurrent
+        slots = load_study_file(space_file).resources.max_concurrent
         cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
         out = Path(tmp) / "run"
         base = [sys.executable, "study/sweep.py", "--space", str(space_file), *cache]

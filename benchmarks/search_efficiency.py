@@ -60,9 +60,8 @@ def grid_document(base: dict[str, Any], points: int, quick: bool) -> dict[str, A
     doc["space"] = {key: {"type": "choice", "values": grid_axis(d, points)}
                     for key, d in base["space"].items() if key.startswith(f"{method}.")}
     # Every point once, on the search's seed: the searches replay exactly these curves.
-    search = {k: v for k, v in (doc.get("search") or {}).items() if k != "methods"}
-    doc["search"] = {**search, "method": method, "sampler": "grid", "scheduler": "none",
-                     "confirm_top": 0}
+    doc["search"] = {**(doc.get("search") or {}), "methods": [method], "sampler": "grid",
+                     "scheduler": "none", "confirm_top": 0}
     return doc
 
 
@@ -117,9 +116,11 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
     """One search over the grid's points; the epochs it spent until a trial reached `target`."""
     from ray import tune
 
-    from study.asha import make_scheduler
-    from study.search import StudySearcher, make_optuna_search
-    from study.space import load_space
+    from study.asha import DrawnTrialsASHA
+    from study.load import load_study_file
+    from study.runfolder import RunFolder
+    from study.search import StudySearcher
+    from study.study_object import make_study
 
     sampler, _, scheduler = strategy.partition("+")
     budget = len(table) * 2  # a searcher may draw a point twice; each draw is trained again
@@ -128,9 +129,14 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
     name = f"{strategy.replace('+', '-')}-s{seed}"
     space_file = tmp / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(run_doc, sort_keys=False))
-    space = load_space(space_file)
-    keys, metric = list(space.space), space.metric
-    epochs = space.recipe.epochs
+    # The sweep's own study object over a run folder of its own: Optuna's studies live in its
+    # optuna.db, ASHA records its stops in its ended/, Tune's experiment is its tune/.
+    folder = RunFolder(tmp / name)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    study = make_study(load_study_file(space_file, local_gpu_check=False), folder,
+                       tmp / "teachers")
+    assert study.draws == {subject(doc): budget}, study.draws
+    keys, metric, epochs = list(study.file.space), study.metric, study.epochs
 
     def trainable(config):
         curve = table[config_key(config["teacher"], config["student"], config["params"], keys)]
@@ -141,16 +147,15 @@ def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, 
     def reached(epoch, acc) -> bool:
         return epoch >= epochs and acc >= target
 
-    method = space.search.method
-    optuna = make_optuna_search(space, f"sqlite:///{tmp / name}.db", method)
-    searcher = StudySearcher(space, [], {method: optuna}, {method: budget})
+    scheduler = DrawnTrialsASHA(study) if study.first_rung is not None else None
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 0.01}),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space),
+        tune_config=tune.TuneConfig(search_alg=StudySearcher(study), scheduler=scheduler,
                                     num_samples=budget,
-                                    max_concurrent_trials=space.resources.max_concurrent,
+                                    max_concurrent_trials=study.file.resources.max_concurrent,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(tmp), verbose=0,
+        run_config=tune.RunConfig(name=folder.tune_dir.name,
+                                  storage_path=str(folder.root.resolve()), verbose=0,
                                   stop=stop_all_when(
                                       lambda r: reached(r["epoch"], r[metric]))),
     )

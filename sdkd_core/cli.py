@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sdkd_core.errors import UserError
+from sdkd_core.errors import DivergedError, UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -22,8 +22,6 @@ class OneLineParser(argparse.ArgumentParser):
 def run_main(prog: str, body: Callable[[], int]) -> int:
     """Run `body`; bad input becomes one line on stderr and exit code 2, a diverged
     training one line and exit code 1."""
-    from sdkd_core.engine import DivergedError
-
     try:
         return body()
     except UserError as err:

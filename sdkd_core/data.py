@@ -1,6 +1,7 @@
-"""Datasets as in-memory uint8 tensors: what each one is, and loading it whole or as subsets.
+"""Datasets as in-memory uint8 tensors, loaded whole or as subsets.
 
-The files are read by `sdkd_core.data_files`, the generated sets made by `sdkd_core.synthetic`,
+What each dataset is lives in `sdkd_core.datasets` (`DATASET_INFO`, also importable from here);
+the files are read by `sdkd_core.data_files`, the generated sets made by `sdkd_core.synthetic`,
 and `sdkd_core.loader.BatchLoader` turns the tensors into augmented batches on the device.
 """
 
@@ -14,42 +15,9 @@ import torch
 from torch import Tensor
 
 from sdkd_core.data_files import read_cifar, read_fashion_mnist
+from sdkd_core.datasets import DATASET_INFO, DATASETS, DatasetInfo
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.synthetic import synthetic_images
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and the augmentation need to know about a dataset."""
-
-    num_classes: int
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
-    std: tuple[float, ...]
-    pad: int  # random-crop padding in pixels (0: no crop)
-    flip: bool  # random horizontal flip
-
-
-DATASET_INFO: dict[str, DatasetInfo] = {
-    "fashion_mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), pad=2, flip=True),
-    "cifar10": DatasetInfo(
-        10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=4, flip=True
-    ),
-    "cifar100": DatasetInfo(
-        100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), pad=4, flip=True
-    ),
-    # Generated, for tests: 10 classes of noisy smooth templates, 1x28x28.
-    "synthetic": DatasetInfo(10, 1, 28, (0.5,), (0.25,), pad=2, flip=True),
-    # Generated in CIFAR-100's shape and size (3x32x32, 100 classes, 50k/10k): GPU runs of the
-    # CIFAR recipe where the real files cannot be downloaded.
-    "synthetic_cifar100": DatasetInfo(
-        100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), pad=4, flip=True
-    ),
-}
-DATASETS = tuple(DATASET_INFO)
-SYNTHETIC_SIZES = {"synthetic": (2000, 500), "synthetic_cifar100": (50000, 10000)}
-
 
 VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's seed
 
@@ -185,4 +153,4 @@ def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
 
 
 def _synthetic(name: str, root, download: bool):
-    return synthetic_images(DATASET_INFO[name], *SYNTHETIC_SIZES[name])
+    return synthetic_images(DATASET_INFO[name])

@@ -19,17 +19,9 @@ from torch import nn
 from sdkd_core.data import ImageData
 from sdkd_core.distillers.base import Distiller
 from sdkd_core.distributed import broadcast_buffers, split_batch, sum_across_ranks
-from sdkd_core.errors import UserError
+from sdkd_core.errors import DivergedError, UserError
 from sdkd_core.loader import BatchLoader
 from sdkd_core.recipe import Recipe
-
-
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, loss: float):
-        super().__init__(f"training diverged in epoch {epoch}: loss {loss}")
-        self.epoch, self.loss = epoch, loss
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -1,4 +1,5 @@
-"""Errors that describe bad input. Command-line tools print their message as one line and exit 2."""
+"""Errors a command-line tool reports in one line: bad input (exit 2) and a diverged training
+(exit 1). No torch here, so every tool can catch them without importing it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from collections.abc import Iterable
 
 class UserError(ValueError):
     """Something the user asked for cannot be done; the message says what and how to fix it."""
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"training diverged in epoch {epoch}: loss {loss}")
+        self.epoch, self.loss = epoch, loss
 
 
 def _shared_prefix(a: str, b: str) -> int:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from sdkd_core.data import DatasetInfo
+from sdkd_core.datasets import DatasetInfo
 from sdkd_core.errors import UserError
 
 CHUNK_BATCHES = 32  # batches augmented together

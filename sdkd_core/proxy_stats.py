@@ -60,11 +60,3 @@ class ProxyStatistics(nn.Module):
         for name, value in self.by_name().items():
             body.get_buffer(name).copy_(value)
 
-    def fill_missing(self, state_dict: dict, prefix: str, body_prefix: str) -> None:
-        """Where `state_dict` (a state of the method, this module's keys under `prefix`) has
-        none of these statistics, take them from the body's (keys under `body_prefix`)."""
-        own = [f"{prefix}layers.{i}.{key}" for i in range(len(self.layers)) for key in KEYS]
-        if own and own[0] not in state_dict:
-            for key, name in zip(own, self.by_name(body_prefix), strict=True):
-                if name in state_dict:
-                    state_dict[key] = state_dict[name]

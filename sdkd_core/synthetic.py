@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch.nn import functional as F
 
-if TYPE_CHECKING:  # sdkd_core.data imports this module
-    from sdkd_core.data import DatasetInfo
+from sdkd_core.datasets import DatasetInfo
 
 
-def synthetic_images(info: DatasetInfo, n_train: int, n_test: int):
-    """Learnable generated images: each class a smooth random template, plus noise and jitter."""
+def synthetic_images(info: DatasetInfo):
+    """Learnable generated images, `info.n_train` and `info.n_test` of them: each class a smooth
+    random template, plus noise and jitter."""
     gen = torch.Generator().manual_seed(1234)  # the dataset is fixed; `seed` only picks subsets
     size, c = info.image_size, info.in_channels
     coarse = torch.rand(info.num_classes, c, 7, 7, generator=gen)
@@ -27,6 +25,6 @@ def synthetic_images(info: DatasetInfo, n_train: int, n_test: int):
             x[start:start + 5000] = ((templates[part] + noise).clamp(0, 1) * 255).to(torch.uint8)
         return x, y
 
-    train_x, train_y = draw(n_train)
-    test_x, test_y = draw(n_test)
+    train_x, train_y = draw(info.n_train)
+    test_x, test_y = draw(info.n_test)
     return train_x, train_y, test_x, test_y

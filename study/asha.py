@@ -1,100 +1,105 @@
-"""ASHA over the drawn trials only, one set of rungs per tuned method.
+"""ASHA over the drawn trials only, one set of rungs per tuned method, through Tune's public
+scheduler interface.
 
-Baselines and confirmations always run to their last epoch. Each tuned method's drawn trials
-meet in rungs of their own: a method's configurations are ranked against each other, never
-against another method's, so each gets the same epochs before ASHA (same grace period and
-reduction factor) whatever the others score.
+Baselines and confirming trials always run to their last epoch. Each tuned method's drawn
+trials meet in rungs of their own: a method's configurations are ranked against each other,
+never against another method's, so each gets the same epochs before ASHA (the same first rung
+and reduction factor) whatever the others score.
+
+The rule is asynchronous successive halving as Ray's `ASHAScheduler` applies it with one
+bracket: rungs at first_rung * rf**k below the last epoch; a trial reaching a rung it has not
+passed is stopped when its value is below the (1 - 1/rf) quantile of the values recorded there
+before it. The rungs live here, as plain data: Tune saves no scheduler with the experiment, so
+a resumed sweep refills them from the drawn trials' records in the run folder, and each
+decision to stop is recorded in the run folder (`ended/`) before Tune acts on it.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from types import SimpleNamespace
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from study.plan import asha_grace_period
 from study.runfolder import is_diverged
-from study.runfolder.trials import FULL_LENGTH
-from study.space import Space
+from study.runfolder.tables import trial_records
+from study.runfolder.trials import DRAWN
+from study.study_object import Study
 
 
-class SearchOnlyASHA(FIFOScheduler):
-    """An `ASHAScheduler` per tuned method, fed only that method's drawn trials.
+def rung_epochs(first: int, reduction_factor: float, epochs: int) -> list[int]:
+    """The rungs' epochs, highest first (as Ray's ASHA lays out one bracket; a rung at epoch
+    2.5 is reached at epoch 3)."""
+    count = int(math.log(epochs / first) / math.log(reduction_factor) + 1)
+    return list(dict.fromkeys(math.ceil(first * reduction_factor**k - 1e-9)
+                              for k in reversed(range(count))))
 
-    Tune does not save a scheduler with the experiment: a resumed sweep would start with empty
-    rungs, keep weak trials an uninterrupted sweep stops, and spend another budget. So, once
-    per process, the rungs are refilled from the drawn trials' own records in `experiment_dir`
-    (result.json, keyed by Tune's trial id, which a restored trial keeps).
-    """
 
-    def __init__(self, methods: list[str], experiment_dir: str | None = None, **asha):
+class Rungs:
+    """One method's rungs: {epoch: {Tune trial id: value, larger is better}}."""
+
+    def __init__(self, epochs: list[int], reduction_factor: float):
+        self.recorded: dict[int, dict[str, float]] = {e: {} for e in epochs}
+        self.quantile = (1 - 1 / reduction_factor) * 100
+
+    def judge(self, trial_id: str, epoch: int, value: float) -> bool:
+        """Record the value at the highest rung `epoch` reaches that the trial has not passed;
+        True when it falls below that rung's cutoff."""
+        for rung, recorded in self.recorded.items():
+            if epoch < rung or trial_id in recorded:
+                continue
+            below = bool(recorded) and value < np.nanpercentile(list(recorded.values()),
+                                                                self.quantile)
+            recorded[trial_id] = value
+            return below
+        return False
+
+
+class DrawnTrialsASHA(FIFOScheduler):
+    """ASHA for each tuned method's drawn trials; every other trial runs to its end."""
+
+    def __init__(self, study: Study):
         super().__init__()
-        self.asha = {m: ASHAScheduler(**asha) for m in methods}
-        self._metric, self._mode = asha["metric"], asha["mode"]  # TrialScheduler's own
-        self.metric_op = 1.0 if asha["mode"] == "max" else -1.0
-        self.time_attr = asha["time_attr"]
-        self.experiment_dir = experiment_dir
+        search = study.file.search
+        epochs = rung_epochs(study.first_rung, search.reduction_factor, study.epochs)
+        self.study = study
+        self.rungs = {m: Rungs(epochs, search.reduction_factor) for m in study.tuned_methods}
+        self.sign = 1.0 if study.mode == "max" else -1.0
         self.replayed = False
 
-    def _of(self, trial) -> ASHAScheduler | None:
-        """The method's scheduler, or None for a trial that always runs to its end."""
-        if trial.config.get("role") in FULL_LENGTH:
+    def _rungs_of(self, config: dict) -> Rungs | None:
+        return self.rungs.get(config.get("method")) if config.get("role") == DRAWN else None
+
+    def _value(self, result: dict) -> float | None:
+        value, epoch = result.get(self.study.metric), result.get("epoch")
+        if is_diverged(result) or epoch is None or not isinstance(value, int | float) \
+                or not math.isfinite(value):
             return None
-        return self.asha.get(trial.config.get("method"))
+        return self.sign * value
 
     def replay(self) -> None:
+        """Refill the rungs from the drawn trials' records (a resumed sweep), once."""
         self.replayed = True
-        if self.experiment_dir is None:
-            return
-        from study.runfolder.tables import trial_records
-
-        for config, results in trial_records(Path(self.experiment_dir)).values():
-            asha = self.asha.get(config.get("method"))
-            if config.get("role") in FULL_LENGTH or asha is None or len(asha._brackets) != 1:
-                continue
-            for r in results:
-                value, epoch = r.get(self._metric), r.get(self.time_attr)
-                if is_diverged(r) or value is None or epoch is None or "trial_id" not in r \
-                        or not math.isfinite(value):
-                    continue
-                asha._brackets[0].on_result(SimpleNamespace(trial_id=r["trial_id"]), epoch,
-                                            self.metric_op * value)
+        for config, results in trial_records(self.study.folder.tune_dir).values():
+            rungs = self._rungs_of(config)
+            for r in results if rungs is not None else ():
+                if (value := self._value(r)) is not None and "trial_id" in r:
+                    rungs.judge(r["trial_id"], int(r["epoch"]), value)
 
     def on_trial_add(self, tune_controller, trial):
         if not self.replayed:
             self.replay()
-        if (asha := self._of(trial)) is not None:
-            asha.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
-        asha = self._of(trial)
-        if asha is None or is_diverged(result):  # a diverged trial ends by itself
+        rungs = self._rungs_of(trial.config)
+        value = self._value(result)
+        if rungs is None or value is None:  # a diverged trial ends by itself
             return TrialScheduler.CONTINUE
-        return asha.on_trial_result(tune_controller, trial, result)
-
-    def on_trial_complete(self, tune_controller, trial, result):
-        if (asha := self._of(trial)) is None:
-            return
-        if is_diverged(result):  # its NaN must not enter a rung's cutoff
-            asha.on_trial_remove(tune_controller, trial)
-        else:
-            asha.on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller, trial):
-        if (asha := self._of(trial)) is not None:
-            asha.on_trial_remove(tune_controller, trial)
+        epoch = int(result["epoch"])
+        if rungs.judge(trial.trial_id, epoch, value) and epoch < self.study.epochs:
+            self.study.folder.record_end(trial.config["trial_name"], "stopped", result)
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
 
     def debug_string(self) -> str:
-        return "; ".join(f"{m}: {a.debug_string()}" for m, a in self.asha.items())
-
-
-def make_scheduler(space: Space, experiment_dir: str | None = None):
-    s = space.search
-    if s.scheduler == "none":
-        return None
-    return SearchOnlyASHA(space.tuned_methods, experiment_dir=experiment_dir,
-                          time_attr="epoch", metric=space.metric, mode=s.mode,
-                          max_t=space.recipe.epochs, grace_period=asha_grace_period(space)[0],
-                          reduction_factor=s.reduction_factor)
+        return "; ".join(f"{m}: rungs at {list(r.recorded)}" for m, r in self.rungs.items())

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from sdkd_core.cli import check_output_folder
-from sdkd_core.errors import UserError
+from sdkd_core.data import DATASETS
+from sdkd_core.engine import select_device
+from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.recipe import MAX_SEED, RECIPE_RULES, Recipe
 
 
@@ -98,10 +100,6 @@ def check_flag_values(args: argparse.Namespace) -> None:
 
 def check_common(args: argparse.Namespace) -> None:
     """Checks that need no data: every number flag, dataset name, folders, device."""
-    from sdkd_core.data import DATASETS
-    from sdkd_core.engine import select_device
-    from sdkd_core.errors import unknown_choice
-
     check_flag_values(args)
     if args.dataset not in DATASETS:
         raise unknown_choice("dataset", args.dataset, DATASETS)

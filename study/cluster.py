@@ -7,10 +7,14 @@ log lines into the terminal.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from pathlib import Path
+
+import ray
+import ray._private.worker as ray_worker
 
 from sdkd_core.errors import UserError
 
@@ -19,7 +23,7 @@ RAY_LOGGER = "ray"  # Ray's Python logger; start_ray points it at the run folder
 
 
 def ray_environment(address: str | None) -> None:
-    """Settings Ray reads when it is first imported, so before anything imports it."""
+    """Settings Ray reads when a sweep starts it (from the environment, at run time)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the monitor prints progress instead
     # Every epoch checkpoints, so Tune snapshots often; that is the point, not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -68,8 +72,6 @@ def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
 def _cluster_message_to_log(data: dict, ignore_prefix: bool) -> None:
     """Stands in for ray._private.worker.print_to_stdstream: what the cluster reports to the
     driver goes to ray.log as WARNING lines instead of the terminal."""
-    import logging
-
     logger = logging.getLogger(RAY_LOGGER)
     for line in data.get("lines", []):
         logger.warning("(%s) %s", data.get("pid", "ray"), line)
@@ -89,8 +91,6 @@ def route_cluster_messages_to_log() -> None:
     would raise it but also lets more workers start at once, and a cluster's raylets never see
     this process's environment). So the thread's printer is swapped for one that writes ray.log.
     """
-    import ray._private.worker as ray_worker
-
     if hasattr(ray_worker, "print_to_stdstream"):
         ray_worker.print_to_stdstream = _cluster_message_to_log
 
@@ -98,10 +98,6 @@ def route_cluster_messages_to_log() -> None:
 def start_ray(address: str | None, num_cpus: int | None, num_gpus: int | None,
               log_file: Path) -> None:
     """Start (or join) Ray; Ray's own log lines go to `log_file`, not to the terminal."""
-    import logging
-
-    import ray
-
     ray_logger = logging.getLogger(RAY_LOGGER)
     for handler in list(ray_logger.handlers):
         ray_logger.removeHandler(handler)

@@ -10,19 +10,24 @@ Writes `<output>/epochs.csv` (one row per epoch, the columns a sweep writes) and
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sdkd_core.cli import OneLineParser, check_output_folder, run_main
-from sdkd_core.distillers import METHODS, build_distiller
+from sdkd_core.config import parse_overrides
+from sdkd_core.data import DATASET_INFO, DatasetInfo
+from sdkd_core.distillers import METHODS, Distiller, build_distiller
 from sdkd_core.engine import Engine
+from sdkd_core.errors import UserError
 from sdkd_core.files import write_csv, write_json
-from sdkd_core.models import MODEL_NAMES, build_model
+from sdkd_core.models import MODEL_NAMES, StagedNet, build_model
+from sdkd_core.models.published import load_teacher_checkpoint
+from sdkd_core.plugins import load_plugins
 from sdkd_core.recipe import TEACHER_EPOCHS, Recipe
 from study.cli import (
     add_data_args,
@@ -32,76 +37,55 @@ from study.cli import (
     progress_line,
     recipe_from_args,
 )
-from study.runfolder.trials import Pair, PlannedTrial
+from study.runfolder.trials import PlannedTrial
+from study.sections import DatasetSection
 from study.teachers import TeacherCache, TeacherSpec
 
 
-@dataclass
-class DistillRun:
-    """One student trained with one method: the planned trial and what its sweep shares."""
-
-    trial: PlannedTrial
-    dataset: str
-    recipe: Recipe
-    n_train: int | None = None
-    n_test: int | None = None
-    teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=TEACHER_EPOCHS))
-    teacher_n_train: int | None = None
-    data_root: str | None = None
-    teacher_checkpoint: str | None = None  # a published teacher's file instead of training one
-    val_split: float | int | None = None  # validation images, held out of every training set
-
-    def teacher_spec(self) -> TeacherSpec:
-        return TeacherSpec(self.dataset, self.trial.teacher, self.teacher_recipe, seed=0,
-                           n_train=self.teacher_n_train, checkpoint=self.teacher_checkpoint,
-                           val_split=self.val_split)
-
-    def build(self, num_classes: int, in_channels: int):
-        """The distiller with an untrained teacher: validates every key before any training."""
-        torch.manual_seed(self.trial.seed)
-        student = build_model(self.trial.student, num_classes, in_channels)
-        teacher = build_model(self.trial.teacher, num_classes, in_channels)
-        return build_distiller(self.trial.method, student, teacher, self.trial.params), teacher
+def build_method(trial: PlannedTrial, info: DatasetInfo) -> tuple[Distiller, StagedNet]:
+    """The trial's method with an untrained teacher: every setting is validated before any
+    training."""
+    torch.manual_seed(trial.seed)
+    student = build_model(trial.student, info.num_classes, info.in_channels)
+    teacher = build_model(trial.teacher, info.num_classes, info.in_channels)
+    return build_distiller(trial.method, student, teacher, trial.params), teacher
 
 
-def prepare(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
+def prepare(trial: PlannedTrial, data: DatasetSection, recipe: Recipe,
+            teacher: TeacherSpec | None, cache: TeacherCache, device: str = "auto", log=print,
             rank: int = 0, world_size: int = 1, wrap=None, compile: bool = False) -> Engine:
-    """The engine for `spec`: data loaded, teacher from the cache (trained now if missing)."""
-    from sdkd_core.data import DATASET_INFO, load_dataset
-
-    info = DATASET_INFO[spec.dataset]
-    method, teacher = spec.build(info.num_classes, info.in_channels)  # fail fast on bad keys
-    seed = spec.trial.seed
-    data = load_dataset(spec.dataset, spec.data_root, spec.n_train, spec.n_test, seed=seed,
-                        val_split=spec.val_split)
-    if method.needs_teacher and method.needs_teacher_weights:
-        trained, card, cached = cache.get(spec.teacher_spec(), data_root=spec.data_root,
-                                          device=device, log=log)
-        teacher.load_state_dict(trained.state_dict())
-        how = "cached" if cached else "measured now" if spec.teacher_checkpoint else "trained now"
-        log(f"teacher {spec.trial.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test "
+    """The engine of `trial` on `data` under `recipe`: images loaded, teacher from the cache
+    (trained now if missing; None: the method needs no pretrained teacher)."""
+    method, network = build_method(trial, DATASET_INFO[data.name])  # fail fast on bad keys
+    images = data.load(trial.seed)
+    if teacher is not None and method.needs_teacher and method.needs_teacher_weights:
+        trained, card, cached = cache.get(teacher, device=device, log=log)
+        network.load_state_dict(trained.state_dict())
+        how = "cached" if cached else "measured now" if teacher.checkpoint else "trained now"
+        log(f"teacher {trial.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test "
             f"images ({how})")
-    return Engine(method, data, spec.recipe, device=device, seed=seed, rank=rank,
+    return Engine(method, images, recipe, device=device, seed=trial.seed, rank=rank,
                   world_size=world_size, wrap=wrap, compile=compile)
 
 
-def run(spec: DistillRun, cache: TeacherCache, device: str = "auto", log=print,
-        on_epoch=None, compile: bool = False) -> list[dict[str, Any]]:
+def run(trial: PlannedTrial, data: DatasetSection, recipe: Recipe, teacher: TeacherSpec | None,
+        cache: TeacherCache, device: str = "auto", log=print, on_epoch=None,
+        compile: bool = False) -> list[dict[str, Any]]:
     """Train the student; returns the per-epoch rows (trial identity + metrics)."""
-    engine = prepare(spec, cache, device=device, log=log, compile=compile)
-    trial = spec.trial
+    engine = prepare(trial, data, recipe, teacher, cache, device=device, log=log,
+                     compile=compile)
     identity = {"trial_id": trial.name, "method": trial.method, "teacher": trial.teacher,
                 "student": trial.student, "seed": trial.seed, **trial.params}
-    log(f"{trial.method}: {trial.teacher} -> {trial.student} on {spec.dataset} "
+    log(f"{trial.method}: {trial.pair} on {data.name} "
         f"({len(engine.data.train_y)} train / {len(engine.data.test_y)} test images, "
-        f"{spec.recipe.epochs} epochs, {engine.device})")
+        f"{recipe.epochs} epochs, {engine.device})")
     rows: list[dict[str, Any]] = []
     own_metrics = tuple(engine.method.epoch_metrics())
     start = time.perf_counter()
 
     def record(stats):
         rows.append({**identity, **stats})
-        log(progress_line(stats, spec.recipe.epochs, start, own_metrics))
+        log(progress_line(stats, recipe.epochs, start, own_metrics))
         if on_epoch is not None:
             on_epoch(rows)
 
@@ -150,29 +134,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from sdkd_core.config import parse_overrides
-        from sdkd_core.plugins import load_plugins
-
         load_plugins(args.plugin)
         check_common(args)
         if args.teacher_checkpoint is not None:
             check_teacher_checkpoint(args)
-        trial = PlannedTrial(args.method, Pair(args.teacher, args.student), args.seed,
+        trial = PlannedTrial(args.method, args.teacher, args.student, args.seed,
                              parse_overrides(args.set))
-        spec = DistillRun(
-            trial, dataset=args.dataset, recipe=recipe_from_args(args),
-            n_train=args.n_train, n_test=args.n_test,
-            teacher_recipe=Recipe(epochs=args.teacher_epochs),
-            teacher_n_train=args.teacher_n_train, data_root=args.data_root,
-            teacher_checkpoint=args.teacher_checkpoint, val_split=args.val_split,
-        )
-        output = Path(args.output or Path("runs") / "distill" / spec.trial.name)
+        data = DatasetSection(name=args.dataset, root=args.data_root, n_train=args.n_train,
+                              n_test=args.n_test, val_split=args.val_split)
+        teacher = TeacherSpec(data.model_copy(update={"n_train": args.teacher_n_train}),
+                              args.teacher, Recipe(epochs=args.teacher_epochs),
+                              checkpoint=args.teacher_checkpoint)
+        output = Path(args.output or Path("runs") / "distill" / trial.name)
         check_output_folder("--output", output)
-        rows = run(spec, TeacherCache(args.cache_dir), device=args.device, compile=args.compile,
+        rows = run(trial, data, recipe_from_args(args), teacher, TeacherCache(args.cache_dir),
+                   device=args.device, compile=args.compile,
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
         last = rows[-1]
         write_json(output / "result.json", last)
-        print(f"{spec.trial.name}: test accuracy {last['test_acc']:.2f}% (last epoch), "
+        print(f"{trial.name}: test accuracy {last['test_acc']:.2f}% (last epoch), "
               f"{last['test_acc_best']:.2f}% (best epoch); rows in {output / 'epochs.csv'}")
         return 0
 
@@ -181,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def fraction_or_count(text: str) -> float | int:
     """--val-split: a count (digits) or a fraction in (0, 1)."""
-    import math
-
     value = int(text) if text.isdigit() else float(text)
     if isinstance(value, int) and value > 0 or 0 < value < 1 and math.isfinite(value):
         return value
@@ -191,10 +169,6 @@ def fraction_or_count(text: str) -> float | int:
 
 def check_teacher_checkpoint(args) -> None:
     """--teacher-checkpoint fits --teacher on --dataset, before anything is written."""
-    from sdkd_core.data import DATASET_INFO
-    from sdkd_core.errors import UserError
-    from sdkd_core.models.published import load_teacher_checkpoint
-
     if not Path(args.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {args.teacher_checkpoint}: not a file; give the "
                         "path of the teacher's checkpoint")

@@ -16,17 +16,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sdkd_core.data import DATASET_INFO
 from sdkd_core.distillers import build_distiller
+from sdkd_core.distillers.vanilla import Vanilla
 from sdkd_core.models import build_model
-from study.runfolder.trials import Pair, PlannedTrial
+from study.runfolder.trials import PlannedTrial
 
 # Effective training throughput, FLOP/s. CPU: measured on this project's 2-core machine
 # (docs/benchmarks.md). GPU: a conservative figure for small CIFAR CNNs on one modern GPU;
 # override with --gpu-tflops after a first measured run.
 CPU_GFLOPS_PER_CORE = 50.0
 GPU_TFLOPS = 10.0
-FULL_SIZES = {"fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
-              "cifar100": (50000, 10000), "synthetic": (2000, 500),
-              "synthetic_cifar100": (50000, 10000)}
 
 
 @cache
@@ -68,7 +66,5 @@ def trial_flops(trial: PlannedTrial, dataset: str, n_train: int, n_test: int,
 
 
 def teacher_flops(arch: str, dataset: str, n_train: int, n_test: int, epochs: int) -> float:
-    from sdkd_core.distillers.vanilla import Vanilla  # how every teacher is trained
-
-    return trial_flops(PlannedTrial(Vanilla.name, Pair(arch, arch)), dataset, n_train, n_test,
-                       epochs)
+    # A teacher trains as a vanilla student of its own architecture.
+    return trial_flops(PlannedTrial(Vanilla.name, arch, arch), dataset, n_train, n_test, epochs)

@@ -11,21 +11,21 @@ from typing import Any
 from ray.tune import Callback
 
 from sdkd_core.cli import clock
-from study.runfolder import RunFolder, is_diverged
+from study.runfolder import is_diverged
 from study.runfolder.tables import write_tables
+from study.study_object import Study
 
 PRINT_EVERY_S = 20.0
 
 
 class SweepMonitor(Callback):
-    def __init__(self, folder: RunFolder, total_trials: int, epochs: int, metric: str,
-                 mode: str, earlier: dict[str, str] | None = None):
-        self.folder = folder
-        self.earlier = dict(earlier or {})  # final statuses of an earlier experiment's trials
+    def __init__(self, study: Study, total_trials: int, earlier_errors=()):
+        self.folder = study.folder
+        self.errors = set(earlier_errors)  # trials of an earlier experiment that failed
         self.total = total_trials
-        self.epochs = epochs
-        self.metric = metric
-        self.mode = mode
+        self.epochs = study.epochs
+        self.metric = study.metric
+        self.mode = study.mode
         self._reset()
 
     def _reset(self):
@@ -71,9 +71,10 @@ class SweepMonitor(Callback):
     # ------------------------------------------------------------ output
 
     def _write(self, trials) -> None:
-        statuses = {**self.earlier, **{t.config.get("trial_name"): t.status for t in trials}}
+        live = {t.config.get("trial_name"): t.status for t in trials}
+        errors = self.errors | {name for name, status in live.items() if status == "ERROR"}
         configs = {t.config.get("trial_name"): t.config for t in trials}
-        write_tables(self.folder, statuses, self.epochs, configs)
+        write_tables(self.folder, live, configs, errors)
 
     def _print(self, trials, event: str = "") -> None:
         self.last_print = time.monotonic()

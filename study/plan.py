@@ -1,6 +1,6 @@
 """The trials a space asks for, in order: what a sweep runs and what --dry-run prints.
 
-Nothing here imports Ray, so a space is planned (and rejected) without it.
+Nothing here imports Ray, so a study is planned (and rejected) without it.
 """
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ import itertools
 import math
 from typing import Any
 
-from study.runfolder.trials import SEARCH, Pair, PlannedTrial, pair_label
-from study.space import Space
-from study.space_sections import Choice, IntRange, LogUniform, Uniform
+import optuna.distributions as od
+
+from sdkd_core.claims import SettingBeats
+from sdkd_core.distillers import get_method, method_config
+from study.runfolder.trials import DRAWN, PlannedTrial, pair_label
+from study.sections import Choice, IntRange, LogUniform, Uniform
+from study.study_file import StudyFile
 
 PAIR_KEY = "pair"
 
 
-def on_its_pair(space: Space, trial: PlannedTrial) -> PlannedTrial:
+def on_its_pair(space: StudyFile, trial: PlannedTrial) -> PlannedTrial:
     """`trial` under its pair's own protocol: the pair's recipe fields and its settings of the
     trial's method (drawn values, which never repeat a pair's setting, come last)."""
     settings = space.pair_settings(trial.teacher, trial.student, trial.method)
@@ -25,26 +29,24 @@ def on_its_pair(space: Space, trial: PlannedTrial) -> PlannedTrial:
                                recipe=space.pair_recipe(trial.teacher, trial.student))
 
 
-def fixed_trials(space: Space) -> list[PlannedTrial]:
+def baseline_trials(space: StudyFile) -> list[PlannedTrial]:
     """Every baseline x pair x seed, in a stable order (names are the trials' identities)."""
-    return [on_its_pair(space, PlannedTrial(method, Pair(p.teacher, p.student), seed))
+    return [on_its_pair(space, PlannedTrial(method, p.teacher, p.student, seed))
             for p in space.pairs for method in space.baselines for seed in space.seeds]
 
 
-def plan(space: Space, max_trials: int | None) -> tuple[list[PlannedTrial], int]:
-    """(fixed trials, number of drawn trials), capped at max_trials in that order."""
-    fixed, n_search = fixed_trials(space), search_trial_count(space)
+def plan(space: StudyFile, max_trials: int | None) -> tuple[list[PlannedTrial], int]:
+    """(baseline trials, number of drawn trials), capped at max_trials in that order."""
+    baselines, n_drawn = baseline_trials(space), drawn_trial_count(space)
     if max_trials is not None:
-        fixed = fixed[:max_trials]
-        n_search = max(0, min(n_search, max_trials - len(fixed)))
-    return fixed, n_search
+        baselines = baselines[:max_trials]
+        n_drawn = max(0, min(n_drawn, max_trials - len(baselines)))
+    return baselines, n_drawn
 
 
-def optuna_space(space: Space, method: str) -> dict[str, Any]:
+def optuna_space(space: StudyFile, method: str) -> dict[str, Any]:
     """Optuna distributions over `method`'s `space` keys, plus the pair when there are
     several."""
-    import optuna.distributions as od
-
     dists: dict[str, Any] = {}
     for key in space.keys_of(method):
         d = space.space[key]
@@ -62,7 +64,7 @@ def optuna_space(space: Space, method: str) -> dict[str, Any]:
     return dists
 
 
-def grid_values(space: Space, method: str) -> dict[str, list[Any]]:
+def grid_values(space: StudyFile, method: str) -> dict[str, list[Any]]:
     values: dict[str, list[Any]] = {}
     for key in space.keys_of(method):
         d = space.space[key]
@@ -72,7 +74,7 @@ def grid_values(space: Space, method: str) -> dict[str, list[Any]]:
     return values
 
 
-def method_trial_count(space: Space, method: str) -> int:
+def method_trial_count(space: StudyFile, method: str) -> int:
     """One tuned method's drawn trials: num_samples, or its grid's size (each point once)."""
     if not space.keys_of(method) and len(space.pairs) <= 1:
         return 0
@@ -81,25 +83,25 @@ def method_trial_count(space: Space, method: str) -> int:
     return space.search.num_samples
 
 
-def search_trial_count(space: Space) -> int:
+def drawn_trial_count(space: StudyFile) -> int:
     """Optuna-drawn trials, of every tuned method."""
     return sum(method_trial_count(space, m) for m in space.tuned_methods)
 
 
-def draws_per_method(space: Space, n_search: int) -> dict[str, int]:
-    """`n_search` drawn trials shared among the tuned methods in turn (each capped at its own
+def draws_per_method(space: StudyFile, n_drawn: int) -> dict[str, int]:
+    """`n_drawn` drawn trials shared among the tuned methods in turn (each capped at its own
     count): equal budgets, also under --max-trials."""
     budget = dict.fromkeys(space.tuned_methods, 0)
     caps = {m: method_trial_count(space, m) for m in budget}
-    while n_search > 0 and any(budget[m] < caps[m] for m in budget):
+    while n_drawn > 0 and any(budget[m] < caps[m] for m in budget):
         for m in budget:
-            if n_search > 0 and budget[m] < caps[m]:
+            if n_drawn > 0 and budget[m] < caps[m]:
                 budget[m] += 1
-                n_search -= 1
+                n_drawn -= 1
     return budget
 
 
-def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTrial]:
+def confirm_trials(space: StudyFile, rows: list[dict[str, Any]]) -> list[PlannedTrial]:
     """The best `confirm_top` completed drawn configurations of each pair and tuned method,
     on every seed of `seeds` but the one the search ran them on.
 
@@ -112,7 +114,7 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
     same trials.
     """
     top, metric, seeds = space.search.confirm_top, space.metric, confirm_seeds(space)
-    drawn = [r for r in rows if r["role"] == SEARCH and r["status"] == "completed"
+    drawn = [r for r in rows if r["role"] == DRAWN and r["status"] == "completed"
              and isinstance(r[metric], int | float) and math.isfinite(r[metric])]
     sign = -1 if space.search.mode == "max" else 1
     drawn.sort(key=lambda r: (sign * r[metric], r["trial_id"]))
@@ -128,29 +130,26 @@ def confirm_trials(space: Space, rows: list[dict[str, Any]]) -> list[PlannedTria
                     chosen.append(best)
             for r in chosen:
                 drawn_trial = on_its_pair(space, PlannedTrial(
-                    method, Pair(p.teacher, p.student), r["seed"],
-                    {k: r[k] for k in space.keys_of(method)}, SEARCH, r["trial_id"]))
+                    method, p.teacher, p.student, r["seed"],
+                    {k: r[k] for k in space.keys_of(method)}, DRAWN, r["trial_id"]))
                 trials += [drawn_trial.confirming(seed) for seed in seeds]
     return trials
 
 
-def compared_values(space: Space, method: str) -> list[tuple[str, Any]]:
+def compared_values(space: StudyFile, method: str) -> list[tuple[str, Any]]:
     """(key, value) for each value a `SettingBeats` claim of `method` compares, where the
     space draws that key."""
-    from sdkd_core.claims import SettingBeats
-    from sdkd_core.distillers import get_method
-
     drawn = set(space.keys_of(method))
     return [(c.key, v) for c in get_method(method).claims
             if isinstance(c, SettingBeats) and c.key in drawn for v in (c.better, c.worse)]
 
 
-def confirm_seeds(space: Space) -> list[int]:
+def confirm_seeds(space: StudyFile) -> list[int]:
     """The seeds a confirmed configuration runs on: all but the search's own."""
     return [s for s in space.seeds if s != space.search_seed]
 
 
-def asha_grace_period(space: Space) -> tuple[int, str | None]:
+def asha_grace_period(space: StudyFile) -> tuple[int, str | None]:
     """ASHA's first rung, in epochs, and why it differs from `search.grace_period` if it does.
 
     A rung must not rank students that are still the same network: the first rung lies after
@@ -159,8 +158,6 @@ def asha_grace_period(space: Space) -> tuple[int, str | None]:
     is tried at its ends (or every choice), on every pair's settings. The rung is one for
     every tuned method, so that each gets the same epochs before ASHA.
     """
-    from sdkd_core.distillers import get_method
-
     epochs, asked = space.recipe.epochs, space.search.grace_period
     latest, label = max((latest_unconfigured_epoch(space, m), get_method(m).label)
                         for m in space.tuned_methods)
@@ -172,11 +169,9 @@ def asha_grace_period(space: Space) -> tuple[int, str | None]:
                    f"the same network until epoch {latest}, and a rung would rank them by chance")
 
 
-def latest_unconfigured_epoch(space: Space, method: str) -> int:
+def latest_unconfigured_epoch(space: StudyFile, method: str) -> int:
     """The latest epoch from which a configuration of `method` the space can draw changes
     its student."""
-    from sdkd_core.distillers import get_method, method_config
-
     keys = space.keys_of(method)
     samples = [d.values if isinstance(d, Choice) else [d.low, d.high]
                for d in (space.space[k] for k in keys)]

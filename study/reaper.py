@@ -20,7 +20,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ray._raylet import PlacementGroupID
 from ray.tune import Callback
+from ray.util import get_current_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group_table,
+    remove_placement_group,
+)
+
+from sdkd_core.files import write_text
 
 PLACEMENT_GROUP_FILE = "placement_group"
 WATCH_AFTER_END_S = 10.0
@@ -28,10 +37,6 @@ WATCH_AFTER_END_S = 10.0
 
 def record_placement_group(folder: Path) -> None:
     """In a Train worker of rank 0: write the id of the placement group it runs in."""
-    from ray.util import get_current_placement_group
-
-    from sdkd_core.files import write_text
-
     group = get_current_placement_group()
     if group is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -40,13 +45,6 @@ def record_placement_group(folder: Path) -> None:
 
 def remove_if_alive(group_hex: str) -> bool:
     """Remove the placement group with this id unless it is gone already; True if removed."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import (
-        PlacementGroup,
-        placement_group_table,
-        remove_placement_group,
-    )
-
     try:
         group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_hex)))
         state = placement_group_table(group).get("state")

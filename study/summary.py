@@ -7,16 +7,16 @@ from typing import Any
 
 from sdkd_core.distillers import get_method
 from sdkd_core.stats import summarize
-from study.runfolder.trials import CONFIRM, confirmed_trial
-from study.space import Space
+from study.runfolder.trials import BASELINE, CONFIRMING, DRAWN, confirmed_trial
+from study.study_object import Study
 
 
-def summary(space: Space, rows: list[dict[str, Any]]) -> str:
+def summary(study: Study, rows: list[dict[str, Any]]) -> str:
     """The best drawn configurations per pair, and every method's mean over seeds."""
     lines = []
-    for method in space.tuned_methods:
-        lines += _best_drawn(space, method, [r for r in rows if r["method"] == method])
-    fixed = [r for r in rows if r["role"] == "fixed" and r["status"] == "completed"
+    for method in study.tuned_methods:
+        lines += _best_drawn(study, method, [r for r in rows if r["method"] == method])
+    fixed = [r for r in rows if r["role"] == BASELINE and r["status"] == "completed"
              and _finite(r["test_acc"])]
     if fixed:
         lines.append("Baselines, mean ± std over seeds (test_acc last epoch / best epoch):")
@@ -29,7 +29,7 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
             label = get_method(method).label
             lines.append(f"  {pair:<22} {label:<8} {summarize(last)} / {summarize(best)}"
                          f"  (n={len(rs)})")
-    confirmed = [r for r in rows if r["role"] == CONFIRM and r["status"] == "completed"
+    confirmed = [r for r in rows if r["role"] == CONFIRMING and r["status"] == "completed"
                  and _finite(r["test_acc"])]
     if confirmed:
         lines.append("Best drawn configurations on every seed, mean ± std (test_acc last "
@@ -48,19 +48,19 @@ def summary(space: Space, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) if lines else "no finished trials yet"
 
 
-def _best_drawn(space: Space, method: str, rows: list[dict[str, Any]]) -> list[str]:
+def _best_drawn(study: Study, method: str, rows: list[dict[str, Any]]) -> list[str]:
     """A tuned method's best drawn configurations per pair, and the epochs its search spent."""
-    metric, keys = space.metric, space.keys_of(method)
-    drawn = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")
+    metric, keys = study.metric, study.file.keys_of(method)
+    drawn = [r for r in rows if r["role"] == DRAWN and r["status"] in ("completed", "stopped")
              and _finite(r[metric])]
     if not drawn:
         return []
-    spent = sum(int(r["epochs"]) for r in rows if r["role"] == "search")
+    spent = sum(int(r["epochs"]) for r in rows if r["role"] == DRAWN)
     lines = [f"Best drawn {get_method(method).label} configurations ({metric}, last epoch "
              f"unless *_best; {spent} epochs spent on its search):"]
     for pair in dict.fromkeys(f"{r['teacher']}->{r['student']}" for r in drawn):
         mine = [r for r in drawn if f"{r['teacher']}->{r['student']}" == pair]
-        mine.sort(key=lambda r: r[metric], reverse=space.search.mode == "max")
+        mine.sort(key=lambda r: r[metric], reverse=study.mode == "max")
         for r in mine[:3]:
             params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
             lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "

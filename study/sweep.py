@@ -2,8 +2,12 @@
 
     python study/sweep.py --space ablations.yaml
 
-The sweep (study.orchestrate) writes results.csv, epochs.csv, optuna.db and space.yaml in the
-run folder; the analysis package then builds the report from that folder alone.
+In order: the flags -> the study object (the file validated, everything derived from it once)
+-> the data, checked -> every teacher the trials need (pretrained once, cached) -> the first
+Tune experiment (every baseline on every pair and seed, and each tuned method's Optuna draws,
+ASHA stopping weak draws) -> the chosen drawn configurations again on the other seeds (a second,
+short experiment) -> results.csv and epochs.csv -> the report (the analysis package, reading
+the run folder alone).
 
 A killed sweep continues with `--resume`: finished trials are kept, running ones continue from
 their last epoch's checkpoint.
@@ -12,24 +16,25 @@ their last epoch's checkpoint.
 from __future__ import annotations
 
 import sys
+import time
+from typing import Any
 
-from sdkd_core.cli import run_main
-from study.interrupt import Interruption, SweepInterrupted
-from study.orchestrate import run_sweep
-from study.runfolder import RunFolder
-from study.sweep_args import PROG, build_parser
+import ray
 
-
-def run_analysis(folder: RunFolder) -> str | None:
-    """The run's HTML report; None when it failed (the sweep's results are safe either way)."""
-    from analysis.report import build_report
-
-    try:
-        return str(build_report(folder.root))
-    except Exception as err:  # noqa: BLE001 - the report is extra; say how to rebuild it
-        print(f"warning: the report failed ({type(err).__name__}: {err}); rebuild it with "
-              f"python -m analysis.report {folder.root}", file=sys.stderr)
-        return None
+from analysis.report import build_report
+from sdkd_core.cli import clock, run_main
+from sdkd_core.errors import UserError
+from study.cluster import check_address, ray_environment, start_ray
+from study.dry_run import print_plan
+from study.interrupt import Interruption, SweepInterrupted, resume_command
+from study.plan import confirm_trials
+from study.runfolder.tables import write_tables
+from study.search import settle_draws
+from study.study_object import Study, open_study
+from study.summary import summary
+from study.sweep_args import PROG, build_parser, check_flags
+from study.teachers import TeacherCache
+from study.tuner import fit, make_tuner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,11 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     interruption = Interruption()
 
     def body() -> int:
-        outcome = run_sweep(args, interruption)
-        if outcome is None:  # a dry run
+        check_flags(args)
+        ray_environment(args.address)
+        interruption.install()
+        started = time.monotonic()
+        study = open_study(args)
+        if args.dry_run:
+            print_plan(study, args.gpu_tflops)
             return 0
-        report = None if args.no_report else run_analysis(outcome.folder)
-        return outcome.finish(interruption, report)
+        if args.address:
+            check_address(args.address)
+        check_data(study, args.space)
+        study.folder.check_writable()
+        study.folder.write_space(study.file.model_dump(mode="json"))
+        study.folder.write_study(study.record())
+        pretrain_teachers(study)
+        rows = run_experiments(study, args, interruption)
+        print(summary(study, rows))
+        report = None if args.no_report else run_analysis(study)
+        return closing_lines(study, rows, started, interruption, report)
 
     try:
         return run_main(PROG, body)
@@ -50,6 +69,92 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted by {interruption.name() or 'SIGINT'} before any trial "
               "ran; run the same command again to start over", file=sys.stderr)
         return interruption.exit_code if interruption.signum else 130
+
+
+def check_data(study: Study, given: str | None) -> None:
+    """The images load (a bad folder or split is one line now, not in every trial)."""
+    file = study.file
+    try:
+        data = file.dataset.load(file.seeds[0])
+    except UserError as err:
+        raise UserError(f"{given or study.folder.space_yaml}: dataset: {err}") from None
+    held = f"{len(data.val_y)} validation / " if data.has_val else ""
+    print(f"{study.name}: {len(study.baselines)} baseline + {study.n_drawn} drawn trials on "
+          f"{file.dataset.name} ({len(data.train_y)} train / {held}{len(data.test_y)} test "
+          f"images, {study.epochs} epochs); run folder {study.folder.root}", flush=True)
+    if study.first_rung_note:
+        print(study.first_rung_note, flush=True)
+
+
+def pretrain_teachers(study: Study) -> None:
+    """Train (or find) every teacher, and keep a copy in the run folder for the analysis."""
+    cache = TeacherCache(study.cache_dir)
+    for arch, spec in study.teachers.items():
+        start = time.perf_counter()
+        model, card, cached = cache.get(spec, log=lambda line, a=arch: print(
+            f"  teacher {a}: {line}", flush=True))
+        how = "cached" if cached else "published, measured now" if spec.checkpoint \
+            else f"trained in {time.perf_counter() - start:.0f} s"
+        print(f"teacher {arch}: {card['test_acc']:.2f}% on {card['n_test']} test images "
+              f"({how})", flush=True)
+        study.folder.keep_teacher(arch, cache.paths(spec)[0], card)
+
+
+def run_experiments(study: Study, args, interruption: Interruption) -> list[dict[str, Any]]:
+    """The baselines and draws (tune/), then the confirming trials (confirm/); results.csv's
+    rows."""
+    folder = study.folder
+    start_ray(args.address, args.num_cpus, args.num_gpus, folder.root / "ray.log")
+    interruption.install()  # again: ray.init's core took SIGTERM
+    try:
+        interruption.fitting = True
+        errors = fit(make_tuner(study, folder.tune_dir, args.resume))
+        rows = write_tables(folder, errors=errors)
+        if interruption.signum:
+            return rows
+        settle_draws(study)
+        confirming = confirm_trials(study.file, rows) if study.n_drawn and not study.limited \
+            else []
+        if confirming:
+            print(f"confirming the best {study.file.search.confirm_top} drawn configuration(s) "
+                  f"of each pair on the other seeds: {len(confirming)} trials", flush=True)
+            errors |= fit(make_tuner(study, folder.confirm_dir, args.resume, confirming, errors))
+            rows = write_tables(folder, errors=errors)
+        return rows
+    finally:
+        interruption.fitting = False
+        ray.shutdown()
+
+
+def run_analysis(study: Study) -> str | None:
+    """The run's HTML report; None when it failed (the sweep's results are safe either way)."""
+    try:
+        return str(build_report(study.folder.root))
+    except Exception as err:  # noqa: BLE001 - the report is extra; say how to rebuild it
+        print(f"warning: the report failed ({type(err).__name__}: {err}); rebuild it with "
+              f"python -m analysis.report {study.folder.root}", file=sys.stderr)
+        return None
+
+
+def closing_lines(study: Study, rows: list[dict[str, Any]], started: float,
+                  interruption: Interruption, report: str | None) -> int:
+    """Where everything is, or how to resume; the exit code."""
+    folder = study.folder
+    if interruption.signum:
+        finished = sum(r["status"] in ("completed", "stopped", "diverged") for r in rows)
+        total = max(len(rows), len(study.baselines) + study.n_drawn)
+        print(f"interrupted by {interruption.name()}: {finished} of {total} trials "
+              f"finished{f'; report {report}' if report else ''}; resume with: "
+              f"{resume_command(str(folder.root))}", file=sys.stderr, flush=True)
+        return interruption.exit_code
+    print(f"done in {clock(time.monotonic() - started)}: {len(rows)} trials")
+    print(f"  results  {folder.results_csv}\n  epochs   {folder.epochs_csv}")
+    if study.n_drawn:
+        print(f"  optuna   {folder.optuna_db}  (optuna-dashboard {folder.optuna_url})")
+    print(f"  tune     {folder.tune_dir}")
+    if report:
+        print(f"  report   {report}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,10 +29,13 @@ import torch
 from filelock import FileLock, Timeout
 
 from sdkd_core.cli import OneLineParser, run_main
+from sdkd_core.distillers.vanilla import Vanilla
+from sdkd_core.engine import Engine
 from sdkd_core.errors import unknown_choice
 from sdkd_core.files import atomic_write, file_sha256, write_json
 from sdkd_core.models import MODEL_NAMES, StagedNet, build_model
-from sdkd_core.recipe import Recipe
+from sdkd_core.models.published import load_teacher_checkpoint
+from sdkd_core.recipe import TEACHER_EPOCHS, Recipe
 from study.cli import (
     add_data_args,
     add_recipe_args,
@@ -41,8 +44,9 @@ from study.cli import (
     progress_line,
     recipe_from_args,
 )
+from study.sections import DatasetSection
 
-CACHE_FORMAT = 2  # bump when the meaning of a cached file changes (2: the reference zoo)
+CACHE_FORMAT = 3  # bump when the meaning of a cached file changes (3: the dataset section whole)
 WAIT_LOG_S = 30.0  # while another process trains the teacher, say so this often
 
 
@@ -52,24 +56,26 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """Everything that determines a teacher's weights (the data root does not).
+    """Everything that determines a teacher's weights: its images (`data`, whose root is not
+    part of the identity), architecture, recipe and seed.
 
     With `checkpoint`, a published teacher's file (this project's format or RepDistiller's):
     its weights are that file's, whatever the recipe, and "training" it is converting it and
     measuring its test accuracy once."""
 
-    dataset: str
+    data: DatasetSection
     arch: str
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: Recipe = field(default_factory=lambda: Recipe(epochs=TEACHER_EPOCHS))
     seed: int = 0
-    n_train: int | None = None
-    n_test: int | None = None
     checkpoint: str | None = None
-    val_split: float | int | None = None  # held out of the teacher's training images too
 
     def __post_init__(self):
         if self.arch not in MODEL_NAMES:
             raise unknown_choice("model", self.arch, MODEL_NAMES)
+
+    @property
+    def dataset(self) -> str:
+        return self.data.name
 
     @cached_property
     def _checkpoint_sha256(self) -> str:
@@ -77,14 +83,10 @@ class TeacherSpec:
 
     def identity(self) -> dict[str, Any]:
         if self.checkpoint is not None:
-            return {"format": CACHE_FORMAT, "dataset": self.dataset, "n_test": self.n_test,
+            return {"format": CACHE_FORMAT, "dataset": self.dataset, "n_test": self.data.n_test,
                     "arch": self.arch, "checkpoint_sha256": self._checkpoint_sha256}
-        identity = {"format": CACHE_FORMAT, "dataset": self.dataset, "n_train": self.n_train,
-                    "n_test": self.n_test, "arch": self.arch, "recipe": self.recipe.to_dict(),
-                    "seed": self.seed}
-        if self.val_split is not None:  # (absent otherwise: earlier teachers keep their key)
-            identity["val_split"] = self.val_split
-        return identity
+        return {"format": CACHE_FORMAT, "data": self.data.model_dump(exclude={"root"}),
+                "arch": self.arch, "recipe": self.recipe.to_dict(), "seed": self.seed}
 
     @property
     def key(self) -> str:
@@ -144,7 +146,6 @@ class TeacherCache:
         self,
         spec: TeacherSpec,
         data=None,
-        data_root: str | Path | None = None,
         device: str = "auto",
         log=print,
     ) -> tuple[StagedNet, dict[str, Any], bool]:
@@ -157,13 +158,13 @@ class TeacherCache:
         if cached is not None:
             return (*cached, True)
         if data is None:  # before the lock, so that bad input fails with nothing written
-            data = teacher_data(spec, data_root)
+            data = spec.data.load(spec.seed)
         with self.training_lock(spec, log):
             cached = self.load(spec, warn=False)  # the first check already warned
             if cached is not None:
                 return (*cached, True)
             make = published_teacher if spec.checkpoint is not None else train_teacher
-            model, card = make(spec, data=data, data_root=data_root, device=device, log=log)
+            model, card = make(spec, data, device=device, log=log)
             return model, self.save(spec, model, card), False
 
     @contextmanager
@@ -191,22 +192,9 @@ class TeacherCache:
             lock.release()
 
 
-def teacher_data(spec: TeacherSpec, data_root=None):
-    from sdkd_core.data import load_dataset
-
-    return load_dataset(spec.dataset, data_root, spec.n_train, spec.n_test, seed=spec.seed,
-                        val_split=spec.val_split)
-
-
-def published_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):
+def published_teacher(spec: TeacherSpec, data, device="auto", log=print):
     """A published checkpoint as a teacher: (model in eval mode, card), its test accuracy
     measured here."""
-    from sdkd_core.distillers.vanilla import Vanilla
-    from sdkd_core.engine import Engine
-    from sdkd_core.models.published import load_teacher_checkpoint
-
-    if data is None:
-        data = teacher_data(spec, data_root)
     model = load_teacher_checkpoint(spec.checkpoint, spec.arch, data.num_classes,
                                     data.in_channels)
     log(f"measuring published teacher {spec.arch} ({spec.checkpoint}) on {len(data.test_y)} "
@@ -221,13 +209,8 @@ def published_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto
     return model.cpu().eval().requires_grad_(False), card
 
 
-def train_teacher(spec: TeacherSpec, data=None, data_root=None, device="auto", log=print):
+def train_teacher(spec: TeacherSpec, data, device="auto", log=print):
     """Train a teacher from scratch; returns (model in eval mode, card without hashes)."""
-    from sdkd_core.distillers.vanilla import Vanilla
-    from sdkd_core.engine import Engine
-
-    if data is None:
-        data = teacher_data(spec, data_root)
     torch.manual_seed(spec.seed)
     model = build_model(spec.arch, data.num_classes, data.in_channels)
     engine = Engine(Vanilla(model), data, spec.recipe, device=device, seed=spec.seed)
@@ -276,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         check_common(args)
         recipe = recipe_from_args(args)
-        spec = TeacherSpec(args.dataset, args.arch, recipe, args.seed, args.n_train, args.n_test)
+        data = DatasetSection(name=args.dataset, root=args.data_root, n_train=args.n_train,
+                              n_test=args.n_test)
+        spec = TeacherSpec(data, args.arch, recipe, args.seed)
         cache = TeacherCache(args.cache_dir)
         if args.retrain:
             for path in cache.paths(spec):
                 path.unlink(missing_ok=True)
-        _, card, cached = cache.get(spec, data_root=args.data_root, device=args.device)
+        _, card, cached = cache.get(spec, device=args.device)
         source = "from the cache" if cached else f"trained in {card['train_s']:.0f} s"
         print(f"teacher {card['arch']} on {card['dataset']}: test accuracy "
               f"{card['test_acc']:.2f}% (best epoch {card['test_acc_best']:.2f}%, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 
+import ray
 from ray.tune import Callback
 
 from sdkd_core.cli import clock
@@ -99,8 +100,6 @@ class StallWatchdog(Callback):
 
     @staticmethod
     def _free() -> str:
-        import ray
-
         free, total = ray.available_resources(), ray.cluster_resources()
         return ", ".join(f"{k} {free.get(k, 0):g} of {total.get(k, 0):g}"
                          for k in ("CPU", "GPU") if total.get(k))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -66,7 +67,7 @@ def check_run_folder(root: Path, epochs: int, expected_trials: int) -> list[dict
         assert int(r["epochs"]) == counts[r["trial_id"]]
         assert sorted(int(x["epoch"]) for x in rows if x["trial_id"] == r["trial_id"]) == \
             list(range(1, int(r["epochs"]) + 1))
-        if r["role"] == "fixed" or r["status"] == "completed":
+        if r["role"] == "baseline" or r["status"] == "completed":
             assert int(r["epochs"]) == epochs
     return results
 
@@ -97,6 +98,19 @@ def sweep_killed_when(predicate, what: str, space: Path, run: Path, cache: Path)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def sweep_killed_after_draw(name: str, space: Path, run: Path, cache: Path) -> None:
+    """Run a sweep that SIGKILLs itself right after Optuna stored the draw named `name`,
+    before Tune's next snapshot of the experiment (the fault-injection point of
+    study.search)."""
+    from study.search import KILL_AFTER_DRAW_ENV
+
+    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
+           "--cache-dir", str(cache), "--no-report"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, KILL_AFTER_DRAW_ENV: name})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
 
 def result_lines(run: Path, trial: str, experiment: str = "tune") -> list[dict]:

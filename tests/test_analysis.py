@@ -70,7 +70,7 @@ def test_map_similarity_is_pearson_and_cosine():
 
 
 NOT_A_RUN_FOLDER = [
-    ("analysis.report", ".", "is not a run folder (no space.yaml)"),
+    ("analysis.report", ".", "is not a run folder (no study.json)"),
     ("analysis.report", "absent", "no such folder"),
     ("analysis.tables", ".", "is not a run folder"),
     ("analysis.plots", ".", "is not a run folder"),
@@ -121,7 +121,7 @@ def test_bad_flags_are_one_line_before_the_run_folder_is_read(tmp_path):
 
 def copy_run(src: Path, dst: Path) -> Path:
     dst.mkdir()
-    for name in ("space.yaml", "results.csv", "epochs.csv"):
+    for name in ("study.json", "results.csv", "epochs.csv"):
         shutil.copy(src / name, dst / name)
     return dst
 
@@ -147,7 +147,8 @@ def test_bad_run_folders_are_one_line_and_write_nothing(tiny_run, tmp_path):
 def test_table_cells_are_the_mean_and_std_over_seeds_of_results_csv(tiny_run):
     results = [r for r in read_csv(tiny_run.run / "results.csv") if r["status"] == "completed"]
     labels = {"vanilla": "vanilla", "kd": "KD", "shake": "SHAKE", "sdkd": "SDKD (defaults)"}
-    fixed = {m: [r for r in results if r["role"] == "fixed" and r["method"] == m] for m in labels}
+    fixed = {m: [r for r in results if r["role"] == "baseline" and r["method"] == m]
+             for m in labels}
     for metric, stem in (("test_acc", "last"), ("test_acc_best", "best")):
         table = read_csv(tiny_run.run / "report" / "tables" / f"comparison_{stem}.csv")
         cells = {r["column"]: r for r in table}
@@ -162,7 +163,7 @@ def test_table_cells_are_the_mean_and_std_over_seeds_of_results_csv(tiny_run):
             assert cells[label]["reference"] == "vanilla"
             assert float(cells[label]["delta"]) == pytest.approx(statistics.mean(values) - vanilla)
         # Tuned: the confirmed configuration, over its drawn trial and its repeat.
-        (confirm,) = [r for r in results if r["role"] == "confirm"]
+        (confirm,) = [r for r in results if r["role"] == "confirming"]
         tuned = [float(r[metric]) for r in results
                  if r["trial_id"] in (confirm["trial_id"], confirm["trial_id"][:-3])]
         assert len(tuned) == 2 and int(cells["SDKD (tuned)"]["n"]) == 2

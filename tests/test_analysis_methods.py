@@ -13,16 +13,21 @@ import torch
 
 def fake_run(root: Path, method: str, baselines: list[str], cells: dict, space: dict,
              plugins: tuple[str, ...] = ()) -> Path:
-    """A run folder without a sweep: space.yaml and results.csv (and epochs.csv, 4 epochs a
+    """A run folder without a sweep: study.json and results.csv (and epochs.csv, 4 epochs a
     trial rising to the trial's accuracy). `cells`: {(role, method, params): accuracies by seed}.
     """
-    import yaml
+    import json
 
     root.mkdir()
-    (root / "space.yaml").write_text(yaml.safe_dump({
-        "name": "fake", "dataset": {"name": "cifar100"}, "recipe": {"epochs": 4},
-        "pairs": [{"teacher": "resnet56", "student": "resnet20"}], "baselines": baselines,
-        "plugins": list(plugins), "seeds": [0, 1], "search": {"method": method}, "space": space}))
+    file = {"name": "fake", "dataset": {"name": "cifar100"}, "recipe": {"epochs": 4},
+            "pairs": [{"teacher": "resnet56", "student": "resnet20"}], "baselines": baselines,
+            "plugins": list(plugins), "seeds": [0, 1], "search": {"methods": [method]},
+            "space": space}
+    (root / "study.json").write_text(json.dumps({
+        "format": 1, "name": "fake", "space": file, "subject": method,
+        "tuned_methods": [method], "baselines": baselines, "seeds": [0, 1], "search_seed": 0,
+        "metric": "test_acc", "mode": "max", "epochs": 4, "draws": {method: 2},
+        "asha_first_rung": 2, "executor": "in_trial"}))
     rows, epochs = [], []
     for (role, name, params), accuracies in cells.items():
         for seed, acc in enumerate(accuracies):
@@ -40,11 +45,11 @@ def fake_run(root: Path, method: str, baselines: list[str], cells: dict, space: 
 
 
 DKD_CELLS = {
-    ("fixed", "vanilla", ()): [70.0, 71.0],
-    ("fixed", "kd", ()): [72.0, 73.5],
-    ("fixed", "dkd", ()): [74.0, 75.0],
-    ("search", "dkd", (("dkd.beta", 2.0), ("dkd.warmup_epochs", 1.0))): [73.0, 73.4],
-    ("search", "dkd", (("dkd.beta", 8.0), ("dkd.warmup_epochs", 2.0))): [76.0, 77.0],
+    ("baseline", "vanilla", ()): [70.0, 71.0],
+    ("baseline", "kd", ()): [72.0, 73.5],
+    ("baseline", "dkd", ()): [74.0, 75.0],
+    ("drawn", "dkd", (("dkd.beta", 2.0), ("dkd.warmup_epochs", 1.0))): [73.0, 73.4],
+    ("drawn", "dkd", (("dkd.beta", 8.0), ("dkd.warmup_epochs", 2.0))): [76.0, 77.0],
 }
 
 
@@ -122,8 +127,8 @@ def test_learning_curves_show_the_methods_heads_and_schedule_marks(tmp_path, mon
                       "DKD warm-up end (after epoch 2)"]  # that trial's warmup_epochs
     assert marks == [2.5]
     dml = load_run(fake_run(tmp_path / "dml", "dml", ["vanilla"], {
-        ("fixed", "vanilla", ()): [70.0, 71.0],
-        ("search", "dml", (("dml.temperature", 2.0),)): [72.0, 73.0]},
+        ("baseline", "vanilla", ()): [70.0, 71.0],
+        ("drawn", "dml", (("dml.temperature", 2.0),)): [72.0, 73.0]},
         {"dml.temperature": {"type": "choice", "values": [2]}}))
     labels, marks = legend(dml)
     assert labels == ["vanilla student (seed mean)", "DML student (best trial, dml-search2.0-s1)",
@@ -142,13 +147,13 @@ def test_a_runs_plugin_methods_are_registered_before_labels_are_read(tmp_path, m
         "from sdkd_core.distillers import register\n"
         "from sdkd_core.distillers.kd import KD\n\n\n"
         "@register\nclass MyKD(KD):\n    name = 'mykd'\n    label = 'MyKD'\n")
-    cells = {("fixed", "kd", ()): [72.0, 73.0], ("search", "mykd", ()): [74.0, 75.0]}
+    cells = {("baseline", "kd", ()): [72.0, 73.0], ("drawn", "mykd", ()): [74.0, 75.0]}
     run = load_run(fake_run(tmp_path / "run", "mykd", ["kd"], cells, {},
                             plugins=("analysis_plugin_kd",)))
     assert list(comparison(run)[0]["column"]) == ["KD", "MyKD (tuned)"]
     missing = fake_run(tmp_path / "missing", "mykd", ["kd"], cells, {},
                        plugins=("absent_plugin",))
-    with pytest.raises(UserError, match="space.yaml: plugins: plugin 'absent_plugin' not found"):
+    with pytest.raises(UserError, match="study.json: plugins: plugin 'absent_plugin' not found"):
         load_run(missing)
 
 

@@ -27,8 +27,8 @@ from sdkd_core.distillers import build_distiller  # noqa: E402
 from sdkd_core.engine import Engine  # noqa: E402
 from sdkd_core.models import build_model  # noqa: E402
 from sdkd_core.recipe import Recipe  # noqa: E402
-from study.plan import search_trial_count  # noqa: E402
-from study.space import load_space  # noqa: E402
+from study.load import load_study_file  # noqa: E402
+from study.plan import drawn_trial_count  # noqa: E402
 
 
 def block(name: str, measured: str, reached: bool | None) -> str:
@@ -80,14 +80,14 @@ def test_grid_of_the_default_space_is_a_valid_grid_sweep(tmp_path):
     doc = search_efficiency.grid_document(base, 3, quick=False)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(doc))
-    space = load_space(path)
-    assert space.search.sampler == "grid" and space.search.scheduler == "none"
-    assert space.baselines == []
-    assert space.recipe == load_space(ROOT / "ablations.yaml").recipe  # same trials, all of them
+    file = load_study_file(path)
+    assert file.search.sampler == "grid" and file.search.scheduler == "none"
+    assert file.baselines == []
+    assert file.recipe == load_study_file(ROOT / "ablations.yaml").recipe  # same trials, all
     # The subject's own keys only (SDKD's lambda x boundary x depth), on the one pair.
-    assert space.tuned_methods == ["sdkd"] and set(space.space) == {
+    assert file.tuned_methods == ["sdkd"] and set(file.space) == {
         "sdkd.lambda", "sdkd.phase_boundary", "sdkd.ffb_depth"}
-    assert search_trial_count(space) == 3 * 3 * 3
+    assert drawn_trial_count(file) == 3 * 3 * 3
     assert search_efficiency.search_metric(doc) == "val_acc"  # what the searchers see
 
 

@@ -72,9 +72,8 @@ def test_the_tiny_runs_claims_have_verdicts_or_say_why_not(tiny_run):
 
 @pytest.mark.slow
 def test_a_run_with_one_seed_gives_no_verdict(tiny_run, tmp_path):
+    import json
     import shutil
-
-    import yaml
 
     from analysis.claims import evaluate_claims
     from analysis.run import load_run
@@ -83,8 +82,9 @@ def test_a_run_with_one_seed_gives_no_verdict(tiny_run, tmp_path):
     shutil.copytree(tiny_run.run, one, ignore=shutil.ignore_patterns("report", "tune"))
     results = pd.read_csv(one / "results.csv")
     results[results["seed"] == 0].to_csv(one / "results.csv", index=False)
-    space = yaml.safe_load((one / "space.yaml").read_text())
-    (one / "space.yaml").write_text(yaml.safe_dump({**space, "seeds": [0]}))
+    record = json.loads((one / "study.json").read_text())
+    record["space"]["seeds"] = record["seeds"] = [0]
+    (one / "study.json").write_text(json.dumps(record))
     verdicts = evaluate_claims(load_run(one), n_images=8, log=lambda _: None)
     assert [v.verdict for v in verdicts] == ["not tested here"] * 4
     assert "on 1 seed(s); a verdict needs 2" in verdicts[2].numbers[0]

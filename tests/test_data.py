@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdkd_core.data import DATASET_INFO, load_dataset, stratified_indices
+from sdkd_core.data import load_dataset, stratified_indices
+from sdkd_core.datasets import DATASET_INFO
 from sdkd_core.errors import UserError
 from sdkd_core.loader import BatchLoader, augment_batch
 

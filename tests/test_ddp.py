@@ -19,8 +19,8 @@ from sdkd_core.engine import Engine
 from sdkd_core.errors import UserError
 from sdkd_core.loader import BatchLoader
 from sdkd_core.recipe import Recipe
-from study.distill import DistillRun
-from study.runfolder.trials import Pair, PlannedTrial
+from study.distill import build_method
+from study.runfolder.trials import PlannedTrial
 from study.trial import ddp_wrap, with_sync_batchnorm
 
 # 65 test images: the ranks' evaluation shards differ in size (33 and 32).
@@ -43,18 +43,13 @@ CASES = [
 SYNC_BN_CASES = ["sdkd-live", "shake", "dml"]
 
 
-def spec(case: str, batch_size: int = BATCH) -> DistillRun:
-    _, method, settings, _ = next(c for c in CASES if c[0] == case)
-    return DistillRun(PlannedTrial(method, Pair("resnet14", "resnet8"), params=settings),
-                      dataset="synthetic", recipe=Recipe(epochs=EPOCHS, batch_size=batch_size),
-                      n_train=N_TRAIN, n_test=N_TEST)
-
-
 def engine_for(case: str, data, **kwargs) -> Engine:
     """The distiller with an untrained (random, seeded) teacher: DDP is what is under test."""
-    run = spec(case, kwargs.pop("batch_size", BATCH))
-    method, _ = run.build(data.num_classes, data.in_channels)
-    return Engine(method, data, run.recipe, device=kwargs.pop("device", "cpu"), seed=run.trial.seed,
+    _, method, settings, _ = next(c for c in CASES if c[0] == case)
+    trial = PlannedTrial(method, "resnet14", "resnet8", params=settings)
+    distiller, _ = build_method(trial, data.info)
+    recipe = Recipe(epochs=EPOCHS, batch_size=kwargs.pop("batch_size", BATCH))
+    return Engine(distiller, data, recipe, device=kwargs.pop("device", "cpu"), seed=trial.seed,
                   **kwargs)
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from sdkd_core.distillers import METHODS
 from sdkd_core.recipe import Recipe
-from study.distill import DistillRun, run
-from study.runfolder.trials import Pair, PlannedTrial
-from study.teachers import TeacherCache
+from study.distill import run
+from study.runfolder.trials import PlannedTrial
+from study.sections import DatasetSection
+from study.teachers import TeacherCache, TeacherSpec
 from tests.conftest import assert_quick_usage_error, run_cases_in_folders, run_cli
 
 
@@ -21,11 +22,12 @@ def test_every_method_learns_real_fashion_mnist(tmp_path):
     standardised logits, starts slowest: about 25% here, where KD is near 60%.)"""
     cache = TeacherCache(tmp_path)
     finals = {}
+    data = DatasetSection(name="fashion_mnist", n_train=2000, n_test=500)
+    teacher = TeacherSpec(data.model_copy(update={"n_train": 4000}), "resnet14", Recipe(epochs=2))
     for method in METHODS:
-        spec = DistillRun(PlannedTrial(method, Pair("resnet14", "resnet8")), "fashion_mnist",
-                          Recipe(epochs=2, batch_size=32), n_train=2000, n_test=500,
-                          teacher_recipe=Recipe(epochs=2), teacher_n_train=4000)
-        rows = run(spec, cache, device="cpu", log=lambda _: None)
+        rows = run(PlannedTrial(method, "resnet14", "resnet8"), data,
+                   Recipe(epochs=2, batch_size=32), teacher, cache, device="cpu",
+                   log=lambda _: None)
         assert [r["epoch"] for r in rows] == [1, 2]
         finals[method] = [(r["train_loss"], r["test_acc"]) for r in rows]
     for method, ((loss1, _), (loss2, acc2)) in finals.items():

@@ -8,8 +8,8 @@ from sdkd_core.checkpoint import load_checkpoint, save_checkpoint
 from sdkd_core.data import load_dataset
 from sdkd_core.distillers import build_distiller, get_method
 from sdkd_core.distillers.vanilla import Vanilla
-from sdkd_core.engine import DivergedError, Engine
-from sdkd_core.errors import UserError
+from sdkd_core.engine import Engine
+from sdkd_core.errors import DivergedError, UserError
 from sdkd_core.models import build_model
 from sdkd_core.recipe import Recipe
 

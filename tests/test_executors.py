@@ -3,8 +3,9 @@ through Ray Train (`ray_train`, here with two DDP workers per trial over gloo).
 
 One sweep per executor serves every assertion: ASHA over drawn trials whose first epochs differ,
 two trials at a time, two of them diverging, the best drawn configuration confirmed on a second
-seed, and the sweep SIGKILLed halfway and finished with --resume. A stall (a Ray Train trial
-whose workers cannot be placed) is reported in one line instead of a silent hang.
+seed, and the sweep SIGKILLed halfway (right after Optuna stored a draw, before Tune saved the
+experiment) and finished with --resume. A stall (a Ray Train trial whose workers cannot be
+placed) is reported in one line instead of a silent hang.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
-from sweeps import read_csv, result_lines, sweep, sweep_killed_when
+from sweeps import read_csv, result_lines, sweep, sweep_killed_after_draw
 from test_faults import TableReader
 
 EPOCHS = 3
@@ -34,7 +35,7 @@ pairs:
   - {{teacher: resnet14, student: resnet8}}
 baselines: []
 seeds: [0, 1]
-search: {{method: kd, sampler: grid, grace_period: 1, reduction_factor: 2}}
+search: {{methods: [kd], sampler: grid, grace_period: 1, reduction_factor: 2}}
 space:
   kd.ce_weight: {{type: choice, values: [0.0001, 1.0, 1.0e+30]}}
   kd.kd_weight: {{type: choice, values: [0.0, 0.9]}}
@@ -47,11 +48,6 @@ RESOURCES = {
 TERMINAL = ("completed", "stopped", "diverged")
 
 
-def finished_rows(run: Path) -> list[dict[str, str]]:
-    path = run / "results.csv"
-    return [r for r in read_csv(path) if r["status"] in TERMINAL] if path.exists() else []
-
-
 @pytest.fixture(scope="module", params=["in_trial", "ray_train"])
 def edge_run(request, tmp_path_factory):
     executor = request.param
@@ -60,11 +56,11 @@ def edge_run(request, tmp_path_factory):
     space.write_text(EDGE_SPACE.format(executor=executor, epochs=EPOCHS,
                                        resources=RESOURCES[executor]))
     run, cache = tmp / "run", tmp / "cache"
-    sweep_killed_when(lambda: len(finished_rows(run)) >= 2, "two finished trials",
-                      space, run, cache)
-    before = {r["trial_id"]: result_lines(run, r["trial_id"]) for r in finished_rows(run)}
-    running = {r["trial_id"]: result_lines(run, r["trial_id"]) for r in read_csv(
-        run / "results.csv") if r["trial_id"] not in before}
+    sweep_killed_after_draw("kd-drawn-0004", space, run, cache)  # two at least have ended
+    ended = {p.stem for p in (run / "ended").glob("*.json")}
+    before = {name: result_lines(run, name) for name in ended}
+    running = {p.parent.name: result_lines(run, p.parent.name)
+               for p in (run / "tune").glob("*/params.json") if p.parent.name not in ended}
     reader = TableReader(run)  # the tables, read over and over while concurrent trials write
     reader.start()
     try:
@@ -86,7 +82,7 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
     assert all(r["status"] in TERMINAL for r in results.values()), results
     # Each grid point drawn once, though draws handed out just before the kill were lost.
     drawn = Counter((r["kd.ce_weight"], r["kd.kd_weight"]) for r in results.values()
-                    if r["role"] == "search")
+                    if r["role"] == "drawn")
     assert len(drawn) == 6 and set(drawn.values()) == {1}, drawn
     counts = Counter((r["trial_id"], r["epoch"]) for r in edge_run.epochs)
     assert set(counts.values()) == {1}
@@ -95,11 +91,22 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
         assert epochs == list(range(1, int(r["epochs"]) + 1)), (trial_id, epochs)
         if r["status"] == "completed":
             assert int(r["epochs"]) == EPOCHS
-    # Trials that had finished before the kill keep every epoch they had, unchanged. (One that
-    # ended after Tune's last snapshot of the experiment may run on from its checkpoint.)
-    assert edge_run.before
+    # Trials that had ended before the kill never ran again: their records are unchanged,
+    # also those that ended after Tune's last snapshot of the experiment.
+    assert len(edge_run.before) >= 2
     for trial_id, lines in edge_run.before.items():
-        assert result_lines(edge_run.run, trial_id)[:len(lines)] == lines
+        assert result_lines(edge_run.run, trial_id) == lines, trial_id
+    # The draws are exactly those of an uninterrupted sweep: each name once, each with the
+    # parameters Optuna stored under it (the draw stored just before the kill included).
+    import optuna
+
+    study = optuna.load_study(study_name=f"edge-{edge_run.executor}",
+                              storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
+    stored = {t.user_attrs["trial_name"]: t.params for t in study.trials}
+    assert sorted(stored) == [f"kd-drawn-000{i}" for i in range(1, 7)]
+    for name, params in stored.items():
+        row = results[name]
+        assert {k: float(row[k]) for k in params} == params, (name, row)
     # Those that were running continued from a checkpoint instead of starting over.
     for trial_id, lines in edge_run.running.items():
         after = result_lines(edge_run.run, trial_id)
@@ -110,7 +117,7 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
 
 @pytest.mark.slow
 def test_asha_stops_weak_drawn_trials_while_two_run_at_a_time(edge_run):
-    drawn = [r for r in edge_run.results.values() if r["role"] == "search"]
+    drawn = [r for r in edge_run.results.values() if r["role"] == "drawn"]
     stopped = [r for r in drawn if r["status"] == "stopped"]
     assert stopped, [(r["trial_id"], r["status"], r["epochs"]) for r in drawn]
     assert all(1 <= int(r["epochs"]) < EPOCHS for r in stopped)
@@ -132,17 +139,19 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(edge_run):
     assert sorted(float(r["kd.ce_weight"]) for r in diverged) == [1e30, 1e30]
     assert all(r["diverged_epoch"] == "1" and r["epochs"] == "0" for r in diverged)
     assert "Diverged (loss NaN or infinite, left out above)" in edge_run.result.stdout
-    # Optuna counts them as failed, not as (NaN) values; every other drawn trial is told.
+    # Optuna counts them as failed, not as (NaN) values; every other drawn trial is told its
+    # outcome once, though the sweep was killed and resumed.
     import optuna
 
     study = optuna.load_study(study_name=f"edge-{edge_run.executor}",
                               storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
     states = Counter((t.params.get("kd.ce_weight") == 1e30, t.state.name)
                      for t in study.trials)
-    # (A draw asked for just before the kill, and drawn again after it, is left FAIL too; one
-    # killed inside Optuna's `ask` holds only some of its parameters.)
-    assert states[(True, "FAIL")] >= 2 and states[(True, "COMPLETE")] == 0, states
-    assert states[(False, "COMPLETE")] >= 4, states
+    assert states == {(True, "FAIL"): 2, (False, "COMPLETE"): 4}, states
+    for t in study.trials:  # the value told is the metric the run folder recorded last
+        row = edge_run.results[t.user_attrs["trial_name"]]
+        if t.state.name == "COMPLETE":
+            assert t.value == float(row["test_acc"]), (t.number, row)
 
 
 @pytest.mark.slow
@@ -164,9 +173,9 @@ def test_tables_of_concurrent_trials_are_complete_at_every_read(edge_run):
 @pytest.mark.slow
 def test_the_best_drawn_configuration_is_confirmed_on_the_other_seed(edge_run):
     results = edge_run.results.values()
-    completed = [r for r in results if r["role"] == "search" and r["status"] == "completed"]
+    completed = [r for r in results if r["role"] == "drawn" and r["status"] == "completed"]
     best = max(completed, key=lambda r: float(r["test_acc"]))
-    (confirm,) = [r for r in results if r["role"] == "confirm"]
+    (confirm,) = [r for r in results if r["role"] == "confirming"]
     assert confirm["trial_id"] == f"{best['trial_id']}-s1" and confirm["seed"] == "1"
     assert confirm["status"] == "completed"
     keys = ("kd.ce_weight", "kd.kd_weight")
@@ -190,7 +199,7 @@ def test_trials_ran_on_the_executor_asked_for(edge_run):
     assert train_dir.is_dir() == (edge_run.executor == "ray_train")
     if edge_run.executor == "ray_train":  # Ray Train's own run folders, with checkpoints
         completed = [t for t, r in edge_run.results.items()
-                     if r["status"] == "completed" and r["role"] == "search"]
+                     if r["status"] == "completed" and r["role"] == "drawn"]
         assert all(any((train_dir / t).glob("checkpoint_*")) for t in completed), completed
 
 

@@ -13,7 +13,7 @@ dataset: {{name: synthetic, n_train: 512, n_test: 128}}
 recipe: {{epochs: 4, batch_size: 32}}
 pairs:
   - {{teacher: resnet14, student: resnet8{pair}}}
-search: {{method: {method}, grace_period: {grace}}}
+search: {{methods: [{method}], grace_period: {grace}}}
 space:
 {space}
 """
@@ -21,12 +21,12 @@ SDKD_SPACE = "  sdkd.lambda: {type: loguniform, low: 0.1, high: 10}\n"
 
 
 def grace_of(tmp_path, method="sdkd", grace=1, space=SDKD_SPACE, pair=""):
+    from study.load import load_study_file
     from study.plan import asha_grace_period
-    from study.space import load_space
 
     path = tmp_path / "fair.yaml"
     path.write_text(SPACE.format(method=method, grace=grace, space=space, pair=pair))
-    return asha_grace_period(load_space(path))
+    return asha_grace_period(load_study_file(path))
 
 
 @pytest.mark.parametrize("space, pair, grace, expected", [
@@ -71,7 +71,7 @@ def test_no_drawn_trial_is_stopped_before_its_own_phase_boundary(tiny_run):
     from sdkd_core.distillers import get_method, method_config
 
     with open(tiny_run.run / "results.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["role"] == "search"]
+        rows = [r for r in csv.DictReader(f) if r["role"] == "drawn"]
     assert rows
     for r in rows:
         config = method_config(r["method"], {k: r[k] for k in ("sdkd.lambda", "sdkd.ffb_depth")})
@@ -84,10 +84,10 @@ def test_the_demos_first_rung_lies_after_every_drawn_boundary_and_before_the_las
     period is valid as written (nothing to move), and ASHA still has a rung to stop at."""
     from conftest import ROOT
 
+    from study.load import load_study_file
     from study.plan import asha_grace_period, latest_unconfigured_epoch
-    from study.space import load_space
 
-    space = load_space(ROOT / "ablations.yaml")
+    space = load_study_file(ROOT / "ablations.yaml")
     grace, moved = asha_grace_period(space)
     assert moved is None and grace == space.search.grace_period
     assert latest_unconfigured_epoch(space, "sdkd") < grace < space.recipe.epochs

@@ -52,19 +52,20 @@ resources: {{executor: {executor}, max_failures: 2}}
 def reference_history(space_path: Path, run: Path, cache: Path, trial: str) -> list[dict]:
     """The same trial, uninterrupted, through the same engine in this process."""
     from study.distill import prepare
-    from study.experiment import make_context
+    from study.load import load_study_file
     from study.runfolder import RunFolder
     from study.runfolder.trials import PlannedTrial
-    from study.space import load_space
+    from study.study_object import make_study
     from study.teachers import TeacherCache
 
-    context = make_context(load_space(space_path), RunFolder(run), str(cache))
+    study = make_study(load_study_file(space_path), RunFolder(run), cache)
     config = json.loads((run / "tune" / trial / "params.json").read_text())
+    planned = PlannedTrial.from_config(config)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the trial (cpus_per_worker: 1): the same float sums
     try:
-        engine = prepare(context.distill_run(PlannedTrial.from_config(config)),
-                         TeacherCache(cache), device="cpu",
+        engine = prepare(planned, study.file.dataset, study.recipe_of(planned),
+                         study.teacher_of(planned), TeacherCache(cache), device="cpu",
                          log=lambda _: None)
         engine.fit()
     finally:

@@ -76,7 +76,7 @@ pairs:
   - {{teacher: resnet14, student: resnet8{pair_protocol}}}
 baselines: [vanilla, {method}]
 seeds: [0, 1]
-search: {{method: {method}, sampler: grid, grace_period: 1, reduction_factor: 2, confirm_top: 0}}
+search: {{methods: [{method}], sampler: grid, grace_period: 1, reduction_factor: 2, confirm_top: 0}}
 space:
   {method}.temperature: {{type: choice, values: [2.0, 4.0]}}
 resources: {{max_concurrent: 2}}
@@ -185,7 +185,7 @@ def test_a_plugin_method_is_a_baseline_and_the_searched_method(echo_run):
     run, result = echo_run
     rows = read_rows(run / "results.csv")
     assert {(r["method"], r["role"]) for r in rows} == {
-        ("vanilla", "fixed"), ("echokd", "fixed"), ("echokd", "search")}
+        ("vanilla", "baseline"), ("echokd", "baseline"), ("echokd", "drawn")}
     assert all(r["status"] in ("completed", "stopped") for r in rows), rows
     assert all(float(r["test_acc_echo"]) >= 0 for r in rows if r["method"] == "echokd")
     assert "Best drawn EchoKD configurations" in result.stdout
@@ -261,7 +261,7 @@ def test_with_a_validation_split_the_search_sees_only_validation_accuracy(dkd_ru
     for path in (run / "results.csv", run / "epochs.csv"):
         assert all(r["val_acc"] not in ("", "nan") for r in read_rows(path)), path
     study = optuna.load_study(study_name="echo", storage=f"sqlite:///{run / 'optuna.db'}")
-    drawn = {r["trial_id"]: r for r in results if r["role"] == "search"}
+    drawn = {r["trial_id"]: r for r in results if r["role"] == "drawn"}
     values = sorted(t.value for t in study.trials if t.state.name == "COMPLETE")
     assert len(values) == len(drawn) == 2
     assert values == sorted(float(r["val_acc"]) for r in drawn.values())

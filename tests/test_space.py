@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import ROOT, assert_usage_error, run_cli, tree
 
-from study.space import load_space
+from study.load import load_study_file
 
 VALID = """\
 name: fmnist-ablations
@@ -41,7 +41,7 @@ def write(tmp_path, text, name="space.yaml"):
 
 
 def test_valid_space_loads_with_defaults(tmp_path):
-    space = load_space(write(tmp_path, VALID))
+    space = load_study_file(write(tmp_path, VALID))
     assert space.name == "fmnist-ablations" and len(space.pairs) == 2
     assert space.recipe_obj().epochs == 8 and space.recipe_obj().schedule == "cosine"
     assert space.space["sdkd.lambda"].low == 0.1
@@ -94,8 +94,8 @@ BAD = [
      ["pairs[0].student", "unknown model 'resnet9'", "did you mean"]),
     ("unknown-method", mutate("[vanilla, kd, dml, shake]", "[vanilla, kdd]"),
      ["baselines", "unknown method 'kdd'", "did you mean"]),
-    ("unknown-search-method", mutate("sampler: tpe", "method: sdk, sampler: tpe"),
-     ["search.method", "unknown method 'sdk'"]),
+    ("unknown-search-method", mutate("sampler: tpe", "methods: [sdk], sampler: tpe"),
+     ["search.methods", "unknown method 'sdk'"]),
     ("unknown-dataset", mutate("name: fashion_mnist", "name: mnist"),
      ["unknown dataset 'mnist'", "fashion_mnist"]),
     ("unknown-sampler", mutate("sampler: tpe", "sampler: bayes"), ["search.sampler", "'tpe'"]),
@@ -228,7 +228,7 @@ def bad_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "empty").mkdir()
     held = RunFolder(tmp / "held")  # a run folder holding another sweep
-    held.write_space(load_space(write(tmp, VALID, "held.yaml")).model_dump(mode="json"))
+    held.write_space(load_study_file(write(tmp, VALID, "held.yaml")).model_dump(mode="json"))
     argvs, where = [], {}
     for case, content, _ in BAD:
         path = tmp / f"{case}.yaml"

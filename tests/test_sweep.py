@@ -15,39 +15,39 @@ from sweeps import check_run_folder, free_port, read_csv, sweep, tiny_space
 
 
 def test_plan_puts_baselines_first_and_caps_at_max_trials(tmp_path):
+    from study.load import load_study_file
     from study.plan import plan
-    from study.space import load_space
 
-    space = load_space(tiny_space(tmp_path))
-    fixed, n_search = plan(space, None)
+    space = load_study_file(tiny_space(tmp_path))
+    fixed, n_drawn = plan(space, None)
     assert [t.name for t in fixed] == ["vanilla-resnet14-resnet8-s0",
                                        "kd-resnet14-resnet8-s0"]
-    assert n_search == 3
+    assert n_drawn == 3
     assert plan(space, 4) == (fixed, 2)
     assert plan(space, 1) == (fixed[:1], 0)
 
 
 def test_only_methods_that_use_the_teachers_weights_get_a_pretrained_teacher(tmp_path):
-    from study.experiment import teacher_archs
-    from study.space import load_space
+    from study.load import load_study_file
+    from study.study_object import teacher_specs
 
     # DML trains a peer of the teacher's architecture from scratch: nothing to pretrain.
     path = tiny_space(tmp_path, baselines="[vanilla, dml]")
     path.write_text(path.read_text().split("space:\n")[0] + "resources: {max_concurrent: 2}\n")
-    assert teacher_archs(load_space(path)) == []
+    assert list(teacher_specs(load_study_file(path))) == []
     path.write_text(path.read_text().replace("[vanilla, dml]", "[dml, kd]"))
-    assert teacher_archs(load_space(path)) == ["resnet14"]
+    assert list(teacher_specs(load_study_file(path))) == ["resnet14"]
 
 
 def test_grid_draws_each_point_once(tmp_path):
-    from study.plan import search_trial_count
-    from study.space import load_space
+    from study.load import load_study_file
+    from study.plan import drawn_trial_count
 
     path = tiny_space(tmp_path)
     path.write_text(path.read_text().replace("num_samples: 3", "sampler: grid")
                     .replace("{type: loguniform, low: 0.1, high: 10}",
                              "{type: choice, values: [0.5, 1, 2]}"))
-    assert search_trial_count(load_space(path)) == 6  # 3 lambdas x 2 depths
+    assert drawn_trial_count(load_study_file(path)) == 6  # 3 lambdas x 2 depths
 
 
 def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
@@ -58,7 +58,7 @@ def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
     folder = RunFolder(tmp_path)
     trial = folder.tune_dir / "kd-a-b-s0"
     trial.mkdir(parents=True)
-    config = {"trial_name": "kd-a-b-s0", "role": "fixed", "method": "kd", "teacher": "a",
+    config = {"trial_name": "kd-a-b-s0", "role": "baseline", "method": "kd", "teacher": "a",
               "student": "b", "seed": 0, "params": {}}
     (trial / "params.json").write_text(json.dumps(config))
     lines = [{"epoch": 1, "test_acc": 10.0, "test_acc_best": 10.0, "time_this_iter_s": 2.0,
@@ -67,7 +67,8 @@ def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
              {"epoch": 3, "test_acc": 30.0, "test_acc_best": 30.0, "pid": 2}]
     text = "\n".join(json.dumps(x) for x in lines) + '\n{"epoch": 4, "test_a'
     (trial / "result.json").write_text(text)
-    rows = write_tables(folder, {"kd-a-b-s0": "TERMINATED"}, epochs=3)
+    folder.record_end("kd-a-b-s0", "completed", lines[-1])
+    rows = write_tables(folder)
     assert rows[0]["status"] == "completed" and rows[0]["epochs"] == 3
     epochs = read_csv(folder.epochs_csv)
     assert [(r["epoch"], r["test_acc"]) for r in epochs] == [("1", "10.0"), ("2", "21.0"),
@@ -77,8 +78,8 @@ def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
 
 def test_confirm_plans_the_best_completed_drawn_configs_of_each_pair_on_the_other_seeds(
         tmp_path):
+    from study.load import load_study_file
     from study.plan import confirm_trials
-    from study.space import load_space
 
     text = tiny_space(tmp_path).read_text().replace("seeds: [0]", "seeds: [0, 1, 2]")
     text = text.replace("  - {teacher: resnet14, student: resnet8}",
@@ -86,23 +87,23 @@ def test_confirm_plans_the_best_completed_drawn_configs_of_each_pair_on_the_othe
                         "  - {teacher: resnet20, student: resnet8}")
     (tmp_path / "s.yaml").write_text(text.replace("reduction_factor: 2",
                                                   "reduction_factor: 2\n  confirm_top: 2"))
-    space = load_space(tmp_path / "s.yaml")
+    space = load_study_file(tmp_path / "s.yaml")
 
     def row(name, teacher, acc, status="completed", lam=0.5):
-        return {"trial_id": name, "role": "search", "method": "sdkd", "teacher": teacher,
+        return {"trial_id": name, "role": "drawn", "method": "sdkd", "teacher": teacher,
                 "student": "resnet8", "seed": 0, "sdkd.lambda": lam, "sdkd.ffb_depth": 2,
                 "test_acc": acc, "status": status}
 
     rows = [row("d1", "resnet14", 70.0), row("d2", "resnet14", 90.0, "stopped"),
             row("d3", "resnet14", 80.0, lam=0.123456789), row("d4", "resnet14", 80.0),
             row("d5", "resnet14", float("nan"), "diverged"), row("d6", "resnet20", 60.0),
-            {**row("kd", "resnet14", 99.0), "role": "fixed"}]
+            {**row("kd", "resnet14", 99.0), "role": "baseline"}]
     trials = confirm_trials(space, rows)
     # Per pair the top 2 completed by test_acc (a tie goes to the earlier trial); stopped,
     # diverged and fixed trials never; each on seeds 1 and 2, with its params exactly.
     assert [t.name for t in trials] == ["d3-s1", "d3-s2", "d4-s1", "d4-s2", "d6-s1", "d6-s2"]
     assert trials[0].params == {"sdkd.lambda": 0.123456789, "sdkd.ffb_depth": 2}
-    assert {t.role for t in trials} == {"confirm"}
+    assert {t.role for t in trials} == {"confirming"}
     assert trials[-1].teacher == "resnet20" and trials[-1].seed == 2
     off = space.model_copy(update={"search": space.search.model_copy(update={"confirm_top": 0})})
     assert confirm_trials(off, rows) == []
@@ -175,12 +176,12 @@ def test_address_where_no_cluster_listens_is_one_line_in_seconds(tmp_path):
 
 
 def test_existing_run_needs_resume_and_the_same_space(tmp_path):
+    from study.load import load_study_file
     from study.runfolder import RunFolder
-    from study.space import load_space
 
     path = tiny_space(tmp_path)
     folder = RunFolder(tmp_path / "run")
-    folder.write_space(load_space(path).model_dump(mode="json"))
+    folder.write_space(load_study_file(path).model_dump(mode="json"))
     before = sorted(p.name for p in folder.root.iterdir())
     result = sweep("--space", str(path), "--output", str(folder.root), cache=tmp_path / "c")
     assert_usage_error(result, "already holds this sweep; pass --resume")
@@ -199,24 +200,24 @@ def test_existing_run_needs_resume_and_the_same_space(tmp_path):
 def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     import optuna
 
-    from study.space import load_space
+    from study.load import load_study_file
 
     run, result = tiny_run.run, tiny_run.result
     results = check_run_folder(run, epochs=3, expected_trials=12)
     assert "Best drawn SDKD configurations" in result.stdout and "Baselines" in result.stdout
     assert f"report   {run / 'report' / 'index.html'}" in result.stdout
-    assert load_space(run / "space.yaml") == load_space(tiny_run.space)
-    fixed = Counter((r["method"], r["seed"]) for r in results if r["role"] == "fixed")
+    assert load_study_file(run / "space.yaml") == load_study_file(tiny_run.space)
+    fixed = Counter((r["method"], r["seed"]) for r in results if r["role"] == "baseline")
     assert fixed == {(m, s): 1 for m in ("vanilla", "kd", "shake", "sdkd") for s in "01"}
 
-    drawn = [r for r in results if r["role"] == "search"]
+    drawn = [r for r in results if r["role"] == "drawn"]
     assert len(drawn) == 3 and all(r["method"] == "sdkd" for r in drawn)
     for r in drawn:  # ASHA stops a drawn trial only at a rung, never before its grace period
         assert r["status"] == "completed" or int(r["epochs"]) >= 1
     # The best completed drawn configuration ran again on the other seed, with the same params.
     best = max((r for r in drawn if r["status"] == "completed"),
                key=lambda r: float(r["test_acc"]))
-    (confirm,) = [r for r in results if r["role"] == "confirm"]
+    (confirm,) = [r for r in results if r["role"] == "confirming"]
     assert confirm["trial_id"] == f"{best['trial_id']}-s1" and confirm["seed"] == "1"
     assert confirm["status"] == "completed"
     assert (confirm["sdkd.lambda"], confirm["sdkd.ffb_depth"]) == \
@@ -227,7 +228,7 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     vanilla = [float(r["train_loss"]) for r in rows
                if r["trial_id"] == "vanilla-resnet14-resnet8-s0"]
     assert vanilla[-1] < vanilla[0]  # it learns
-    fixed_acc = {r["method"]: float(r["test_acc"]) for r in results if r["role"] == "fixed"}
+    fixed_acc = {r["method"]: float(r["test_acc"]) for r in results if r["role"] == "baseline"}
     assert fixed_acc["vanilla"] > 15.0  # above chance (10 classes)
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")

@@ -60,7 +60,7 @@ def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp
                       resources="{max_concurrent: 1}")
     path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
     run, cache = tmp_path / "run", tmp_path / "cache"
-    drawn, confirm = "sdkd-search-0001", "sdkd-search-0001-s1"
+    drawn, confirm = "sdkd-drawn-0001", "sdkd-drawn-0001-s1"
     lines = lambda: result_lines(run, confirm, "confirm")  # noqa: E731
     sweep_killed_when(lambda: len(lines()) >= 2, "two epochs of the confirming trial",
                       path, run, cache)

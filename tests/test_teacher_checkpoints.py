@@ -10,9 +10,10 @@ from torch import nn
 
 from sdkd_core.models import build_model
 from sdkd_core.recipe import Recipe
-from study.distill import DistillRun, prepare
-from study.runfolder.trials import Pair, PlannedTrial
-from study.teachers import TeacherCache
+from study.distill import prepare
+from study.runfolder.trials import PlannedTrial
+from study.sections import DatasetSection
+from study.teachers import TeacherCache, TeacherSpec
 
 
 def random_teacher(arch: str, classes: int = 10, channels: int = 1) -> nn.Module:
@@ -39,10 +40,11 @@ def assert_same_teacher(got: nn.Module, published: nn.Module) -> None:
 
 
 def teacher_of(path, cache: TeacherCache, logs: list[str]) -> nn.Module:
-    spec = DistillRun(PlannedTrial("kd", Pair("resnet14", "resnet8")), "synthetic",
-                      Recipe(epochs=1, batch_size=32), n_train=256, n_test=128,
-                      teacher_checkpoint=str(path))
-    return prepare(spec, cache, device="cpu", log=logs.append).method.teacher
+    data = DatasetSection(name="synthetic", n_train=256, n_test=128)
+    teacher = TeacherSpec(data, "resnet14", checkpoint=str(path))
+    return prepare(PlannedTrial("kd", "resnet14", "resnet8"), data,
+                   Recipe(epochs=1, batch_size=32), teacher, cache, device="cpu",
+                   log=logs.append).method.teacher
 
 
 def test_a_checkpoint_is_the_teacher_exactly_and_measured_once(tmp_path):

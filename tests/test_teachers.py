@@ -12,6 +12,7 @@ from filelock import FileLock, Timeout
 
 from sdkd_core.files import file_sha256
 from sdkd_core.recipe import Recipe
+from study.sections import DatasetSection
 from study.teachers import TeacherCache, TeacherSpec
 from tests.conftest import (
     ROOT,
@@ -21,6 +22,12 @@ from tests.conftest import (
 )
 
 SMALL = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2", "--n-test", "200"]
+
+
+def teacher(dataset: str, arch: str, recipe: Recipe, seed: int = 0, n_train: int | None = None,
+            n_test: int | None = None) -> TeacherSpec:
+    return TeacherSpec(DatasetSection(name=dataset, n_train=n_train, n_test=n_test), arch,
+                       recipe, seed)
 
 
 def test_cli_trains_then_serves_from_cache(tmp_path):
@@ -43,22 +50,22 @@ def test_cli_trains_then_serves_from_cache(tmp_path):
 
 
 def test_cache_key_changes_with_everything_that_shapes_the_weights():
-    base = TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), seed=0, n_train=600)
+    base = teacher("synthetic", "resnet8", Recipe(epochs=2), seed=0, n_train=600)
     variants = [
-        TeacherSpec("synthetic", "resnet14", Recipe(epochs=2), seed=0, n_train=600),
-        TeacherSpec("synthetic", "resnet8", Recipe(epochs=3), seed=0, n_train=600),
-        TeacherSpec("synthetic", "resnet8", Recipe(epochs=2, lr=0.1), seed=0, n_train=600),
-        TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), seed=1, n_train=600),
-        TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), seed=0, n_train=700),
-        TeacherSpec("fashion_mnist", "resnet8", Recipe(epochs=2), seed=0, n_train=600),
+        teacher("synthetic", "resnet14", Recipe(epochs=2), seed=0, n_train=600),
+        teacher("synthetic", "resnet8", Recipe(epochs=3), seed=0, n_train=600),
+        teacher("synthetic", "resnet8", Recipe(epochs=2, lr=0.1), seed=0, n_train=600),
+        teacher("synthetic", "resnet8", Recipe(epochs=2), seed=1, n_train=600),
+        teacher("synthetic", "resnet8", Recipe(epochs=2), seed=0, n_train=700),
+        teacher("fashion_mnist", "resnet8", Recipe(epochs=2), seed=0, n_train=600),
     ]
     keys = {base.key, *(v.key for v in variants)}
     assert len(keys) == len(variants) + 1
-    assert TeacherSpec("synthetic", "resnet8", Recipe(epochs=2), 0, 600).key == base.key
+    assert teacher("synthetic", "resnet8", Recipe(epochs=2), 0, 600).key == base.key
 
 
 def test_corrupted_cache_is_retrained_with_a_warning(tmp_path, synthetic, capsys):
-    spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1), n_train=None)
+    spec = teacher("synthetic", "resnet8", Recipe(epochs=1), n_train=None)
     cache = TeacherCache(tmp_path)
     model, card, cached = cache.get(spec, data=synthetic, device="cpu", log=lambda _: None)
     assert not cached
@@ -144,7 +151,7 @@ def test_cached_teacher_holding_code_is_refused_even_with_a_matching_hash(tmp_pa
 
     from sdkd_core.files import file_sha256
 
-    spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1))
+    spec = teacher("synthetic", "resnet8", Recipe(epochs=1))
     cache = TeacherCache(tmp_path)
     cache.get(spec, data=synthetic, device="cpu", log=lambda _: None)
     weights, card_path = cache.paths(spec)
@@ -167,7 +174,7 @@ def test_cached_teacher_holding_code_is_refused_even_with_a_matching_hash(tmp_pa
 
 ONE_EPOCH = ["--dataset", "synthetic", "--arch", "resnet8", "--epochs", "1", "--n-train", "600",
              "--n-test", "200"]
-ONE_EPOCH_SPEC = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1), 0, n_train=600, n_test=200)
+ONE_EPOCH_SPEC = teacher("synthetic", "resnet8", Recipe(epochs=1), 0, n_train=600, n_test=200)
 
 
 def start_cli(out_path, *args):
@@ -229,7 +236,7 @@ def test_cached_teacher_loads_without_waiting_for_the_lock(tmp_path):
     """The fast path: a cached teacher is served even while another holder has its lock."""
     from sdkd_core.models import build_model
 
-    spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=1))
+    spec = teacher("synthetic", "resnet8", Recipe(epochs=1))
     cache = TeacherCache(tmp_path)
     cache.save(spec, build_model("resnet8", 10, 1), {"num_classes": 10, "in_channels": 1})
     lines = []
@@ -247,7 +254,7 @@ def test_a_killed_trainer_does_not_hold_the_teacher_lock(tmp_path):
     proc = start_cli(out, *args)
     try:
         wait_for_output(proc, out, "600 train / 200 test images, 500 epochs")
-        spec = TeacherSpec("synthetic", "resnet8", Recipe(epochs=500), 0, n_train=600, n_test=200)
+        spec = teacher("synthetic", "resnet8", Recipe(epochs=500), 0, n_train=600, n_test=200)
         lock = FileLock(TeacherCache(tmp_path).lock_path(spec))
         with pytest.raises(Timeout):
             lock.acquire(timeout=0.2)  # it holds the lock while it trains

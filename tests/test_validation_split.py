@@ -45,14 +45,15 @@ def test_a_split_that_cannot_hold_every_class_is_one_line(val_split, fragment):
 
 def test_each_epoch_reports_validation_and_test_accuracy(tmp_path):
     from sdkd_core.recipe import Recipe
-    from study.distill import DistillRun, run
-    from study.runfolder.trials import Pair, PlannedTrial
-    from study.teachers import TeacherCache
+    from study.distill import run
+    from study.runfolder.trials import PlannedTrial
+    from study.sections import DatasetSection
+    from study.teachers import TeacherCache, TeacherSpec
 
-    spec = DistillRun(PlannedTrial("kd", Pair("resnet14", "resnet8")), "synthetic",
-                      Recipe(epochs=2, batch_size=32), n_test=200,
-                      teacher_recipe=Recipe(epochs=2), val_split=200)
-    rows = run(spec, TeacherCache(tmp_path), device="cpu", log=lambda _: None)
+    data = DatasetSection(name="synthetic", n_test=200, val_split=200)
+    rows = run(PlannedTrial("kd", "resnet14", "resnet8"), data, Recipe(epochs=2, batch_size=32),
+               TeacherSpec(data, "resnet14", Recipe(epochs=2)), TeacherCache(tmp_path),
+               device="cpu", log=lambda _: None)
     for r in rows:
         assert {"val_acc", "val_acc_best", "val_loss", "test_acc"} <= r.keys()
     assert rows[-1]["val_acc"] > 40.0  # it learns, measured on images it never trained on
@@ -84,13 +85,13 @@ def test_bad_validation_settings_are_one_line(tmp_path, split, search, fragment)
 
 
 def test_the_search_maximises_validation_accuracy_where_there_is_a_split(tmp_path):
-    from study.space import load_space
+    from study.load import load_study_file
 
     path = tmp_path / "val.yaml"
     path.write_text(SPACE.format(split=", val_split: 0.1", search=""))
-    assert load_space(path).metric == "val_acc"
+    assert load_study_file(path).metric == "val_acc"
     path.write_text(SPACE.format(split="", search=""))
-    assert load_space(path).metric == "test_acc"
+    assert load_study_file(path).metric == "test_acc"
 
 
 def test_distill_refuses_a_split_too_small_in_one_line(tmp_path):
@@ -109,8 +110,8 @@ def test_the_tuned_configuration_is_the_validation_argmax_even_where_test_disagr
 
     from analysis.selection import tuned_config
 
-    rows = [("search", 1.0, 80.0, 70.0), ("search", 2.0, 75.0, 90.0),  # 2.0: planted
-            ("confirm", 1.0, 81.0, 71.0), ("confirm", 2.0, 74.0, 91.0)]
+    rows = [("drawn", 1.0, 80.0, 70.0), ("drawn", 2.0, 75.0, 90.0),  # 2.0: planted
+            ("confirming", 1.0, 81.0, 71.0), ("confirming", 2.0, 74.0, 91.0)]
     search = pd.DataFrame(rows, columns=["role", "sdkd.lambda", "val_acc", "test_acc"])
     chosen = tuned_config(search, "test_acc", ["sdkd.lambda"])
     assert set(chosen["sdkd.lambda"]) == {1.0}
@@ -120,15 +121,15 @@ def test_the_tuned_configuration_is_the_validation_argmax_even_where_test_disagr
 
 
 def test_confirming_runs_go_to_the_validation_best_draw(tmp_path):
+    from study.load import load_study_file
     from study.plan import confirm_trials
-    from study.space import load_space
 
     path = tmp_path / "val.yaml"
-    path.write_text(SPACE.format(split=", val_split: 0.1", search="search: {method: kd}\n"
+    path.write_text(SPACE.format(split=", val_split: 0.1", search="search: {methods: [kd]}\n"
                                  "space:\n  kd.temperature: {type: choice, values: [2, 4]}\n"
                                  "seeds: [0, 1]"))
-    space = load_space(path)
-    rows = [{"trial_id": f"kd-search-000{i}", "role": "search", "status": "completed",
+    space = load_study_file(path)
+    rows = [{"trial_id": f"kd-drawn-000{i}", "role": "drawn", "status": "completed",
              "method": "kd", "teacher": "resnet14", "student": "resnet8", "seed": 0,
              "kd.temperature": t, "val_acc": v, "test_acc": x}
             for i, (t, v, x) in enumerate([(2, 60.0, 90.0), (4, 70.0, 50.0)], 1)]

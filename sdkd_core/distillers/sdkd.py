@@ -142,7 +142,6 @@ class SDKD(Distiller):
             self._views.append(_ForwardFrom(self.snapshot))
         # A teacher-shaped proxy runs the frozen teacher in eval mode: no statistics to keep.
         self.proxy_stats = ProxyStatistics(student if c.proxy_arch == "student" else None, j)
-        self.register_load_state_dict_pre_hook(_statistics_of_older_checkpoints)
 
     # ------------------------------------------------------------ schedule
 
@@ -256,10 +255,3 @@ class ProxyTeacher(nn.Module):
             f_t = self.method.teacher_output(x).feats
         return self.method.fused_pass(f_s, f_t, self.body)
 
-
-def _statistics_of_older_checkpoints(sdkd: SDKD, state_dict, prefix, *_):
-    """A checkpoint saved before the proxy kept statistics of its own: its proxy gets those it
-    was evaluated with then, its body's (student or snapshot), so it scores as it was logged."""
-    taken = state_dict.get(f"{prefix}snapshot_taken")
-    body = "snapshot." if taken is not None and bool(taken) else "student."
-    sdkd.proxy_stats.fill_missing(state_dict, f"{prefix}proxy_stats.", prefix + body)

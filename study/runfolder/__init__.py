@@ -1,13 +1,17 @@
 """The run folder: the only thing analysis reads.
 
-    space.yaml   the validated, fully resolved space
-    protocol.json  what the sweep derived from it: the metric the search saw, ASHA's first rung
+    space.yaml   the validated study file, fully resolved (what --resume reads)
+    study.json   the study object: that file and everything the sweep derived from it once
+                 (subject, tuned methods, search metric and mode, draws, ASHA's first rung)
     results.csv  one row per trial (identity, sampled parameters, accuracy, status)
     epochs.csv   one row per trial per epoch
     optuna.db    the Optuna study (sqlite)
     teachers/    each pretrained teacher's weights (<arch>.pt) and card (<arch>.json)
     tune/        Ray Tune's experiment folder (trial checkpoints, logs)
     confirm/     the second experiment: the best drawn configurations on the other seeds
+    ended/       <trial>.json for each trial that has ended (completed, stopped by ASHA,
+                 diverged), written before anything else learns of the end: a resumed sweep
+                 never runs such a trial again
     report/      written by the analysis
 
 results.csv and epochs.csv are rebuilt from the trials' own records in tune/ and confirm/
@@ -23,6 +27,7 @@ reads nothing else of `study`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -55,8 +60,8 @@ class RunFolder:
         return self.root / "space.yaml"
 
     @property
-    def protocol_json(self) -> Path:
-        return self.root / "protocol.json"
+    def study_json(self) -> Path:
+        return self.root / "study.json"
 
     @property
     def results_csv(self) -> Path:
@@ -99,6 +104,32 @@ class RunFolder:
     def report_dir(self) -> Path:
         return self.root / "report"
 
+    @property
+    def ended_dir(self) -> Path:
+        return self.root / "ended"
+
+    def record_end(self, trial_name: str, how: str, result: dict[str, Any]) -> None:
+        """Record that a trial ended (`completed`, `stopped` or `diverged`) with its last
+        result; the first record stands (a stopped trial's process may still finish an
+        epoch)."""
+        path = self.ended_dir / f"{trial_name}.json"
+        if not path.exists():
+            metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+            write_json(path, {"how": how, **metrics})
+
+    def end_of(self, trial_name: str) -> dict[str, Any] | None:
+        """How the trial ended (its record), or None while it has not."""
+        path = self.ended_dir / f"{trial_name}.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def ends(self) -> dict[str, dict[str, Any]]:
+        """Every ended trial's record, by name."""
+        return {p.stem: end for p in sorted(self.ended_dir.glob("*.json"))
+                if (end := self.end_of(p.stem)) is not None}
+
     def check_writable(self) -> None:
         """Fail now, not after hours of training, when the run folder cannot be written.
 
@@ -129,23 +160,24 @@ class RunFolder:
     def write_space(self, document: dict[str, Any]) -> None:
         write_text(self.space_yaml, yaml.safe_dump(document, sort_keys=False))
 
-    def write_protocol(self, facts: dict[str, Any]) -> None:
-        """What the sweep derived from the space (the search's metric, the epoch of ASHA's
-        first rung), so the report states the protocol as it ran."""
-        write_json(self.protocol_json, facts)
+    def write_study(self, record: dict[str, Any]) -> None:
+        """The study object, so the analysis reads what the sweep derived instead of deriving
+        it again."""
+        write_json(self.study_json, record)
+
+    def read_study(self) -> dict[str, Any]:
+        """The study record (study.json); a UserError line when it is missing or damaged."""
+        try:
+            return json.loads(self.study_json.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.root} is not a run folder (no study.json); pass the folder "
+                            "study/sweep.py wrote, e.g. runs/ablations") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.study_json}: damaged ({err}); rebuild it with "
+                            f"python study/sweep.py --output {self.root} --resume") from None
 
 
 def is_diverged(result: dict[str, Any] | None) -> bool:
     """A trial's last result says its loss became NaN or infinite (see study.trial)."""
     return bool(result and result.get("diverged"))
 
-
-def subject_method(space: dict[str, Any]) -> str:
-    """The method a run studies: the one its drawn trials train (space.yaml's
-    `search.method`, or the schema's default where a hand-written space leaves it out)."""
-    search = space.get("search") or {}
-    if "method" not in search:
-        from study.space_sections import SearchSection
-
-        return str(SearchSection.model_fields["method"].default)
-    return str(search["method"])

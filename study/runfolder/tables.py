@@ -51,8 +51,15 @@ def trial_records(tune_dir: Path, configs: dict[str, dict] | None = None,
     return records
 
 
-def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "test_acc"):
-    """(results rows, epochs rows) from `trial_records`; `statuses` are Tune's trial states."""
+def build_tables(records, ends: dict[str, dict], live: dict[str, str] | None = None,
+                 errors=()):
+    """(results rows, epochs rows) from `trial_records`.
+
+    A trial's status is its end record (`completed`, `stopped`, `diverged`) when it has one;
+    else `error` (in `errors`), `running` (Tune's live state in `live`), `interrupted` (some
+    epochs) or `pending`.
+    """
+    live = live or {}
     results_rows, epoch_rows = [], []
     # Every sampled parameter is a column of every row, right after the identity.
     param_keys = list(dict.fromkeys(k for config, _ in records.values()
@@ -61,12 +68,18 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
     validated = any("val_acc" in r and not is_diverged(r)
                     for _, results in records.values() for r in results)
     for name, (config, results) in records.items():
+        end = ends.get(name)
+        # A trial stopped by ASHA may have trained on while being stopped: its record ends
+        # at the epoch ASHA judged.
+        last_epoch = int(end["epoch"]) if end and end["how"] == "stopped" else None
         by_epoch: dict[int, dict[str, Any]] = {}
         seconds: dict[int, float] = {}
         diverged = next((r for r in results if is_diverged(r)), None)
         for result in results:
             if "epoch" in result and not is_diverged(result):
                 epoch = int(result["epoch"])
+                if last_epoch is not None and epoch > last_epoch:
+                    continue
                 by_epoch[epoch] = {k: v for k, v in result.items() if k not in TUNE_KEYS}
                 seconds[epoch] = float(result.get("time_this_iter_s", 0.0))
         identity = {"trial_id": name, **{k: config[k] for k in IDENTITY[1:]},
@@ -75,8 +88,17 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
         epoch_rows.extend(rows)
         last = rows[-1] if rows else {}
         done = len(rows)
-        status = "diverged" if diverged else trial_status(statuses.get(name, "PENDING"), done,
-                                                           epochs)
+        if diverged or (end and end["how"] == "diverged"):
+            status = "diverged"
+            diverged = diverged or end
+        elif end:
+            status = end["how"]
+        elif name in errors:
+            status = "error"
+        elif live.get(name) == "RUNNING":
+            status = "running"
+        else:
+            status = "interrupted" if done else "pending"
         heads = {k: v for k, v in last.items() if k.startswith("test_acc_") and
                  k != "test_acc_best"}
         val = {k: last.get(k, math.nan) for k in ("val_acc", "val_acc_best")} \
@@ -96,25 +118,13 @@ def build_tables(records, statuses: dict[str, str], epochs: int, metric: str = "
     return results_rows, epoch_rows
 
 
-def trial_status(tune_status: str, done: int, epochs: int) -> str:
-    """completed | stopped (by ASHA) | error | running | interrupted | pending.
-
-    (`diverged` is decided from the trial's own results, in `build_tables`.)
-    """
-    if tune_status == "TERMINATED":
-        return "completed" if done >= epochs else "stopped"
-    if tune_status == "ERROR":
-        return "error"
-    if tune_status == "RUNNING":
-        return "running"
-    return "pending" if done == 0 else "interrupted"
-
-
-def write_tables(folder: RunFolder, statuses: dict[str, str], epochs: int,
-                 configs: dict[str, dict] | None = None) -> list[dict]:
+def write_tables(folder: RunFolder, live: dict[str, str] | None = None,
+                 configs: dict[str, dict] | None = None, errors=()) -> list[dict]:
+    """Rebuild results.csv and epochs.csv from the trials' records; results.csv's rows.
+    `live`: Tune's states of the trials running now; `errors`: trials Tune gave up on."""
     records = {**trial_records(folder.tune_dir, configs, folder.train_dir),
                **trial_records(folder.confirm_dir, configs, folder.train_dir)}
-    results_rows, epoch_rows = build_tables(records, statuses, epochs)
+    results_rows, epoch_rows = build_tables(records, folder.ends(), live, errors)
     write_csv(folder.results_csv, results_rows, first=IDENTITY)
     write_csv(folder.epochs_csv, epoch_rows, first=(*IDENTITY, "epoch"))
     return results_rows

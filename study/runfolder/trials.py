@@ -1,34 +1,35 @@
-"""A trial as the sweep plans and records it: method, pair, seed, parameters, role and name.
+"""A trial as the sweep plans and records it: method, pair, seed, settings, role and name.
 
 Tune carries a trial as a plain config dict (it is pickled and written to the trial's
 params.json); `PlannedTrial.to_config` and `from_config` are the only conversions, and every
 trial name is formed here. A trial's name is its identity in results.csv and on --resume.
+
+The roles, in code, files, report and docs alike:
+- `baseline`: a method at its settings, on every pair and seed (the space's `baselines:`);
+- `drawn`: a configuration Optuna drew for a tuned method (`search.methods`), on the search seed;
+- `confirming`: a chosen drawn configuration again, on another seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-FIXED, SEARCH, CONFIRM = "fixed", "search", "confirm"
-ROLES = (FIXED, SEARCH, CONFIRM)
+BASELINE, DRAWN, CONFIRMING = "baseline", "drawn", "confirming"
+ROLES = (BASELINE, DRAWN, CONFIRMING)
 # Roles that always run to their last epoch: ASHA and Optuna see drawn trials only.
-FULL_LENGTH = (FIXED, CONFIRM)
-CONFIRM_SUFFIX = "-s"  # a confirming trial is named <drawn trial>-s<seed>
+FULL_LENGTH = (BASELINE, CONFIRMING)
+CONFIRMING_SUFFIX = "-s"  # a confirming trial is named <drawn trial>-s<seed>
 
 
 def pair_label(teacher: str, student: str) -> str:
     return f"{teacher}->{student}"
 
 
-class Pair(NamedTuple):
-    teacher: str
-    student: str
-
-    @property
-    def label(self) -> str:
-        return pair_label(self.teacher, self.student)
+def drawn_name(method: str, number: int) -> str:
+    """The name of `method`'s `number`-th (from 1) drawn trial."""
+    return f"{method}-{DRAWN}-{number:04d}"
 
 
 @dataclass(frozen=True)
@@ -36,46 +37,36 @@ class PlannedTrial:
     """One trial of a sweep (or one `distill.py` run): what it trains, and under which name.
 
     `params` are the method's settings (`<method>.<key>: value`, the pair's own and the drawn
-    ones); `recipe` the recipe fields the pair changes; `name` defaults to the fixed-trial name,
+    ones); `recipe` the recipe fields the pair changes; `name` defaults to the baseline's name,
     which is also what `distill.py` calls its run.
     """
 
     method: str
-    pair: Pair
+    teacher: str
+    student: str
     seed: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
-    role: str = FIXED
+    role: str = BASELINE
     name: str = ""
     recipe: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"role {self.role!r} is not one of {ROLES}")
-        object.__setattr__(self, "pair", Pair(*self.pair))
         object.__setattr__(self, "params", dict(self.params))
         object.__setattr__(self, "recipe", dict(self.recipe))
         if not self.name:
-            name = f"{self.method}-{self.pair.teacher}-{self.pair.student}-s{self.seed}"
+            name = f"{self.method}-{self.teacher}-{self.student}-s{self.seed}"
             object.__setattr__(self, "name", name)
 
     @property
-    def teacher(self) -> str:
-        return self.pair.teacher
-
-    @property
-    def student(self) -> str:
-        return self.pair.student
-
-    @classmethod
-    def drawn(cls, method: str, pair: Pair, seed: int, params: Mapping[str, Any],
-              number: int) -> PlannedTrial:
-        """The sweep's `number`-th (from 1) Optuna-drawn trial."""
-        return cls(method, pair, seed, params, SEARCH, f"{method}-search-{number:04d}")
+    def pair(self) -> str:
+        return pair_label(self.teacher, self.student)
 
     def confirming(self, seed: int) -> PlannedTrial:
         """This drawn trial's configuration again, on another seed."""
-        return PlannedTrial(self.method, self.pair, seed, self.params, CONFIRM,
-                            f"{self.name}{CONFIRM_SUFFIX}{seed}", self.recipe)
+        return PlannedTrial(self.method, self.teacher, self.student, seed, self.params,
+                            CONFIRMING, f"{self.name}{CONFIRMING_SUFFIX}{seed}", self.recipe)
 
     def to_config(self) -> dict[str, Any]:
         """The Tune config (and params.json) of this trial."""
@@ -85,11 +76,11 @@ class PlannedTrial:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PlannedTrial:
-        return cls(config["method"], Pair(config["teacher"], config["student"]),
-                   int(config["seed"]), config.get("params", {}), config.get("role", FIXED),
+        return cls(config["method"], config["teacher"], config["student"], int(config["seed"]),
+                   config.get("params", {}), config.get("role", BASELINE),
                    config.get("trial_name", ""), config.get("recipe", {}))
 
 
-def confirmed_trial(confirm_name: str) -> str:
+def confirmed_trial(confirming_name: str) -> str:
     """The drawn trial a confirming trial repeats (its name without the seed suffix)."""
-    return confirm_name.rsplit(CONFIRM_SUFFIX, 1)[0]
+    return confirming_name.rsplit(CONFIRMING_SUFFIX, 1)[0]

@@ -1,128 +1,31 @@
-"""The schema of a study's space file, validated before anything runs.
+"""Reading a study file: parse, validate, check; every mistake one `UserError` line naming
+the file, the key and the fix.
 
-Every mistake becomes one `UserError` line naming the file, the key and the fix. Distributions
-are over dotted method keys (`sdkd.lambda`) and are checked against the method's own config, so
-a range that the method would reject is caught here, not in trial 37.
+Distributions are checked against each method's own config, so a range the method would
+reject is caught here, not in trial 37.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Any, get_args
 
+import torch
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from sdkd_core.distributed import split_batch
 from sdkd_core.errors import UserError, nearest
 from sdkd_core.plugins import load_plugins
-from sdkd_core.recipe import Recipe
-from study.space_sections import (
-    DatasetSection,
-    Distribution,
-    ModuleName,
-    Pair,
-    RecipeSection,
-    Resources,
-    SearchSection,
-    Section,
-    Seed,
-    TeacherSection,
-    overrides_of,
-)
+from study.checks import check_semantics
+from study.study_file import StudyFile
 
-MAX_SPACE_BYTES = 1 << 20  # a space file is a page of YAML; anything bigger is a mistake
+MAX_FILE_BYTES = 1 << 20  # a study file is a page of YAML; anything bigger is a mistake
 MAX_ALIASES = 100  # YAML aliases can expand a small file into an enormous document
 
 
-class Space(Section):
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-    dataset: DatasetSection = DatasetSection()
-    recipe: RecipeSection = RecipeSection()
-    teacher: TeacherSection = TeacherSection()
-    pairs: Annotated[list[Pair], Field(min_length=1)]
-    baselines: list[str] = []
-    # The researcher's own modules that register methods (imported before anything is checked).
-    plugins: list[ModuleName] = []
-    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
-    search: SearchSection = SearchSection()
-    space: dict[str, Distribution] = {}
-    resources: Resources = Resources()
 
-    @model_validator(mode="after")
-    def _batch_splits_among_workers(self):
-        if self.recipe.batch_size >= 2:  # smaller ones are the recipe's own error
-            split_batch(self.recipe.batch_size, self.resources.num_workers,
-                        "recipe.batch_size", "resources.num_workers")
-        return self
-
-    def recipe_obj(self) -> Recipe:
-        return Recipe(**self.recipe.model_dump())
-
-    @property
-    def tuned_methods(self) -> list[str]:
-        """The methods the search tunes, in order; the first is the run's subject."""
-        return list(self.search.methods) or [self.search.method]
-
-    def keys_of(self, method: str) -> list[str]:
-        """The `space` keys of `method`."""
-        return [k for k in self.space if k.rpartition(".")[0] == method]
-
-    def trained_methods(self) -> list[str]:
-        """The methods some trial trains: the baselines, and the tuned methods when the
-        space draws anything (a setting, or among several pairs)."""
-        drawn = self.tuned_methods if self.space or len(self.pairs) > 1 else []
-        return list(dict.fromkeys([*self.baselines, *drawn]))
-
-    def pair_section(self, teacher: str, student: str) -> Pair:
-        return next(p for p in self.pairs if (p.teacher, p.student) == (teacher, student))
-
-    def pair_recipe(self, teacher: str, student: str) -> dict[str, Any]:
-        """The recipe fields a pair changes (its `recipe:`), over the space's `recipe`."""
-        return overrides_of(self.pair_section(teacher, student).recipe)
-
-    def pair_settings(self, teacher: str, student: str, method: str) -> dict[str, Any]:
-        """The pair's own settings of `method` (its `settings:` keys `<method>.*`)."""
-        settings = self.pair_section(teacher, student).settings
-        return {k: v for k, v in settings.items() if k.rpartition(".")[0] == method}
-
-    @property
-    def metric(self) -> str:
-        """What the search maximises: `search.metric`, by default the validation accuracy
-        when there is a validation split (the test set is then read only to report)."""
-        if self.search.metric is not None:
-            return self.search.metric
-        return "val_acc" if self.dataset.val_split is not None else "test_acc"
-
-    @model_validator(mode="after")
-    def _one_way_to_name_the_tuned_methods(self):
-        s = self.search
-        if s.methods and s.method != s.methods[0]:
-            raise ValueError(f"search: method {s.method} and methods {s.methods} disagree; "
-                             "give search.methods alone (its first is the run's subject)")
-        if len(set(s.methods)) != len(s.methods):
-            raise ValueError(f"search.methods: {s.methods} has duplicates; list each once")
-        return self
-
-    @model_validator(mode="after")
-    def _validation_metric_needs_a_split(self):
-        metric = self.search.metric or ""
-        if metric.startswith("val_") and self.dataset.val_split is None:
-            raise ValueError(f"search.metric: {metric} needs validation images; set "
-                             "dataset.val_split (e.g. 0.1) or use test_acc")
-        return self
-
-    @property
-    def search_seed(self) -> int:
-        """The seed of the drawn trials and of the sampler (default: the first seed)."""
-        return self.seeds[0] if self.search.seed is None else self.search.seed
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load_space(path: str | Path, local_gpu_check: bool = True) -> Space:
-    """Read, parse and validate a space file; any problem is one UserError line.
+def load_study_file(path: str | Path, local_gpu_check: bool = True) -> StudyFile:
+    """Read, parse and validate a study file; any problem is one UserError line.
 
     `local_gpu_check=False` skips checking that this machine has the GPUs the space asks
     for: a plan (--dry-run) or a remote cluster (--address) does not need them here.
@@ -131,27 +34,22 @@ def load_space(path: str | Path, local_gpu_check: bool = True) -> Space:
     raw = _read(path)
     document = _parse_yaml(path, raw)
     try:
-        space = Space.model_validate(document)
+        space = StudyFile.model_validate(document)
     except ValidationError as err:
         raise UserError(f"{path}: {_describe(err)}") from None
-    from study.space_checks import check_semantics  # (it imports this module)
-
     try:
         load_plugins(space.plugins)  # their methods are then known to every check below
     except UserError as err:
         raise UserError(f"{path}: plugins: {err}") from None
     space = _with_absolute_checkpoints(path, space)
     check_semantics(path, space)
-    if local_gpu_check and space.resources.use_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"{path}: resources.use_gpu: true but no CUDA GPU is visible here; "
-                            "set it to false, run on a GPU machine, or pass --address")
+    if local_gpu_check and space.resources.use_gpu and not torch.cuda.is_available():
+        raise UserError(f"{path}: resources.use_gpu: true but no CUDA GPU is visible here; "
+                        "set it to false, run on a GPU machine, or pass --address")
     return space
 
 
-def _with_absolute_checkpoints(path: Path, space: Space) -> Space:
+def _with_absolute_checkpoints(path: Path, space: StudyFile) -> StudyFile:
     """Checkpoint paths read from the space file's folder, kept absolute: the run folder's
     copy of the space (read on --resume) must name the same files."""
     found = {arch: str((path.parent / Path(p).expanduser()).resolve())
@@ -165,9 +63,9 @@ def _read(path: Path) -> str:
         raise UserError(f"{path}: no such file; pass an existing space file with --space")
     if path.is_dir():
         raise UserError(f"{path}: is a directory; pass a YAML space file with --space")
-    if path.stat().st_size > MAX_SPACE_BYTES:
+    if path.stat().st_size > MAX_FILE_BYTES:
         raise UserError(f"{path}: {path.stat().st_size} bytes is not a space file "
-                        f"(limit {MAX_SPACE_BYTES}); pass the YAML file that describes the study")
+                        f"(limit {MAX_FILE_BYTES}); pass the YAML file that describes the study")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -245,7 +143,7 @@ def _describe(err: ValidationError) -> str:
 
 
 def _known_keys(loc: list[str]) -> list[str]:
-    model: Any = Space
+    model: Any = StudyFile
     for part in loc:
         if part.isdigit():  # an item of a list: its type was taken with the list's
             continue

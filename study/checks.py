@@ -1,4 +1,4 @@
-"""The checks of a space file that the schema alone cannot make: names, values a method
+"""The checks of a study file that the schema alone cannot make: names, values a method
 rejects, and each method's own check of every teacher/student pair (SDKD's fusion stage, say).
 """
 
@@ -13,12 +13,14 @@ from sdkd_core.distillers import METHODS, Distiller, get_method, method_config
 from sdkd_core.distributed import split_batch
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
+from sdkd_core.models.published import load_teacher_checkpoint
 from sdkd_core.recipe import Recipe
-from study.space import Space
-from study.space_sections import Choice, IntRange, overrides_of
+from study.plan import method_trial_count
+from study.sections import Choice, IntRange, overrides_of
+from study.study_file import StudyFile
 
 
-def check_semantics(path: Path, space: Space) -> None:
+def check_semantics(path: Path, space: StudyFile) -> None:
     """What the schema alone cannot know: names, ranges a method rejects, fusable stages."""
 
     def fail(message: str) -> UserError:
@@ -31,7 +33,7 @@ def check_semantics(path: Path, space: Space) -> None:
     except UserError as err:
         raise fail(f"recipe: {err}") from None
     try:
-        Recipe.from_dict(space.teacher.recipe_dict())
+        space.teacher.recipe_obj()
     except UserError as err:
         raise fail(f"teacher.recipe: {err}") from None
     for i, pair in enumerate(space.pairs):
@@ -42,7 +44,7 @@ def check_semantics(path: Path, space: Space) -> None:
     for method in space.baselines:
         if method not in METHODS:
             raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
-    where = "search.methods" if space.search.methods else "search.method"
+    where = "search.methods"
     for method in space.tuned_methods:
         if method not in METHODS:
             raise fail(f"{where}: {unknown_choice('method', method, METHODS)}")
@@ -63,7 +65,7 @@ def check_semantics(path: Path, space: Space) -> None:
     _check_checkpoints(fail, space)
 
 
-def _check_pair_overrides(fail, space: Space) -> None:
+def _check_pair_overrides(fail, space: StudyFile) -> None:
     """Each pair's own recipe and settings: valid, and each setting used by some trial."""
     trained = space.trained_methods()
     for i, pair in enumerate(space.pairs):
@@ -99,12 +101,10 @@ def _check_pair_overrides(fail, space: Space) -> None:
                 raise fail(f"{where}.settings: {err}") from None
 
 
-def _check_checkpoints(fail, space: Space) -> None:
+def _check_checkpoints(fail, space: StudyFile) -> None:
     """Published teachers: a pair's teacher each, and each file fits its architecture."""
     if not space.teacher.checkpoints:
         return
-    from sdkd_core.models.published import load_teacher_checkpoint  # (torch: only if needed)
-
     info = DATASET_INFO[space.dataset.name]
     teachers = {p.teacher for p in space.pairs}
     for arch, file in space.teacher.checkpoints.items():
@@ -122,11 +122,9 @@ def _check_checkpoints(fail, space: Space) -> None:
             raise fail(f"{where}: {err}") from None
 
 
-def _check_equal_budgets(fail, space: Space) -> None:
+def _check_equal_budgets(fail, space: StudyFile) -> None:
     """Several tuned methods: each has something to draw, and a grid draws as many points for
     each (so every method gets the same number of trials)."""
-    from study.plan import method_trial_count  # (it imports the space module)
-
     for method in space.tuned_methods:
         if not space.keys_of(method) and len(space.pairs) == 1:
             raise fail(f"search.methods: {method} has no space.{method}.* distributions to "
@@ -138,11 +136,11 @@ def _check_equal_budgets(fail, space: Space) -> None:
                    "equal grids: give each method as many points, or use tpe or random")
 
 
-def _check_distribution(fail, space: Space, key: str, dist) -> None:
+def _check_distribution(fail, space: StudyFile, key: str, dist) -> None:
     method, _, name = key.rpartition(".")
     if not method:
         raise fail(f"space.{key}: keys are method settings like "
-                   f"{space.search.method}.{key}")
+                   f"{space.tuned_methods[0]}.{key}")
     if method not in METHODS:
         raise fail(f"space.{key}: {unknown_choice('method', method, METHODS)}")
     if method not in space.tuned_methods:
@@ -163,7 +161,7 @@ def _check_distribution(fail, space: Space, key: str, dist) -> None:
         _check_pairs(fail, f"space.{key}", space, method, {key: value})
 
 
-def _check_pairs(fail, where: str, space: Space, method: str, values: dict[str, Any]) -> None:
+def _check_pairs(fail, where: str, space: StudyFile, method: str, values: dict[str, Any]) -> None:
     """The method's own check of each teacher/student pair against this config (over the
     pair's own settings)."""
     cls = get_method(method)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
 
+from sdkd_core.data import ImageData, load_dataset
 from sdkd_core.recipe import MAX_SEED, TEACHER_EPOCHS, Recipe
 
 
@@ -23,6 +24,9 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class DatasetSection(Section):
+    """Which images, and how many: each field is an argument of `sdkd_core.data.load_dataset`,
+    so a new dataset option is one field here and its use there."""
+
     name: str = "fashion_mnist"
     root: str | None = None
     n_train: Annotated[int, Field(gt=0)] | None = None
@@ -30,6 +34,10 @@ class DatasetSection(Section):
     # Validation images held out of the training images: a fraction, or a count (an int).
     val_split: Annotated[float, Field(gt=0, lt=1), Strict()] | Annotated[int, Field(gt=0)] \
         | None = None
+
+    def load(self, seed: int) -> ImageData:
+        """The images, subsets drawn with `seed`."""
+        return load_dataset(**self.model_dump(), seed=seed)
 
 
 # The students' recipe: the fields, types and defaults of `sdkd_core.recipe.Recipe` itself.
@@ -73,10 +81,10 @@ class TeacherSection(Section):
                              "disagree; give the epochs once, in teacher.recipe")
         return self
 
-    def recipe_dict(self) -> dict[str, Any]:
-        """The teachers' whole recipe, as `Recipe.from_dict` takes it."""
-        base = Recipe(epochs=self.epochs or TEACHER_EPOCHS).to_dict()
-        return {**base, **overrides_of(self.recipe)}
+    def recipe_obj(self) -> Recipe:
+        """The teachers' whole recipe."""
+        return Recipe(**{**Recipe(epochs=self.epochs or TEACHER_EPOCHS).to_dict(),
+                         **overrides_of(self.recipe)})
 
 
 class Pair(Section):
@@ -89,19 +97,25 @@ class Pair(Section):
 
 
 class SearchSection(Section):
-    method: str = "sdkd"
     # The tuned methods, each with the same budget (sampler, seed, num_samples, ASHA): its
-    # own Optuna study over its own `space.<method>.*` keys. Default: [method].
-    methods: list[str] = []
+    # own Optuna study over its own `space.<method>.*` keys. The first is the run's subject.
+    methods: Annotated[list[str], Field(min_length=1)] = ["sdkd"]
 
     @model_validator(mode="before")
     @classmethod
-    def _subject_from_methods(cls, data):
-        # `method` is the run's subject: the first tuned method when `methods` names them.
-        if isinstance(data, dict) and data.get("methods") and "method" not in data \
-                and isinstance(data["methods"], list):
-            data = {**data, "method": data["methods"][0]}
+    def _one_way_to_name_them(cls, data):
+        if isinstance(data, dict) and "method" in data:
+            raise ValueError(f"write methods: [{data['method']}] instead of method: "
+                             f"{data['method']} (search.methods is a list; its first is the "
+                             "run's subject)")
         return data
+
+    @model_validator(mode="after")
+    def _each_once(self):
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"search.methods: {self.methods} has duplicates; list each once")
+        return self
+
     seed: Seed | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8

@@ -1,0 +1,44 @@
+"""What each dataset is: its shape, normalisation, augmentation and full split sizes.
+
+A table of plain data with no imports of the platform, so the loaders (`sdkd_core.data`), the
+generated sets (`sdkd_core.synthetic`) and the cost estimate all read the one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the augmentation need to know about a dataset, and its size."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    pad: int  # random-crop padding in pixels (0: no crop)
+    flip: bool  # random horizontal flip
+    n_train: int  # images of the full training split
+    n_test: int  # images of the full test split
+
+
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+DATASET_INFO: dict[str, DatasetInfo] = {
+    "fashion_mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), pad=2, flip=True,
+                                 n_train=60000, n_test=10000),
+    "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                           pad=4, flip=True, n_train=50000, n_test=10000),
+    "cifar100": DatasetInfo(100, 3, 32, CIFAR100_MEAN, CIFAR100_STD, pad=4, flip=True,
+                            n_train=50000, n_test=10000),
+    # Generated, for tests: 10 classes of noisy smooth templates, 1x28x28.
+    "synthetic": DatasetInfo(10, 1, 28, (0.5,), (0.25,), pad=2, flip=True,
+                             n_train=2000, n_test=500),
+    # Generated in CIFAR-100's shape and size: GPU runs of the CIFAR recipe where the real
+    # files cannot be downloaded.
+    "synthetic_cifar100": DatasetInfo(100, 3, 32, CIFAR100_MEAN, CIFAR100_STD, pad=4, flip=True,
+                                      n_train=50000, n_test=10000),
+}
+DATASETS = tuple(DATASET_INFO)
