@@ -138,8 +138,9 @@ class Attention:
     built and explained once."""
 
     def __init__(self, run: Run, n_images: int):
-        # analysis.gradcam imports torch, grad-cam, cv2 and matplotlib (5 s) where the report's
-        # modules take 0.5 s: only once a claim needs maps, so a wrong folder is refused at once.
+        # analysis.gradcam imports torch, grad-cam, cv2 and matplotlib (5 s and more), the
+        # report's modules take under 1 s: only once a claim needs maps, so a wrong folder is
+        # refused at once.
         from analysis import gradcam
 
         self.gradcam = gradcam

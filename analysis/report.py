@@ -106,11 +106,11 @@ def build_report(path: str | Path, n_images: int = 64, gradcam: bool = True,
 
 def write_report(run: Run, n_images: int = 64, gradcam: bool = True, log=print) -> Path:
     """Write every artefact and report/index.html; returns the page's path."""
-    # Importing these takes 5 s (torch, matplotlib, seaborn, grad-cam and cv2) where this
-    # module takes 0.5 s: only once the folder is known to be a run folder, so a wrong path
-    # is refused at once.
+    # These take 5 s and more to import (torch, grad-cam, cv2, matplotlib, seaborn), this
+    # module under 1 s: only once the folder is known to be a run folder, so a wrong path is
+    # refused at once.
     from analysis.gradcam import write_gradcam
-    from analysis.plots import write_plots
+    from analysis.plots import write_plots  # as above
 
     report = run.folder.report_dir
     report.mkdir(parents=True, exist_ok=True)

@@ -126,11 +126,11 @@ class Run:
 
     def teacher_network(self, arch: str):
         """The pretrained teacher the run kept (teachers/<arch>.pt), checked against its card."""
-        # torch takes 2 s to import, this module 0.1 s: torch only once a run is loaded, so
-        # a wrong folder is refused at once (here and below).
+        # torch takes 2 s and more to import, this module 0.5 s: torch only once a run is
+        # loaded, so a wrong folder is refused at once (here and below).
         import torch
 
-        from sdkd_core.models import build_model
+        from sdkd_core.models import build_model  # torch: as above
 
         kept = self.folder.teachers_dir
         weights, card = kept / f"{arch}.pt", kept / f"{arch}.json"
@@ -148,8 +148,8 @@ class Run:
         """The trial's method (a `Distiller`, in eval mode) with its final checkpoint loaded,
         built from the trial's own params.json."""
         from sdkd_core.checkpoint import load_checkpoint  # torch: see teacher_network
-        from sdkd_core.distillers import build_distiller
-        from sdkd_core.models import build_model
+        from sdkd_core.distillers import build_distiller  # torch
+        from sdkd_core.models import build_model  # torch
 
         params_file = self.folder.trial_dir(trial_id) / "params.json"
         checkpoint = self.checkpoint(trial_id)

@@ -10,8 +10,9 @@ The rule is asynchronous successive halving as Ray's `ASHAScheduler` applies it 
 bracket: rungs at first_rung * rf**k below the last epoch; a trial reaching a rung it has not
 passed is stopped when its value is below the (1 - 1/rf) quantile of the values recorded there
 before it. The rungs live here, as plain data: Tune saves no scheduler with the experiment, so
-a resumed sweep refills them from the drawn trials' records in the run folder, and each
-decision to stop is recorded in the run folder (`ended/`) before Tune acts on it.
+a resumed sweep refills them from the drawn trials' histories in the run folder (keyed by trial
+name, which a resumed trial keeps), and each decision to stop is recorded in the run folder
+(`ended/`) before Tune acts on it.
 """
 
 from __future__ import annotations
@@ -36,21 +37,21 @@ def rung_epochs(first: int, reduction_factor: float, epochs: int) -> list[int]:
 
 
 class Rungs:
-    """One method's rungs: {epoch: {Tune trial id: value, larger is better}}."""
+    """One method's rungs: {epoch: {trial name: value, larger is better}}."""
 
     def __init__(self, epochs: list[int], reduction_factor: float):
         self.recorded: dict[int, dict[str, float]] = {e: {} for e in epochs}
         self.quantile = (1 - 1 / reduction_factor) * 100
 
-    def judge(self, trial_id: str, epoch: int, value: float) -> bool:
+    def judge(self, trial: str, epoch: int, value: float) -> bool:
         """Record the value at the highest rung `epoch` reaches that the trial has not passed;
         True when it falls below that rung's cutoff."""
         for rung, recorded in self.recorded.items():
-            if epoch < rung or trial_id in recorded:
+            if epoch < rung or trial in recorded:
                 continue
             below = bool(recorded) and value < np.nanpercentile(list(recorded.values()),
                                                                 self.quantile)
-            recorded[trial_id] = value
+            recorded[trial] = value
             return below
         return False
 
@@ -80,11 +81,11 @@ class DrawnTrialsASHA(FIFOScheduler):
     def replay(self) -> None:
         """Refill the rungs from the drawn trials' records (a resumed sweep), once."""
         self.replayed = True
-        for config, results in trial_records(self.study.folder.tune_dir).values():
+        for name, (config, history) in trial_records(self.study.folder).items():
             rungs = self._rungs_of(config)
-            for r in results if rungs is not None else ():
-                if (value := self._value(r)) is not None and "trial_id" in r:
-                    rungs.judge(r["trial_id"], int(r["epoch"]), value)
+            for r in history if rungs is not None else ():
+                if (value := self._value(r)) is not None:
+                    rungs.judge(name, int(r["epoch"]), value)
 
     def on_trial_add(self, tune_controller, trial):
         if not self.replayed:
@@ -96,8 +97,9 @@ class DrawnTrialsASHA(FIFOScheduler):
         if rungs is None or value is None:  # a diverged trial ends by itself
             return TrialScheduler.CONTINUE
         epoch = int(result["epoch"])
-        if rungs.judge(trial.trial_id, epoch, value) and epoch < self.study.epochs:
-            self.study.folder.record_end(trial.config["trial_name"], "stopped", result)
+        name = trial.config["trial_name"]
+        if rungs.judge(name, epoch, value) and epoch < self.study.epochs:
+            self.study.folder.record_end(name, "stopped", result)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 

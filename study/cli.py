@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdkd_core.cli import check_output_folder
+from sdkd_core.cli import check_output_folder, clock
 from sdkd_core.data import DATASETS
 from sdkd_core.engine import select_device
 from sdkd_core.errors import UserError, unknown_choice
@@ -125,8 +125,3 @@ def progress_line(row: dict[str, float], epochs: int, start: float,
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
             f"train {row['train_acc']:5.2f}%{val}  test {row['test_acc']:5.2f}%{extra}  "
             f"{row['images_per_s']:7.0f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")
-
-
-def clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}"

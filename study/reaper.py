@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ray._raylet import PlacementGroupID
+from ray import PlacementGroupID
 from ray.tune import Callback
 from ray.util import get_current_placement_group
 from ray.util.placement_group import (

@@ -40,7 +40,6 @@ from sdkd_core.engine import DivergedError
 from sdkd_core.files import write_json
 from study.distill import prepare
 from study.reaper import record_placement_group
-from study.runfolder import TRAIN_HISTORY_FILE
 from study.runfolder.trials import PlannedTrial
 from study.study_object import Study
 from study.teachers import TeacherCache
@@ -49,15 +48,16 @@ CHECKPOINT_FILE = "engine.pt"
 
 
 def train_epochs(trial: PlannedTrial, study: Study, report, checkpoint, *,
-                 device: str = "auto", rank: int = 0, world_size: int = 1, wrap=None,
-                 history_file: Path | None = None) -> dict[str, Any] | None:
+                 device: str = "auto", rank: int = 0, world_size: int = 1,
+                 wrap=None) -> dict[str, Any] | None:
     """Run the remaining epochs of `trial`; `report(metrics, checkpoint_dir_or_None)` per
     epoch. Returns the last result (None when there was no epoch left).
 
     `checkpoint` is the Tune/Train checkpoint to continue from, or None for a fresh start.
-    `history_file`: where rank 0 keeps every finished epoch's metrics before reporting it. Ray
-    Train persists its checkpoint before Tune logs the report, so a sweep killed in between
-    resumes after an epoch that Tune never recorded; the run folder's tables take it from here.
+    Rank 0 writes every finished epoch's metrics into the run folder's history before it
+    reports the epoch: the history, not Tune's logs, is the record the tables are built from
+    (a sweep killed between a checkpoint and Tune's log of its report resumes after an epoch
+    Tune never logged; Tune starts the logs of a restarted Ray Train trial afresh).
     """
     engine = prepare(trial, study.file.dataset, study.recipe_of(trial), study.teacher_of(trial),
                      TeacherCache(study.cache_dir), device=device, log=lambda _: None,
@@ -78,9 +78,8 @@ def train_epochs(trial: PlannedTrial, study: Study, report, checkpoint, *,
         with tempfile.TemporaryDirectory(prefix="sdkd-ckpt-") as folder:
             if rank == 0:
                 save_checkpoint(engine.state_dict(), Path(folder) / CHECKPOINT_FILE)
-                if history_file is not None:
-                    write_json(history_file, [{**row, "workers": world_size}
-                                              for row in engine.history])
+                write_json(study.folder.history_file(trial.name),
+                           [{**row, "workers": world_size} for row in engine.history])
             last = {**stats, "workers": world_size}
             report(last, folder if rank == 0 else None)
     return last
@@ -139,8 +138,7 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
     last = train_epochs(trial, study, report, ray.train.get_checkpoint(), device=str(device),
-                        rank=rank, world_size=world_size, wrap=wrap,
-                        history_file=run_dir / TRAIN_HISTORY_FILE)
+                        rank=rank, world_size=world_size, wrap=wrap)
     if rank == 0:
         record_end(study, trial, last)
 

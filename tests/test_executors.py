@@ -15,13 +15,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
 from sweeps import read_csv, result_lines, sweep, sweep_killed_after_draw
 from test_faults import TableReader
+
+from study.runfolder import RunFolder
 
 EPOCHS = 3
 # kd.ce_weight 1e-4 with kd_weight 0 barely learns in an epoch, 1.0 learns: ASHA has something
@@ -57,10 +58,11 @@ def edge_run(request, tmp_path_factory):
                                        resources=RESOURCES[executor]))
     run, cache = tmp / "run", tmp / "cache"
     sweep_killed_after_draw("kd-drawn-0004", space, run, cache)  # two at least have ended
-    ended = {p.stem for p in (run / "ended").glob("*.json")}
-    before = {name: result_lines(run, name) for name in ended}
-    running = {p.parent.name: result_lines(run, p.parent.name)
-               for p in (run / "tune").glob("*/params.json") if p.parent.name not in ended}
+    folder = RunFolder(run)
+    ended = folder.ends()
+    before = {name: (folder.history(name), end) for name, end in ended.items()}
+    running = {p.stem: folder.history(p.stem) for p in (run / "history").glob("*.json")
+               if p.stem not in ended}
     reader = TableReader(run)  # the tables, read over and over while concurrent trials write
     reader.start()
     try:
@@ -93,9 +95,10 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
             assert int(r["epochs"]) == EPOCHS
     # Trials that had ended before the kill never ran again: their records are unchanged,
     # also those that ended after Tune's last snapshot of the experiment.
+    folder = RunFolder(edge_run.run)
     assert len(edge_run.before) >= 2
-    for trial_id, lines in edge_run.before.items():
-        assert result_lines(edge_run.run, trial_id) == lines, trial_id
+    for trial_id, (history, end) in edge_run.before.items():
+        assert (folder.history(trial_id), folder.end_of(trial_id)) == (history, end), trial_id
     # The draws are exactly those of an uninterrupted sweep: each name once, each with the
     # parameters Optuna stored under it (the draw stored just before the kill included).
     import optuna
@@ -107,12 +110,14 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
     for name, params in stored.items():
         row = results[name]
         assert {k: float(row[k]) for k in params} == params, (name, row)
-    # Those that were running continued from a checkpoint instead of starting over.
-    for trial_id, lines in edge_run.running.items():
-        after = result_lines(edge_run.run, trial_id)
-        assert after[:len(lines)] == lines
-        resumed = [x["epoch"] for x in after[len(lines):]]
-        assert not (lines and resumed) or resumed[0] > 1, (trial_id, resumed)
+    # Those that were running continued from a checkpoint instead of starting over: their
+    # epochs before the last one recorded are the same records, timings included (the last
+    # may be trained again when the kill came before Tune kept its checkpoint).
+    for trial_id, history in edge_run.running.items():
+        after = folder.history(trial_id)
+        assert after[:len(history) - 1] == history[:-1], trial_id
+        assert [(r["epoch"], r["test_acc"]) for r in after[:len(history)]] == \
+            [(r["epoch"], r["test_acc"]) for r in history], trial_id
 
 
 @pytest.mark.slow
@@ -159,12 +164,9 @@ def test_tables_of_concurrent_trials_are_complete_at_every_read(edge_run):
     reader = edge_run.reader
     assert not reader.problems, reader.problems[:5]
     assert reader.reads["results.csv"] > 10 and reader.reads["epochs.csv"] > 10, reader.reads
-    for row in edge_run.epochs:  # each row is its trial's own result, once
-        own = result_lines(edge_run.run, row["trial_id"],
-                           "confirm" if row["trial_id"].endswith("-s1") else "tune")
-        own = [x for x in own if x["epoch"] == int(row["epoch"])] or train_record(
-            edge_run.run, row["trial_id"], int(row["epoch"]))
-        own = own[-1]
+    folder = RunFolder(edge_run.run)
+    for row in edge_run.epochs:  # each row is its trial's own record, once
+        (own,) = [x for x in folder.history(row["trial_id"]) if x["epoch"] == int(row["epoch"])]
         assert float(row["test_acc"]) == own["test_acc"]
         assert float(row["train_loss"]) == own["train_loss"]
     assert not list(edge_run.run.glob("**/.*.tmp"))
@@ -181,14 +183,6 @@ def test_the_best_drawn_configuration_is_confirmed_on_the_other_seed(edge_run):
     keys = ("kd.ce_weight", "kd.kd_weight")
     assert [confirm[k] for k in keys] == [best[k] for k in keys]
     assert float(best["test_acc"]) > 15.0  # it learned: 10 classes
-
-
-def train_record(run: Path, trial_id: str, epoch: int) -> list[dict]:
-    """The epoch as Ray Train's worker recorded it (when Tune never logged it: killed)."""
-    import json
-
-    rows = json.loads((run / "tune" / "ray_train" / trial_id / "epochs.json").read_text())
-    return [r for r in rows if r["epoch"] == epoch]
 
 
 @pytest.mark.slow

@@ -50,30 +50,36 @@ def test_grid_draws_each_point_once(tmp_path):
     assert drawn_trial_count(load_study_file(path)) == 6  # 3 lambdas x 2 depths
 
 
-def test_tables_keep_one_row_per_trial_and_epoch(tmp_path):
-    """A trial restarted from its checkpoint reports epochs again: the last report wins."""
+def test_tables_come_from_each_trials_history_and_end(tmp_path):
+    """One row per trial and finished epoch, from the trial's own history; the status from
+    its end record; a stopped trial's rows end at the epoch ASHA judged."""
     from study.runfolder import RunFolder
     from study.runfolder.tables import write_tables
 
     folder = RunFolder(tmp_path)
-    trial = folder.tune_dir / "kd-a-b-s0"
-    trial.mkdir(parents=True)
-    config = {"trial_name": "kd-a-b-s0", "role": "baseline", "method": "kd", "teacher": "a",
-              "student": "b", "seed": 0, "params": {}}
-    (trial / "params.json").write_text(json.dumps(config))
-    lines = [{"epoch": 1, "test_acc": 10.0, "test_acc_best": 10.0, "time_this_iter_s": 2.0,
-              "pid": 1}, {"epoch": 2, "test_acc": 20.0, "test_acc_best": 20.0, "pid": 1},
-             {"epoch": 2, "test_acc": 21.0, "test_acc_best": 21.0, "pid": 2},
-             {"epoch": 3, "test_acc": 30.0, "test_acc_best": 30.0, "pid": 2}]
-    text = "\n".join(json.dumps(x) for x in lines) + '\n{"epoch": 4, "test_a'
-    (trial / "result.json").write_text(text)
-    folder.record_end("kd-a-b-s0", "completed", lines[-1])
-    rows = write_tables(folder)
-    assert rows[0]["status"] == "completed" and rows[0]["epochs"] == 3
+    for name in ("kd-a-b-s0", "kd-drawn-0001", "kd-drawn-0002"):
+        (folder.tune_dir / name).mkdir(parents=True)
+        config = {"trial_name": name, "role": "baseline", "method": "kd", "teacher": "a",
+                  "student": "b", "seed": 0, "params": {}}
+        (folder.tune_dir / name / "params.json").write_text(json.dumps(config))
+        history = [{"epoch": e, "test_acc": 10.0 * e, "test_acc_best": 10.0 * e,
+                    "train_s": 1.5, "eval_s": 0.5} for e in (1, 2, 3)]
+        folder.history_file(name).parent.mkdir(exist_ok=True)
+        folder.history_file(name).write_text(json.dumps(history))
+    folder.record_end("kd-a-b-s0", "completed", {"epoch": 3, "test_acc": 30.0})
+    folder.record_end("kd-drawn-0001", "stopped", {"epoch": 2, "test_acc": 20.0})
+    rows = {r["trial_id"]: r for r in write_tables(folder, errors={"kd-drawn-0002"})}
+    assert (rows["kd-a-b-s0"]["status"], rows["kd-a-b-s0"]["epochs"]) == ("completed", 3)
+    assert rows["kd-a-b-s0"]["wall_s"] == 6.0
+    assert (rows["kd-drawn-0001"]["status"], rows["kd-drawn-0001"]["epochs"]) == ("stopped", 2)
+    assert rows["kd-drawn-0001"]["test_acc"] == 20.0
+    assert rows["kd-drawn-0002"]["status"] == "error"
     epochs = read_csv(folder.epochs_csv)
-    assert [(r["epoch"], r["test_acc"]) for r in epochs] == [("1", "10.0"), ("2", "21.0"),
-                                                            ("3", "30.0")]
-    assert "pid" not in epochs[0]
+    assert [(r["trial_id"], r["epoch"]) for r in epochs if r["trial_id"] != "kd-drawn-0002"] \
+        == [("kd-a-b-s0", "1"), ("kd-a-b-s0", "2"), ("kd-a-b-s0", "3"),
+            ("kd-drawn-0001", "1"), ("kd-drawn-0001", "2")]
+    folder.record_end("kd-a-b-s0", "diverged", {"epoch": 1})  # the first end stands
+    assert folder.end_of("kd-a-b-s0")["how"] == "completed"
 
 
 def test_confirm_plans_the_best_completed_drawn_configs_of_each_pair_on_the_other_seeds(

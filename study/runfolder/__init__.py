@@ -9,15 +9,19 @@
     teachers/    each pretrained teacher's weights (<arch>.pt) and card (<arch>.json)
     tune/        Ray Tune's experiment folder (trial checkpoints, logs)
     confirm/     the second experiment: the best drawn configurations on the other seeds
+    history/     <trial>.json: every finished epoch's metrics, written by the trial before it
+                 reports the epoch to Tune
     ended/       <trial>.json for each trial that has ended (completed, stopped by ASHA,
                  diverged), written before anything else learns of the end: a resumed sweep
                  never runs such a trial again
     report/      written by the analysis
 
-results.csv and epochs.csv are rebuilt from the trials' own records in tune/ and confirm/
-(each trial's params.json and result.json, which Tune flushes on every report). A trial that
-restarts from its checkpoint reports some epochs again; rows are keyed by (trial, epoch), so
-nothing is lost or counted twice however often the sweep is killed and resumed.
+results.csv and epochs.csv are rebuilt from the trials' own records: each trial's config
+(params.json in tune/ or confirm/), its history (history/, the engine's record of every
+finished epoch, one row each) and its end (ended/). Tune's own files are its working state, not
+the record: Tune may start a logged file afresh when it restarts a trial that has no Tune
+checkpoint (a Ray Train trial). Nothing is lost or counted twice however often the sweep is
+killed and resumed.
 
 This package is the contract between the sweep and the analysis: the folder's layout (here), a
 trial's record and name (`trials`), and how the tables are rebuilt (`tables`). The analysis
@@ -39,8 +43,6 @@ import yaml
 from sdkd_core.errors import UserError
 from sdkd_core.files import atomic_write, write_json, write_text
 
-# Beside a Ray Train run's checkpoints (tune/ray_train/<trial>/): every finished epoch's metrics.
-TRAIN_HISTORY_FILE = "epochs.json"
 IDENTITY = ("trial_id", "role", "method", "teacher", "student", "seed")
 # What Tune adds to every reported result: bookkeeping, not measurements.
 TUNE_KEYS = {
@@ -107,6 +109,17 @@ class RunFolder:
     @property
     def ended_dir(self) -> Path:
         return self.root / "ended"
+
+    def history_file(self, trial_name: str) -> Path:
+        """A trial's record of every finished epoch (written by the trial's rank 0)."""
+        return self.root / "history" / f"{trial_name}.json"
+
+    def history(self, trial_name: str) -> list[dict[str, Any]]:
+        """The trial's finished epochs, in order ([] before its first)."""
+        try:
+            return json.loads(self.history_file(trial_name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
 
     def record_end(self, trial_name: str, how: str, result: dict[str, Any]) -> None:
         """Record that a trial ended (`completed`, `stopped` or `diverged`) with its last
