@@ -73,7 +73,7 @@ def with_pair(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
-    """{pair: (label, mean accuracy)} of the best fixed method per pair besides the run's own."""
+    """{pair: (label, mean accuracy)} of the best baseline per pair besides the run's own."""
     fixed = with_pair(run.completed[(run.completed["role"] == BASELINE)
                                     & (run.completed["method"] != run.method)])
     out = {}

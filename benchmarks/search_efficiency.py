@@ -114,6 +114,7 @@ def read_table(run: Path, keys: list[str], metric: str) -> dict[tuple, list[floa
 def replay(doc: dict[str, Any], table: dict[tuple, list[float]], strategy: str, seed: int,
            target: float, tmp: Path) -> dict[str, Any]:
     """One search over the grid's points; the epochs it spent until a trial reached `target`."""
+    # Here, not at the top: run.py and its tests import this module without loading Ray.
     from ray import tune
 
     from study.asha import DrawnTrialsASHA
@@ -263,12 +264,13 @@ def measure(args) -> Result:
         ray.shutdown()
     rows = summarise(runs, grid_epochs)
     sizes = " x ".join(str(len(d["values"])) for d in doc["space"].values())
+    shown = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
     best_params = ", ".join(f"{k}={v}" for k, v in zip(keys, best_key[2:], strict=True))
     lines = [
         f"Machine: {machine()}.", "",
         f"Grid of {subject(doc)}'s keys: {len(table)} configurations ({sizes} x "
         f"{len(doc['pairs'])} pair(s)) x {epochs} "
-        f"epochs = **{grid_epochs} epochs**, run as a sweep in `{run.relative_to(ROOT)}`. "
+        f"epochs = **{grid_epochs} epochs**, run as a sweep in `{shown}`. "
         f"Best last-epoch {metric} **{best:.2f}** ({best_key[0]} -> {best_key[1]}, "
         f"{best_params}); {near} of {len(table)} configurations are within {args.tolerance:g} "
         "points of it.", "",

@@ -16,12 +16,12 @@ def summary(study: Study, rows: list[dict[str, Any]]) -> str:
     lines = []
     for method in study.tuned_methods:
         lines += _best_drawn(study, method, [r for r in rows if r["method"] == method])
-    fixed = [r for r in rows if r["role"] == BASELINE and r["status"] == "completed"
-             and _finite(r["test_acc"])]
-    if fixed:
+    baselines = [r for r in rows if r["role"] == BASELINE and r["status"] == "completed"
+                 and _finite(r["test_acc"])]
+    if baselines:
         lines.append("Baselines, mean ± std over seeds (test_acc last epoch / best epoch):")
         groups: dict[tuple[str, str], list[dict]] = {}
-        for r in fixed:
+        for r in baselines:
             groups.setdefault((f"{r['teacher']}->{r['student']}", r["method"]), []).append(r)
         for (pair, method), rs in groups.items():
             last = [r["test_acc"] for r in rs]

@@ -123,7 +123,7 @@ def test_learning_curves_show_the_methods_heads_and_schedule_marks(tmp_path, mon
     labels, marks = legend(dkd)
     assert labels == ["vanilla student (seed mean)", "KD student (seed mean)",
                       "DKD (defaults) student (seed mean)",
-                      "DKD student (best trial, dkd-search8.0-2.0-s1)",
+                      "DKD student (best trial, dkd-drawn8.0-2.0-s1)",
                       "DKD warm-up end (after epoch 2)"]  # that trial's warmup_epochs
     assert marks == [2.5]
     dml = load_run(fake_run(tmp_path / "dml", "dml", ["vanilla"], {
@@ -131,7 +131,7 @@ def test_learning_curves_show_the_methods_heads_and_schedule_marks(tmp_path, mon
         ("drawn", "dml", (("dml.temperature", 2.0),)): [72.0, 73.0]},
         {"dml.temperature": {"type": "choice", "values": [2]}}))
     labels, marks = legend(dml)
-    assert labels == ["vanilla student (seed mean)", "DML student (best trial, dml-search2.0-s1)",
+    assert labels == ["vanilla student (seed mean)", "DML student (best trial, dml-drawn2.0-s1)",
                       "DML peer (same trial)"] and marks == []
 
 

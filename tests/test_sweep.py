@@ -106,7 +106,7 @@ def test_confirm_plans_the_best_completed_drawn_configs_of_each_pair_on_the_othe
             {**row("kd", "resnet14", 99.0), "role": "baseline"}]
     trials = confirm_trials(space, rows)
     # Per pair the top 2 completed by test_acc (a tie goes to the earlier trial); stopped,
-    # diverged and fixed trials never; each on seeds 1 and 2, with its params exactly.
+    # diverged and baseline trials never; each on seeds 1 and 2, with its params exactly.
     assert [t.name for t in trials] == ["d3-s1", "d3-s2", "d4-s1", "d4-s2", "d6-s1", "d6-s2"]
     assert trials[0].params == {"sdkd.lambda": 0.123456789, "sdkd.ffb_depth": 2}
     assert {t.role for t in trials} == {"confirming"}
