@@ -134,7 +134,9 @@ def make_study(file: StudyFile, folder: RunFolder, cache_dir: str | Path,
     draws = draws_per_method(file, n_drawn)
     first_rung, note = asha_grace_period(file) \
         if n_drawn and file.search.scheduler == "asha" else (None, None)
-    return Study(file=file, folder=folder, cache_dir=str(Path(cache_dir).resolve()),
+    # Absolute: Tune runs each trial in its own working directory.
+    return Study(file=file, folder=RunFolder(folder.root.resolve()),
+                 cache_dir=str(Path(cache_dir).resolve()),
                  baselines=tuple(baselines), draws=draws, first_rung=first_rung,
                  first_rung_note=note, teachers=teacher_specs(file),
                  plugin_paths=tuple(plugin_paths(file.plugins)),

@@ -19,22 +19,18 @@ import sys
 import time
 from typing import Any
 
-import ray
-
 from analysis.report import build_report
 from sdkd_core.cli import clock, run_main
 from sdkd_core.errors import UserError
-from study.cluster import check_address, ray_environment, start_ray
+from study.cluster import check_address, ray_environment
 from study.dry_run import print_plan
 from study.interrupt import Interruption, SweepInterrupted, resume_command
 from study.plan import confirm_trials
 from study.runfolder.tables import write_tables
-from study.search import settle_draws
 from study.study_object import Study, open_study
 from study.summary import summary
 from study.sweep_args import PROG, build_parser, check_flags
 from study.teachers import TeacherCache
-from study.tuner import fit, make_tuner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +99,14 @@ def pretrain_teachers(study: Study) -> None:
 def run_experiments(study: Study, args, interruption: Interruption) -> list[dict[str, Any]]:
     """The baselines and draws (tune/), then the confirming trials (confirm/); results.csv's
     rows."""
+    # Ray takes about a second to import: only once the study and its data are found good
+    # (a bad space file is refused without it, tests/test_space.py).
+    import ray
+
+    from study.ray_start import start_ray
+    from study.search import settle_draws
+    from study.tuner import fit, make_tuner
+
     folder = study.folder
     start_ray(args.address, args.num_cpus, args.num_gpus, folder.root / "ray.log")
     interruption.install()  # again: ray.init's core took SIGTERM

@@ -17,7 +17,7 @@ from study.trial import tune_trial
 from study.watchdog import StallWatchdog
 
 
-class FixedTrials(StudySearcher):
+class ConfirmingTrials(StudySearcher):
     """A searcher that hands out the given trials only (the confirming experiment)."""
 
     def __init__(self, study: Study, trials: list[PlannedTrial]):
@@ -48,7 +48,7 @@ def make_tuner(study: Study, experiment: Path, resume: bool,
         searcher, total = StudySearcher(study), len(study.baselines) + study.n_drawn
         scheduler = DrawnTrialsASHA(study) if study.first_rung is not None else None
     else:
-        searcher, total, scheduler = FixedTrials(study, confirming), len(confirming), None
+        searcher, total, scheduler = ConfirmingTrials(study, confirming), len(confirming), None
     ray_train = study.executor == "ray_train"
     callbacks = [SweepMonitor(study, total, earlier_errors),
                  StallWatchdog(study.worker_resources() if ray_train else None,

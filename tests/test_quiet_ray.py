@@ -1,4 +1,4 @@
-"""Ray's own messages go to the run folder's ray.log, not to the terminal (study/cluster.py)."""
+"""Ray's own messages go to the run folder's ray.log, not to the terminal (study/ray_start.py)."""
 
 import subprocess
 import sys
@@ -13,7 +13,8 @@ from conftest import ROOT
 DRIVER = """
 import sys, time
 from pathlib import Path
-from study.cluster import ray_environment, start_ray
+from study.cluster import ray_environment
+from study.ray_start import start_ray
 
 ray_environment(None)
 log = Path(sys.argv[1])
