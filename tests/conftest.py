@@ -1,13 +1,21 @@
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One teacher cache for the real sweeps of a test session: a teacher of the same spec (the
+# same data, architecture, recipe and seed) is trained once and loaded by the others, as the
+# cache does for a researcher. Tests of the cache itself use caches of their own.
+SWEEP_TEACHERS = Path(tempfile.mkdtemp(prefix="sdkd-test-teachers-"))
+atexit.register(shutil.rmtree, SWEEP_TEACHERS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +140,6 @@ def tiny_run(tmp_path_factory):
     space.write_text(TINY_RUN)
     run = base / "run"
     result = run_cli("study/sweep.py", "--space", str(space), "--output", str(run),
-                     "--cache-dir", str(base / "cache"))
+                     "--cache-dir", str(SWEEP_TEACHERS))
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(space=space, run=run, result=result)

@@ -18,7 +18,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SWEEP_TEACHERS
 from sweeps import read_csv, result_lines, sweep, sweep_killed_after_draw
 from test_faults import TableReader
 
@@ -56,7 +56,7 @@ def edge_run(request, tmp_path_factory):
     space = tmp / "edge.yaml"
     space.write_text(EDGE_SPACE.format(executor=executor, epochs=EPOCHS,
                                        resources=RESOURCES[executor]))
-    run, cache = tmp / "run", tmp / "cache"
+    run, cache = tmp / "run", SWEEP_TEACHERS
     sweep_killed_after_draw("kd-drawn-0004", space, run, cache)  # two at least have ended
     folder = RunFolder(run)
     ended = folder.ends()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, assert_usage_error
+from conftest import ROOT, SWEEP_TEACHERS, assert_usage_error
 from sweeps import read_csv, result_lines, sweep, wait_for
 
 from sdkd_core.files import write_csv
@@ -95,7 +95,7 @@ def train_worker_pids() -> set[int]:
 def test_worker_killed_mid_epoch_resumes_with_identical_metrics(tmp_path, executor):
     space = tmp_path / "kill.yaml"
     space.write_text(KILL_SPACE.format(name=f"kill-{executor}", executor=executor))
-    run, cache = tmp_path / "run", tmp_path / "cache"
+    run, cache = tmp_path / "run", SWEEP_TEACHERS
     trial = "kd-resnet14-resnet8-s0"
     cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
            "--cache-dir", str(cache), "--no-report"]

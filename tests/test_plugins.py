@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import assert_usage_error, run_cli, run_mains, tree
+from conftest import SWEEP_TEACHERS, assert_usage_error, run_cli, run_mains, tree
 
 # KD with its own label, one extra head (a linear layer on the student's detached logits) and a
 # schedule mark: what a researcher would write, in about 30 lines.
@@ -134,7 +134,7 @@ def small_sweep(base: Path, method: str, pair_protocol: str = ""):
     run = base / "run"
     result = run_cli(str(Path(__file__).resolve().parents[1] / "study" / "sweep.py"),
                      "--space", str(space), "--output", str(run),
-                     "--cache-dir", str(base / "cache"), cwd=base)
+                     "--cache-dir", str(SWEEP_TEACHERS), cwd=base)
     assert result.returncode == 0, result.stderr[-3000:]
     return run, result
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SWEEP_TEACHERS
 from sweeps import (
     check_run_folder,
     free_port,
@@ -28,7 +28,7 @@ def test_sigint_ends_with_the_resume_command_and_exit_130_then_resume_completes(
     path = tiny_space(tmp_path, name="sigint", epochs=3, baselines="[vanilla]", samples=1,
                       resources="{max_concurrent: 1}")
     path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
-    run, cache = tmp_path / "run", tmp_path / "cache"
+    run, cache = tmp_path / "run", SWEEP_TEACHERS
     cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
            "--cache-dir", str(cache)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -48,7 +48,7 @@ def test_sigint_ends_with_the_resume_command_and_exit_130_then_resume_completes(
     assert "Tuner.restore" not in out + err and "done in" not in out
     assert (run / "report" / "index.html").is_file()
 
-    result = sweep("--resume", "--output", str(run), cache=cache)
+    result = sweep("--resume", "--output", str(run), "--no-report", cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done in" in result.stdout
     check_run_folder(run, epochs=3, expected_trials=3 + 1)  # 2 fixed, 1 drawn, 1 confirming
@@ -59,7 +59,7 @@ def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(tmp
     path = tiny_space(tmp_path, name="confirmed", epochs=5, baselines="[]", samples=1,
                       resources="{max_concurrent: 1}")
     path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
-    run, cache = tmp_path / "run", tmp_path / "cache"
+    run, cache = tmp_path / "run", SWEEP_TEACHERS
     drawn, confirm = "sdkd-drawn-0001", "sdkd-drawn-0001-s1"
     lines = lambda: result_lines(run, confirm, "confirm")  # noqa: E731
     sweep_killed_when(lambda: len(lines()) >= 2, "two epochs of the confirming trial",

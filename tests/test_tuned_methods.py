@@ -5,7 +5,7 @@ line; --dry-run shows each method's draws and cost."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_usage_error, run_cli
+from conftest import SWEEP_TEACHERS, assert_usage_error, run_cli
 
 SPACE = """\
 name: fair
@@ -109,7 +109,7 @@ def two_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("two")
     (base / "two.yaml").write_text(SWEEP)
     result = run_cli("study/sweep.py", "--space", str(base / "two.yaml"), "--output",
-                     str(base / "run"), "--cache-dir", str(base / "cache"))
+                     str(base / "run"), "--cache-dir", str(SWEEP_TEACHERS))
     assert result.returncode == 0, result.stderr[-3000:]
     return base / "run", result
 
