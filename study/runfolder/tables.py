@@ -40,8 +40,7 @@ def build_tables(records, ends: dict[str, dict], live: dict[str, str] | None = N
     param_keys = list(dict.fromkeys(k for config, _ in records.values()
                                     for k in config.get("params", {})))
     # With a validation split every trial reports val_acc: a column of every row.
-    validated = any("val_acc" in r and not is_diverged(r)
-                    for _, results in records.values() for r in results)
+    validated = any("val_acc" in r for _, history in records.values() for r in history)
     for name, (config, results) in records.items():
         end = ends.get(name)
         # A trial stopped by ASHA may have trained on while being stopped: its record ends
