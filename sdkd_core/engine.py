@@ -71,6 +71,7 @@ class Engine:
         rank_batch = split_batch(self.recipe.batch_size, self.world_size)
         self.cuda = self.device.type == "cuda"
         self.use_amp = self.cuda if self.amp is None else bool(self.amp)
+        self.method.bind_data(len(self.data.train_y))
         self.method.to(self.device, memory_format=torch.channels_last if self.channels_last
                        else torch.preserve_format)
         self.train_module = self.wrap(self.method) if self.wrap else self.method
@@ -80,7 +81,8 @@ class Engine:
                       rank=self.rank, world_size=self.world_size,
                       channels_last=self.channels_last)
         self.train_loader = BatchLoader(self.data.train_x, self.data.train_y, train=True,
-                                        seed=self.seed, **common)
+                                        seed=self.seed, inputs=self.method.batch_inputs,
+                                        **common)
         self.test_loader = BatchLoader(self.data.test_x, self.data.test_y, **common)
         self.val_loader = BatchLoader(self.data.val_x, self.data.val_y, **common) \
             if self.data.has_val else None
@@ -112,9 +114,9 @@ class Engine:
         correct = torch.zeros((), device=self.device)
         seen = 0
         start = time.perf_counter()
-        for x, y in self.train_loader:
+        for x, y, inputs in self.train_loader.batches():
             with self._autocast():
-                logits, losses = self.train_module(x, y, self.epoch)
+                logits, losses = self.train_module(x, y, self.epoch, **inputs)
                 loss = sum(losses.values())
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)

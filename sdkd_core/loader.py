@@ -18,6 +18,10 @@ from sdkd_core.datasets import DatasetInfo
 from sdkd_core.errors import UserError
 
 CHUNK_BATCHES = 32  # batches augmented together
+# What a training batch can carry besides (images, labels), for a method's `batch_inputs`.
+BATCH_INPUTS = {
+    "index": "each image's position in the training set (a memory bank's key)",
+}
 
 
 def derive_seed(*parts: object) -> int:
@@ -67,6 +71,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        inputs: tuple[str, ...] = (),
     ):
         if batch_size < 1:
             raise UserError(f"batch_size={batch_size} must be at least 1")
@@ -74,7 +79,7 @@ class BatchLoader:
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.info, self.batch_size, self.train = info, batch_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.channels_last = channels_last
+        self.channels_last, self.inputs = channels_last, tuple(inputs)
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(info.mean, device=self.device).view(shape) * 255
         self.std = torch.tensor(info.std, device=self.device).view(shape) * 255
@@ -114,6 +119,11 @@ class BatchLoader:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y, _ in self.batches():
+            yield x, y
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
+        """(images, labels, {name: tensor} for each of `inputs`), batch by batch."""
         # One host-to-device copy per epoch; training drops the last partial batch.
         idx = self._indices()[: len(self) * self.batch_size].to(self.device)
         augment = self.train and (self.info.pad or self.info.flip)
@@ -129,5 +139,6 @@ class BatchLoader:
             if augment:
                 x = augment_batch(x, self.info.pad, self.info.flip, gen)
             x, y = self.normalise(x), self.y[chunk]
+            extras = {"index": chunk} if "index" in self.inputs else {}
             for i in range(0, len(chunk), bs):
-                yield x[i : i + bs], y[i : i + bs]
+                yield x[i : i + bs], y[i : i + bs], {k: v[i : i + bs] for k, v in extras.items()}

@@ -22,6 +22,7 @@ from sdkd_core.distillers.sdkd import SDKD
 from sdkd_core.distillers.shake import Shake
 from sdkd_core.distillers.vanilla import Vanilla
 from sdkd_core.errors import UserError, unknown_choice
+from sdkd_core.loader import BATCH_INPUTS
 from sdkd_core.models import StagedNet
 
 METHODS: dict[str, type[Distiller]] = {
@@ -52,6 +53,10 @@ def contract_problem(cls: Any) -> str | None:
         return "does not implement forward(x, y, epoch)"
     if cls.heads and cls.extra_network is Distiller.extra_network:
         return f"declares heads {list(cls.heads)} but does not build them in extra_network(key)"
+    unknown = sorted(set(cls.batch_inputs) - set(BATCH_INPUTS))
+    if unknown:
+        return (f"asks for batch inputs {unknown}; the loader provides "
+                f"{sorted(BATCH_INPUTS)}")
     bad = [k for k in cls.heads if not re.fullmatch(r"[a-z][a-z0-9_]*", k) or k == "student"]
     if bad:
         return f"has head keys {bad}; use lower-case identifiers other than 'student'"

@@ -41,6 +41,10 @@ class Distiller(nn.Module, ABC):
     heads: ClassVar[dict[str, str]] = {}
     # Its paper's claims (`sdkd_core.claims`), which the report tests on every run.
     claims: ClassVar[tuple[Claim, ...]] = ()
+    # What else a training batch must carry, passed to `forward` as keyword arguments: names
+    # from `sdkd_core.loader.BATCH_INPUTS` ("index": each image's position in the training
+    # set, for a memory bank; "strong_view": a strongly augmented copy of each image).
+    batch_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, student: StagedNet, teacher: StagedNet | None = None,
                  config: MethodConfig | None = None):
@@ -77,6 +81,10 @@ class Distiller(nn.Module, ABC):
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer; each group gets its own optimizer and schedule."""
         return {"student": list(self.student.parameters())}
+
+    def bind_data(self, num_train: int) -> None:
+        """Called by the engine before training (and before a checkpoint is loaded) with the
+        number of training images, for state sized by the data (a memory bank)."""
 
     def begin_epoch(self, epoch: int, epochs: int, steps_per_epoch: int = 1) -> None:
         """Called before each training epoch (0-based) with the run's length."""
@@ -117,8 +125,10 @@ class Distiller(nn.Module, ABC):
         return 0
 
     @abstractmethod
-    def forward(self, x: Tensor, y: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """The student's logits and the named losses for one training batch."""
+    def forward(self, x: Tensor, y: Tensor, epoch: int, **inputs: Tensor
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The student's logits and the named losses for one training batch; `inputs` holds
+        the `batch_inputs` the method asked for."""
 
 
 def output_logits(output) -> Tensor:
