@@ -71,7 +71,7 @@ class Engine:
         rank_batch = split_batch(self.recipe.batch_size, self.world_size)
         self.cuda = self.device.type == "cuda"
         self.use_amp = self.cuda if self.amp is None else bool(self.amp)
-        self.method.bind_data(len(self.data.train_y))
+        self.method.bind_data(self.data.train_y)
         self.method.to(self.device, memory_format=torch.channels_last if self.channels_last
                        else torch.preserve_format)
         self.train_module = self.wrap(self.method) if self.wrap else self.method

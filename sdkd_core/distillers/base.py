@@ -82,9 +82,10 @@ class Distiller(nn.Module, ABC):
         """Parameters per optimizer; each group gets its own optimizer and schedule."""
         return {"student": list(self.student.parameters())}
 
-    def bind_data(self, num_train: int) -> None:
+    def bind_data(self, train_labels: Tensor) -> None:
         """Called by the engine before training (and before a checkpoint is loaded) with the
-        number of training images, for state sized by the data (a memory bank)."""
+        labels of the training images (in `index` order), for state sized or drawn by the
+        data: a memory bank, negatives of other classes."""
 
     def begin_epoch(self, epoch: int, epochs: int, steps_per_epoch: int = 1) -> None:
         """Called before each training epoch (0-based) with the run's length."""
