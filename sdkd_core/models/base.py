@@ -106,6 +106,13 @@ class StagedNet(nn.Module):
             return list(self._stage_channels)
         return [_infer_out_channels(m) for m in (self.stem, *self.stages)]
 
+    def closing_map(self, h: Tensor) -> Tensor:
+        """The last stage's map through the model's `closing` module, if it has one: what it
+        applies before pooling but the reference models keep out of their features (the
+        WRN's closing BN+ReLU), so `feats[-1]` is the map those references return."""
+        closing = self._modules.get("closing")
+        return h if closing is None else closing(h)
+
     def forward(self, x: Tensor) -> ModelOutput:
         # Routing through forward_from keeps both paths bit-identical.
         return self.forward_from(0, self.stem(x))
@@ -120,5 +127,5 @@ class StagedNet(nn.Module):
             if k >= i:
                 h = stage(h)
                 feats.append(h)
-        pooled = F.adaptive_avg_pool2d(h, 1).flatten(1)
+        pooled = F.adaptive_avg_pool2d(self.closing_map(h), 1).flatten(1)
         return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled)

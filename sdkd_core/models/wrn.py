@@ -33,7 +33,11 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(StagedNet):
-    """conv3x3 stem, three stages (strides 1, 2, 2); the last stage ends with BN+ReLU."""
+    """conv3x3 stem, three stages (strides 1, 2, 2), then the closing BN+ReLU before pooling.
+
+    The closing BN+ReLU is `closing`, outside the last stage, so `feats[-1]` is the pre-BN map:
+    the map RepDistiller's and mdistiller's WRNs return as their last feature, which SHAKE's
+    shadow head, AT and ReviewKD read there."""
 
     def __init__(
         self, name: str, depth: int, widen: int, num_classes: int, in_channels: int = 3
@@ -54,12 +58,14 @@ class WideResNet(StagedNet):
                     ]
                 )
             )
-        # The closing BN+ReLU lives in the last stage so feats[-1] is post-activation.
-        stages[-1].append(nn.BatchNorm2d(widths[-1]))
-        stages[-1].append(nn.ReLU(inplace=True))
         self.stages = nn.ModuleList(stages)
+        self.closing = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(widths[-1], num_classes)
         self._finish(widths)
+
+    @property
+    def cam_layer(self) -> nn.Module:  # Grad-CAM on the activated map, as before pooling
+        return self.closing
 
 
 def wrn_16_2(num_classes: int, in_channels: int = 3) -> WideResNet:
