@@ -13,7 +13,10 @@ here" and the numbers say what ran. Rules, also written beside each verdict:
   network's Grad-CAM++ map with the teacher's; the paired difference of two networks over
   every image of every seed, with its 95% confidence interval. "More closely": the interval
   lies above 0 and every seed's mean difference is positive. "At least as closely": the
-  interval's lower end lies above -MARGIN (non-inferiority).
+  interval's lower end lies above -MARGIN (non-inferiority);
+- budget: an accuracy comparison with a side still improving at its last epoch
+  (analysis/convergence.py) gets no verdict ("not tested here"), whatever its p-value: the
+  budget, not the method, decided that cell.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.convergence import CellTrend, cell_trend
 from analysis.run import Run, Skipped, method_class, method_label, pair_label
 from analysis.selection import chosen_trials, method_params, on_pair, tuned_config, tuned_trials
 from analysis.significance import holm, welch
@@ -76,7 +80,7 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
         return Verdict(claim.text, UNTESTED, [
             f"the run tuned no method besides {run.label}: list baselines in search.methods "
             "to tune them with the same budget"], ACCURACY_RULE)
-    tests = comparison(run, "test_acc")[1]
+    long, tests = comparison(run, "test_acc")
     mine = method_columns(run.method)[1]
     numbers, verdicts = [], []
     for t, s in run.pairs():
@@ -91,6 +95,11 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
                 verdicts.append(UNTESTED)
                 numbers.append(f"{line}: fewer than 2 seeds, no verdict")
                 continue
+            budget = budget_decided(long, t, s, {mine: run.label, theirs: method_label(other)})
+            if budget:
+                verdicts.append(UNTESTED)
+                numbers.append(f"{line}: {budget}")
+                continue
             c = found.iloc[0]
             sign = 1 if c["column"] == mine else -1
             diff, low, high = sign * c["diff"], *sorted((sign * c["ci_low"], sign * c["ci_high"]))
@@ -98,6 +107,16 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
             numbers.append(f"{line}: {diff:+.2f} points (95% CI, unadjusted: {low:+.2f} "
                            f"to {high:+.2f}), p_Holm {c['p_holm']:.3g}")
     return Verdict(claim.text, overall(verdicts), numbers, ACCURACY_RULE)
+
+
+def budget_decided(long: pd.DataFrame, teacher: str, student: str,
+                   names: dict[str, str]) -> str:
+    """'not tested here: ...' when a cell of `names` (column -> display name) on the pair was
+    still improving at its last epoch (analysis/convergence.py), else ''."""
+    rows = long[(long["teacher"] == teacher) & (long["student"] == student)
+                & long["column"].isin(list(names)) & long["still_improving"]]
+    reasons = [CellTrend.describe_row(names[r["column"]], r) for _, r in rows.iterrows()]
+    return f"{UNTESTED}: {'; '.join(reasons)}" if reasons else ""
 
 
 def setting_beats(run: Run, claim: SettingBeats) -> Verdict:
@@ -114,10 +133,18 @@ def setting_beats(run: Run, claim: SettingBeats) -> Verdict:
                            "to test this")
             continue
         params = method_params(run, run.method, rows)  # the key is constant within a value
-        a, b = (tuned_config(rows[rows[claim.key].astype(str) == str(v)], "test_acc", params)
-                ["test_acc"] for v in (claim.better, claim.worse))
+        a_rows, b_rows = (tuned_config(rows[rows[claim.key].astype(str) == str(v)], "test_acc",
+                                       params) for v in (claim.better, claim.worse))
+        a, b = a_rows["test_acc"], b_rows["test_acc"]
         line = (f"{pair_label(t, s)}: {claim.key}={claim.better} {_acc(a)} vs "
                 f"{claim.worse} {_acc(b)}")
+        trends = {v: cell_trend(run.epochs, r["trial_id"].tolist(), r["test_acc"].tolist())
+                  for v, r in ((claim.better, a_rows), (claim.worse, b_rows))}
+        late = [t.describe(f"{claim.key}={v}") for v, t in trends.items() if t.improving]
+        if late:
+            numbers.append(f"{line}: {UNTESTED}: {'; '.join(late)}")
+            found.append((line, None))
+            continue
         test = welch(a.tolist(), b.tolist())
         if test is None:
             numbers.append(f"{line}: fewer than 2 seeds on a side, no verdict (run the chosen "

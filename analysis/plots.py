@@ -9,7 +9,8 @@
 - learning_curves: per pair, test accuracy per epoch of the best student of the run's method
   (`search.method`) and of each extra network the method trains (its `heads`), with every
   fixed baseline (mean over seeds, band = std); the method's schedule marks for that trial's
-  settings (e.g. a phase boundary) are dotted lines.
+  settings (e.g. a phase boundary) are dotted lines; a line whose runs were still improving
+  at their last epoch (analysis/convergence.py) says so in its legend (†).
 - optuna_importance / optuna_parallel: from optuna.db, by `optuna.visualization.matplotlib`.
 
 Every figure is written as PNG and SVG under report/plots/.
@@ -37,6 +38,7 @@ from matplotlib.ticker import (  # noqa: E402
 from optuna.visualization import matplotlib as ovm  # noqa: E402
 
 from analysis.cli import analysis_main  # noqa: E402
+from analysis.convergence import MARK, cell_trend, late_gain, run_improving  # noqa: E402
 from analysis.run import (  # noqa: E402
     Run,
     Skipped,
@@ -184,14 +186,20 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
             rows = mine[mine["trial_id"].isin(fixed.loc[fixed["method"] == method, "trial_id"])]
             name = f"{run.label} (defaults)" if method == run.method else method_label(method)
             if not rows.empty:
+                ids = fixed.loc[fixed["method"] == method, "trial_id"]
+                finals = run.completed.set_index("trial_id").loc[ids, "test_acc"].tolist()
+                late = cell_trend(run.epochs, ids.tolist(), finals).improving
                 sns.lineplot(data=rows, x="epoch", y="test_acc", errorbar="sd", ax=ax,
-                             color=colours[method], label=f"{name} student (seed mean)")
+                             color=colours[method], label=f"{name} student (seed mean)"
+                             + (f" {MARK} still improving" if late else ""))
         best = subject[subject[PAIR] == pair].nlargest(1, "test_acc")
         if not best.empty:
             trial = best.iloc[0]
             rows = mine[mine["trial_id"] == trial["trial_id"]]
+            late = run_improving(late_gain(run.epochs, trial["trial_id"]))
             ax.plot(rows["epoch"], rows["test_acc"], color="tab:red", lw=2, marker="o",
-                    label=f"{run.label} student (best trial, {trial['trial_id']})")
+                    label=f"{run.label} student (best trial, {trial['trial_id']})"
+                    + (f" {MARK} still improving" if late else ""))
             for i, (key, name) in enumerate(heads.items()):
                 column, (colour, marker) = f"test_acc_{key}", HEAD_STYLES[i % len(HEAD_STYLES)]
                 if column in rows and rows[column].notna().any():

@@ -8,20 +8,23 @@ run's subject first) with its defaults, if it ran as a baseline, and tuned. A ce
 variants. The best cell of a row is bold; a Δ row gives each column minus the reference (the
 first other method of `baselines:`); each tuned method's cells carry a Welch t-test against
 the strongest column of another method (* p < 0.05, ** p < 0.01, ns; nothing under two
-seeds). CIFAR-100 rows show the published numbers below. Markdown, LaTeX and CSV (long form,
-every statistic) under report/tables/.
+seeds). A cell whose runs were still improving at their last epoch (analysis/convergence.py)
+is marked †: the budget decided it. CIFAR-100 rows show the published numbers below. Markdown,
+LaTeX and CSV (long form, every statistic, `late_gain` and `still_improving` included) under
+report/tables/.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.cli import analysis_main
+from analysis.convergence import MARK, RULE, cell_trend
 from analysis.published import TEACHER, published_number
 from analysis.run import METRICS, Run, method_label, method_order, pair_label
 from analysis.selection import on_pair, selection_metric, tuned_trials
@@ -34,6 +37,7 @@ from study.runfolder.trials import BASELINE
 @dataclass
 class Cell:
     values: list[float]
+    trials: list[str] = field(default_factory=list)  # the runs behind the values, in order
 
     @property
     def n(self) -> int:
@@ -85,15 +89,19 @@ def cells_for_pair(run: Run, teacher: str, student: str, metric: str) -> dict[st
         cells[TEACHER] = Cell([float(card[metric])])
     fixed = done[done["role"] == BASELINE]
     tuned_methods = run.tuned_methods
+
+    def cell(rows: pd.DataFrame) -> Cell:
+        return Cell(rows[metric].tolist(), rows["trial_id"].tolist())
+
     for method in method_order(set(fixed["method"]) - set(tuned_methods)):
-        cells[method_label(method)] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
+        cells[method_label(method)] = cell(fixed[fixed["method"] == method])
     for method in tuned_methods:  # the run's subject first
         defaults, tuned = method_columns(method)
         if (fixed["method"] == method).any():
-            cells[defaults] = Cell(fixed.loc[fixed["method"] == method, metric].tolist())
+            cells[defaults] = cell(fixed[fixed["method"] == method])
         chosen = tuned_trials(run, method, teacher, student, metric)
         if not chosen.empty:
-            cells[tuned] = Cell(chosen[metric].tolist())
+            cells[tuned] = cell(chosen)
     return cells
 
 
@@ -123,6 +131,7 @@ def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.Dat
             strongest = max(others, key=lambda k: others[k].mean) \
                 if column in tested and others else ""
             test = lookup(tests, teacher, student, column, strongest) if strongest else None
+            trend = cell_trend(run.epochs, cell.trials, cell.values) if cell.trials else None
             rows.append({
                 "teacher": teacher, "student": student, "column": column, "metric": metric,
                 "mean": cell.mean, "std": cell.std, "n": cell.n,
@@ -131,6 +140,9 @@ def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.Dat
                 "versus": strongest, "p_value": test.p_holm if test else None,
                 "best": column == best,
                 "published": published(run, teacher, student, column),
+                "late_gain": trend.mean_gain if trend else math.nan,
+                "gain_threshold": trend.threshold if trend else math.nan,
+                "still_improving": bool(trend and trend.improving),
             })
     return pd.DataFrame(rows), pd.DataFrame([c.row() for c in tests])
 
@@ -141,7 +153,8 @@ def _cell_text(r, bold, pm: str) -> str:
     text = mean_std_text(r["mean"], r["std"], r["n"], pm)
     text = bold(text) if r["best"] else text
     mark = stars(r["p_value"]) if isinstance(r["p_value"], int | float) else ""
-    return f"{text}{mark} (n={r['n']})"
+    budget = MARK if r["still_improving"] else ""
+    return f"{text}{mark}{budget} (n={r['n']})"
 
 
 def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -> pd.DataFrame:
@@ -221,13 +234,15 @@ def caption(run: Run, long: pd.DataFrame, what: str) -> str:
     if ref and ref in shown:
         parts.append(f"Δ vs {ref}: each column minus {ref}, the first other method of the "
                      "space's baselines.")
+    if not long.empty and long["still_improving"].any():
+        parts.append(f"{RULE}.")
     return " ".join(parts)
 
 
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                 ("#", "\\#"), ("±", "$\\pm$"), ("→", "$\\to$"), ("Δ", "$\\Delta$"),
-                 ("<", "$<$")):
+                 ("#", "\\#"), ("±", "$\\pm$"), ("†", "$^\\dagger$"), ("→", "$\\to$"),
+                 ("Δ", "$\\Delta$"), ("<", "$<$")):
         text = text.replace(a, b)
     return text
 

@@ -85,10 +85,12 @@ def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.5
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def sweep_killed_when(predicate, what: str, space: Path, run: Path, cache: Path) -> None:
-    """Start a sweep and SIGKILL it once `predicate()` holds."""
-    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
-           "--cache-dir", str(cache)]
+def sweep_killed_when(predicate, what: str, space: Path | None, run: Path, cache: Path) -> None:
+    """Start a sweep (or resume the one in `run`, with space None) and SIGKILL it once
+    `predicate()` holds."""
+    start = ["--space", str(space)] if space is not None else ["--resume"]
+    cmd = [sys.executable, "study/sweep.py", *start, "--output", str(run), "--cache-dir",
+           str(cache)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
