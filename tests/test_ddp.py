@@ -39,6 +39,8 @@ CASES = [
     ("fitnet", "fitnet", {}, set()),
     ("at", "at", {}, set()),
     ("kd", "kd", {}, set()),
+    ("dist", "dist", {}, set()),
+    ("mlkd", "mlkd", {}, set()),  # with the loader's strong views, a different one per rank
 ]
 SYNC_BN_CASES = ["sdkd-live", "shake", "dml"]
 

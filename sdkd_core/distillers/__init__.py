@@ -14,10 +14,12 @@ from typing import Any
 from sdkd_core.config import MethodConfig, build_config
 from sdkd_core.distillers.at import AT
 from sdkd_core.distillers.base import Distiller
+from sdkd_core.distillers.dist import DIST
 from sdkd_core.distillers.dkd import DKD
 from sdkd_core.distillers.dml import DML
 from sdkd_core.distillers.fitnet import FitNet
 from sdkd_core.distillers.kd import KD
+from sdkd_core.distillers.mlkd import MLKD
 from sdkd_core.distillers.sdkd import SDKD
 from sdkd_core.distillers.shake import Shake
 from sdkd_core.distillers.vanilla import Vanilla
@@ -33,6 +35,8 @@ METHODS: dict[str, type[Distiller]] = {
     "dkd": DKD,
     "fitnet": FitNet,
     "at": AT,
+    "dist": DIST,
+    "mlkd": MLKD,
     "sdkd": SDKD,
 }
 
