@@ -39,6 +39,9 @@ CASES = [
     ("fitnet", "fitnet", {}, set()),
     ("at", "at", {}, set()),
     ("kd", "kd", {}, set()),
+    # 128 images: the default 16384 negatives are drawn with replacement; 64 without.
+    ("crd", "crd", {}, set()),
+    ("crd-kd", "crd", {"crd.kd_weight": 1.0, "crd.nce_k": 64}, set()),
 ]
 SYNC_BN_CASES = ["sdkd-live", "shake", "dml"]
 
