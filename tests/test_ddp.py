@@ -41,6 +41,9 @@ CASES = [
     ("kd", "kd", {}, set()),
     ("dist", "dist", {}, set()),
     ("mlkd", "mlkd", {}, set()),  # with the loader's strong views, a different one per rank
+    # 128 images: the default 16384 negatives are drawn with replacement; 64 without.
+    ("crd", "crd", {}, set()),
+    ("crd-kd", "crd", {"crd.kd_weight": 1.0, "crd.nce_k": 64}, set()),
 ]
 SYNC_BN_CASES = ["sdkd-live", "shake", "dml"]
 

@@ -13,13 +13,20 @@ from study.sections import DatasetSection
 from study.teachers import TeacherCache, TeacherSpec
 from tests.conftest import assert_quick_usage_error, run_cases_in_folders, run_cli
 
+# Methods whose distillation term is scored against a memory bank that starts random and gets
+# each image's slot written once an epoch: in epoch 1 the slots are mostly noise, so the term
+# rises before it falls, and their cross-entropy must fall instead. CRD here: its weighted term
+# 17.7, 18.8, 16.1 over three epochs while CE falls 1.58, 1.08, 0.96 and accuracy rises 52, 59,
+# 64%.
+BANK_WARM_UP = {"crd"}
+
 
 @pytest.mark.slow
 def test_every_method_learns_real_fashion_mnist(tmp_path):
     """2,000 Fashion-MNIST images, 2 epochs (batch 32), a small cached teacher, the same recipe
-    and the same bar for every method: its training loss falls and its accuracy ends above
-    twice chance (10%); most methods pass 50%. (SHAKE as the reference runs it, on
-    standardised logits, starts slowest: about 25% here, where KD is near 60%.)"""
+    and the same bar for every method: its training loss (BANK_WARM_UP: its CE) falls and its
+    accuracy ends above twice chance (10%); most methods pass 50%. (SHAKE as the reference runs
+    it, on standardised logits, starts slowest: about 25% here, where KD is near 60%.)"""
     cache = TeacherCache(tmp_path)
     finals = {}
     data = DatasetSection(name="fashion_mnist", n_train=2000, n_test=500)
@@ -29,7 +36,8 @@ def test_every_method_learns_real_fashion_mnist(tmp_path):
                    Recipe(epochs=2, batch_size=32), teacher, cache, device="cpu",
                    log=lambda _: None)
         assert [r["epoch"] for r in rows] == [1, 2]
-        finals[method] = [(r["train_loss"], r["test_acc"]) for r in rows]
+        loss = "loss_ce" if method in BANK_WARM_UP else "train_loss"
+        finals[method] = [(r[loss], r["test_acc"]) for r in rows]
     for method, ((loss1, _), (loss2, acc2)) in finals.items():
         assert loss2 < loss1 and acc2 > 20.0, (method, finals)
     last = sorted(rows[-1][1] for rows in finals.values())

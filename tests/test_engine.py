@@ -42,7 +42,7 @@ def make_method_engine(data, method, seed=5, epochs=3):
                   Recipe(epochs=epochs), device="cpu", seed=seed)
 
 
-@pytest.mark.parametrize("method", ["vanilla", "sdkd", "dml"])
+@pytest.mark.parametrize("method", ["vanilla", "sdkd", "dml", "crd"])
 def test_resume_from_checkpoint_is_bit_exact(tmp_path, method):
     data = load_dataset("synthetic", n_train=640, n_test=200)
     straight = make_method_engine(data, method)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdkd_core.distillers import METHODS, build_distiller
+from sdkd_core.distillers import METHODS
+from sdkd_core.loader import BATCH_INPUTS, build_distiller
 from sdkd_core.distillers.fitnet import conv_reg
 from sdkd_core.errors import UserError
 from sdkd_core.models import MODEL_NAMES, build_model
@@ -222,12 +223,17 @@ def test_fitnet_on_28x28_resizes_where_floors_leave_a_pixel():
 @pytest.mark.parametrize(("teacher", "student"), [("vgg13", "vgg8"), ("vgg13", "MobileNetV2"),
                                                   ("resnet8x4", "ShuffleV2")])
 def test_every_method_steps_on_the_changed_models_at_28x28(teacher, student):
-    x, y = torch.randn(2, 1, 28, 28), torch.randint(0, 10, (2,))
+    labels = torch.arange(20) % 10  # the training set the batch's two images come from
+    index = torch.tensor([3, 8])
+    x, y = torch.randn(2, 1, 28, 28), labels[index]
     for method in METHODS:
         torch.manual_seed(0)
         m = build_distiller(method, build_model(student, 10, 1),
                             build_model(teacher, 10, 1)).train()
+        m.bind_data(labels)
         m.begin_epoch(1, 2)  # past SDKD's phase boundary: every term runs
-        _, losses = m(x, y, 1)
+        given = {"index": index, "strong_view": torch.randn_like(x)}
+        assert set(given) == set(BATCH_INPUTS)  # a new batch input needs a value here
+        _, losses = m(x, y, 1, **{k: given[k] for k in m.batch_inputs})
         sum(losses.values()).backward()
         assert all(torch.isfinite(v) for v in losses.values()), method

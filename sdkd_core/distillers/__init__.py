@@ -14,6 +14,7 @@ from typing import Any
 from sdkd_core.config import MethodConfig, build_config
 from sdkd_core.distillers.at import AT
 from sdkd_core.distillers.base import Distiller
+from sdkd_core.distillers.crd import CRD
 from sdkd_core.distillers.dist import DIST
 from sdkd_core.distillers.dkd import DKD
 from sdkd_core.distillers.dml import DML
@@ -37,6 +38,7 @@ METHODS: dict[str, type[Distiller]] = {
     "at": AT,
     "dist": DIST,
     "mlkd": MLKD,
+    "crd": CRD,
     "sdkd": SDKD,
 }
 
