@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdkd_core.distillers import METHODS
-from sdkd_core.loader import BATCH_INPUTS, build_distiller
+from sdkd_core.distillers import METHODS, build_distiller
 from sdkd_core.distillers.fitnet import conv_reg
 from sdkd_core.errors import UserError
+from sdkd_core.loader import BATCH_INPUTS
 from sdkd_core.models import MODEL_NAMES, build_model
 
 # --- The reference networks as lists of convs (c_in, c_out, kernel, groups, output side), each
