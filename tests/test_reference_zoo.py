@@ -237,3 +237,14 @@ def test_every_method_steps_on_the_changed_models_at_28x28(teacher, student):
         _, losses = m(x, y, 1, **{k: given[k] for k in m.batch_inputs})
         sum(losses.values()).backward()
         assert all(torch.isfinite(v) for v in losses.values()), method
+
+
+def test_published_numbers_name_zoo_models_and_method_labels():
+    """A published row is only shown when its pair and column names are the zoo's and the
+    registry's own: a misspelt key ("shufflev2") would hide it silently."""
+    from analysis.published import PUBLISHED, TEACHER
+
+    labels = {cls.label for cls in METHODS.values()}
+    for (teacher, student), row in PUBLISHED.items():
+        assert {teacher, student} <= set(MODEL_NAMES), (teacher, student)
+        assert set(row) - {TEACHER} <= labels, set(row) - labels
