@@ -18,6 +18,7 @@ from sdkd_core.distillers.dkd import DKD
 from sdkd_core.distillers.dml import DML
 from sdkd_core.distillers.fitnet import FitNet
 from sdkd_core.distillers.kd import KD
+from sdkd_core.distillers.reviewkd import ReviewKD
 from sdkd_core.distillers.sdkd import SDKD
 from sdkd_core.distillers.shake import Shake
 from sdkd_core.distillers.vanilla import Vanilla
@@ -33,6 +34,7 @@ METHODS: dict[str, type[Distiller]] = {
     "dkd": DKD,
     "fitnet": FitNet,
     "at": AT,
+    "reviewkd": ReviewKD,
     "sdkd": SDKD,
 }
 
