@@ -60,7 +60,7 @@ class Engine:
     world_size: int = 1
     wrap: Callable[[nn.Module], nn.Module] | None = None
     # Speed switches, each measured with and without in benchmarks/step_cost.py.
-    amp: bool | None = None  # bf16 autocast; None: on a GPU only (on the CPU it is slower)
+    amp: bool | None = None  # bf16 autocast; None: as `recipe.precision` says
     channels_last: bool = True  # faster on GPUs and, measured, on the CPU (resnet20: +21%)
     compile: bool = False  # torch.compile the training step
     epoch: int = 0
@@ -70,7 +70,7 @@ class Engine:
         self.device = select_device(str(self.device))
         rank_batch = split_batch(self.recipe.batch_size, self.world_size)
         self.cuda = self.device.type == "cuda"
-        self.use_amp = self.cuda if self.amp is None else bool(self.amp)
+        self.use_amp = self.recipe.autocast_bf16(self.cuda) if self.amp is None else bool(self.amp)
         self.method.bind_data(self.data.train_y)
         self.method.to(self.device, memory_format=torch.channels_last if self.channels_last
                        else torch.preserve_format)

@@ -30,8 +30,9 @@ class _RunningStats(nn.Module):
 
 
 class ProxyStatistics(nn.Module):
-    """Running statistics for the BatchNorm layers of `body`'s stages `first`.. (those that
-    `body.forward_from(first, h)` runs), starting as copies of the body's; none without a body.
+    """Running statistics for the BatchNorm layers of `body`'s stages `first`.. and of its
+    `closing` (those that `body.forward_from(first, h)` runs), starting as copies of the
+    body's; none without a body.
 
     Registered in the method, they are buffers like any other to checkpoints and to DDP's buffer
     broadcast; SyncBatchNorm conversion replaces the layers, not these, and keeps the layers'
@@ -42,10 +43,12 @@ class ProxyStatistics(nn.Module):
 
     def __init__(self, body: StagedNet | None = None, first: int = 0):
         super().__init__()
-        found = [] if body is None else [
-            (f"stages.{k}.{name}".rstrip("."), m) for k in range(first, body.num_stages)
-            for name, m in body.stages[k].named_modules()
-            if isinstance(m, _BatchNorm) and m.track_running_stats]
+        parts = [] if body is None else [
+            *((f"stages.{k}", body.stages[k]) for k in range(first, body.num_stages)),
+            ("closing", body._modules.get("closing") or nn.Identity())]
+        found = [(f"{prefix}.{name}".rstrip("."), m) for prefix, part in parts
+                 for name, m in part.named_modules()
+                 if isinstance(m, _BatchNorm) and m.track_running_stats]
         self.names = [name for name, _ in found]
         self.layers = nn.ModuleList(_RunningStats(m) for _, m in found)
 

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from sdkd_core.errors import UserError
 
+# auto: bf16 autocast on GPUs (faster; every reference runs fp32), fp32 on the CPU (where bf16
+# is slower). fp32 reproduces the references' numerics everywhere.
+PRECISIONS = ("auto", "bf16", "fp32")
 MAX_SEED = 2**32 - 1  # seeds go to torch and numpy generators, which take 0..2**32-1 alike
 TEACHER_EPOCHS = 4  # teachers train once, on all their images: a few epochs make a strong one
 
@@ -32,6 +35,7 @@ RECIPE_RULES: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
                    "increasing fractions of the epochs in (0, 1), each once, like 0.5,0.75"),
     "gamma": (lambda v, _: 0 < v <= 1, "in (0, 1], like 0.1"),
     "warmup_epochs": (lambda v, r: 0 <= v < r.epochs, "in [0, epochs), like 0"),
+    "precision": (lambda v, _: v in PRECISIONS, "auto, bf16 or fp32"),
 }
 
 
@@ -49,6 +53,7 @@ class Recipe:
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
@@ -70,6 +75,10 @@ class Recipe:
         if unknown:
             raise UserError(f"unknown recipe keys {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+    def autocast_bf16(self, on_gpu: bool) -> bool:
+        """Whether training and evaluation run under bf16 autocast on this device."""
+        return self.precision == "bf16" or (self.precision == "auto" and on_gpu)
 
     def lr_factor(self, step: int, steps_per_epoch: int) -> float:
         """Multiplier of the base lr at optimizer step `step` (linear warm-up, then decay)."""

@@ -12,7 +12,7 @@ from sdkd_core.cli import check_output_folder, clock
 from sdkd_core.data import DATASETS
 from sdkd_core.engine import select_device
 from sdkd_core.errors import UserError, unknown_choice
-from sdkd_core.recipe import MAX_SEED, RECIPE_RULES, Recipe
+from sdkd_core.recipe import MAX_SEED, PRECISIONS, RECIPE_RULES, Recipe
 
 
 def fraction_list(text: str) -> tuple[float, ...]:
@@ -60,6 +60,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="step decay factor in (0, 1] (default 0.1)")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
                    help="linear learning-rate warm-up, in epochs, below --epochs (default 0)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto (default): bf16 autocast on GPUs, fp32 on the CPU; fp32: the "
+                        "references' numerics everywhere")
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -73,7 +76,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return Recipe(epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, batch_size=args.batch_size,
                   schedule=args.schedule, milestones=args.milestones, gamma=args.gamma,
-                  warmup_epochs=args.warmup_epochs)
+                  warmup_epochs=args.warmup_epochs, precision=args.precision)
 
 
 _IMAGES = (lambda v, _: v is None or v >= 1, "a positive number of images, or left out for all")

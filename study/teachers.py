@@ -46,7 +46,7 @@ from study.cli import (
 )
 from study.sections import DatasetSection
 
-CACHE_FORMAT = 3  # bump when the meaning of a cached file changes (3: the dataset section whole)
+CACHE_FORMAT = 4  # bump when the meaning of a cached file changes (4: the WRN closing BN moved)
 WAIT_LOG_S = 30.0  # while another process trains the teacher, say so this often
 
 

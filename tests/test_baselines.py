@@ -69,3 +69,32 @@ def test_shake_shadow_learns_through_the_frozen_teacher_classifier():
     assert all(p.grad is not None for p in m.shadow.parameters())
     assert teacher.classifier.weight.grad is None
     assert all(p.grad is None for p in m.student.parameters())
+
+
+def test_shake_reads_a_wrn_teachers_last_map_before_its_closing_bn(tmp_path):
+    """lliai/SHAKE feeds its head `feat_t[1:-1]` of RepDistiller's WRN: block1..block3's outputs,
+    the last taken before the network's closing BN+ReLU (`bn1`, applied only before pooling).
+    The RepDistiller-layout WRN below, loaded with the same weights, gives those maps."""
+    from test_published_teachers import reference
+
+    from sdkd_core.models.published import load_teacher_checkpoint
+
+    ref = reference("wrn_40_2", 10)
+    path = tmp_path / "wrn_40_2.pth"
+    torch.save(ref.state_dict(), path)
+    teacher = load_teacher_checkpoint(path, "wrn_40_2", 10, 3)
+    m = build_distiller("shake", build_model("wrn_16_2", 10, 3), teacher)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f1 = ref.block1(ref.conv1(x))
+        f2 = ref.block2(f1)
+        f3 = ref.block3(f2)  # before ref.bn1 and its ReLU
+    seen = []
+    m.shadow.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    m.train()(x, torch.tensor([1, 2]), 0)
+    (maps,) = seen
+    for mine, theirs in zip(maps, (f1, f2, f3), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert (f3 < 0).any()  # the pre-BN map, not a post-ReLU one
+    closed = torch.relu(ref.bn1(f3))
+    assert not torch.allclose(maps[2], closed)

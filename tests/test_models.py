@@ -72,7 +72,7 @@ def opening_bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mode: str) -> None:
     """mdistiller's `preact_feats`: ReLU-closed maps before the ReLU; WRN's after the BN that
-    opens the next stage; maps without a closing activation (the stem, MobileNetV2's linear
+    opens the next stage (the closing BN for the last); maps without a closing activation (the stem, MobileNetV2's linear
     bottlenecks) are their own."""
     torch.manual_seed(0)
     model = build_model(name, 10).train(mode == "train")
@@ -84,10 +84,12 @@ def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mod
     assert [p.shape for p in pre] == [f.shape for f in feats]
     n = model.num_stages
     if isinstance(model, WideResNet):
-        for k in range(1, n):
-            torch.testing.assert_close(pre[k], opening_bn(model.stages[k][0].bn1, feats[k]),
-                                       rtol=0, atol=0)
-        closed = [n]
+        # feats[-1] is the pre-BN map (mdistiller's f3); the closing BN gives its f3_pre.
+        opening = [model.stages[k][0].bn1 for k in range(1, n)] + [model.closing[0]]
+        for k, bn in enumerate(opening, start=1):
+            torch.testing.assert_close(pre[k], opening_bn(bn, feats[k]), rtol=0, atol=0)
+        torch.testing.assert_close(out.pooled, F.relu(pre[n]).mean((2, 3)))
+        closed = []
     elif isinstance(model, MobileNetV2):
         assert all(pre[k] is feats[k] for k in range(1, n))
         closed = [n]

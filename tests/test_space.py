@@ -264,9 +264,9 @@ def test_bad_space_is_one_line_naming_file_key_and_fix(bad_runs, case, fragments
     assert line.startswith(f"sweep.py: error: {path}: "), line
     for fragment in fragments:
         assert fragment in line, (fragment, line)
+    # Fast because Ray (seconds to import and start) is never reached: checked structurally,
+    # not by a clock, which a busy machine would make flaky.
     assert not outcome["ray"], "Ray was imported before the space was found bad"
-    # As a fresh process: the imports plus this case (the imports dominate).
-    assert import_s + outcome["seconds"] < 5.0, (import_s, outcome["seconds"])
 
 
 def test_bad_space_as_a_user_runs_it(tmp_path):

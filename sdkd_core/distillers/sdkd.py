@@ -35,7 +35,7 @@ from sdkd_core.claims import (
     SettingBeats,
 )
 from sdkd_core.config import MethodConfig
-from sdkd_core.distillers.base import Distiller, teacher_stage
+from sdkd_core.distillers.base import Distiller, cam_layer, teacher_stage
 from sdkd_core.errors import UserError
 from sdkd_core.ffb import FeatureFusionBlock
 from sdkd_core.losses import feature_l1, kd_loss, resize_to
@@ -246,7 +246,7 @@ class ProxyTeacher(nn.Module):
         self.method = copy.deepcopy(sdkd)
         self.body = copy.deepcopy(sdkd.proxy_body())
         sdkd.proxy_stats.copy_into(self.body)  # normalise as the proxy does, not as the student
-        self.cam_layer = self.body.stages[-1]
+        self.cam_layer = cam_layer(self.body)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> ModelOutput:

@@ -145,6 +145,16 @@ class StagedNet(nn.Module):
             return list(self._stage_channels)
         return [_infer_out_channels(m) for m in (self.stem, *self.stages)]
 
+    def closing_map(self, h: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
+        """The last stage's map through the model's `closing` module, if it has one: what it
+        applies before pooling but the reference models keep out of their features (the
+        WRN's closing BN+ReLU), so `feats[-1]` is the map those references return. A `Stage`
+        closing reports its pre-activation into `taps` as a stage does."""
+        closing = self._modules.get("closing")
+        if closing is None:
+            return h
+        return closing(h, taps) if taps is not None and isinstance(closing, Stage) else closing(h)
+
     def forward(self, x: Tensor) -> ModelOutput:
         # Routing through forward_from keeps both paths bit-identical.
         return self.forward_from(0, self.stem(x))
@@ -165,6 +175,12 @@ class StagedNet(nn.Module):
                     preacts[-1] = taps["entry_preact"]
                 feats.append(h)
                 preacts.append(taps.get("preact", h))
-        pooled = F.adaptive_avg_pool2d(h, 1).flatten(1)
+        closing_taps: dict[str, Tensor] = {}
+        closed = self.closing_map(h, closing_taps)
+        # The closing's pre-activation (the WRN's BN output) is the last map's, as an opening BN
+        # is for the maps before it; the map the pass starts from stays its own.
+        if n > i and "preact" in closing_taps:
+            preacts[-1] = closing_taps["preact"]
+        pooled = F.adaptive_avg_pool2d(closed, 1).flatten(1)
         return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled,
                            preact_feats=preacts)

@@ -54,11 +54,7 @@ def _wrn_rule(path: str) -> str | None:
         s, b, part = m.groups()
         part = "convShortcut" if part == "projection" else part
         return f"block{int(s) + 1}.layer.{b}.{part}"
-    # Our last stage ends with the network's closing BN (its bn1): the only stage child that
-    # holds weights itself rather than in a block.
-    if re.fullmatch(r"stages\.2\.\d+", path):
-        return "bn1"
-    return {"stem": "conv1", "classifier": "fc"}.get(path)
+    return {"stem": "conv1", "closing.0": "bn1", "classifier": "fc"}.get(path)
 
 
 def _vgg_rule(path: str) -> str | None:

@@ -41,7 +41,11 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(StagedNet):
-    """conv3x3 stem, three stages (strides 1, 2, 2); the last stage ends with BN+ReLU."""
+    """conv3x3 stem, three stages (strides 1, 2, 2), then the closing BN+ReLU before pooling.
+
+    The closing BN+ReLU is `closing`, outside the last stage, so `feats[-1]` is the pre-BN map:
+    the map RepDistiller's and mdistiller's WRNs return as their last feature, which SHAKE's
+    shadow head, AT and ReviewKD read there."""
 
     def __init__(
         self, name: str, depth: int, widen: int, num_classes: int, in_channels: int = 3
@@ -62,12 +66,15 @@ class WideResNet(StagedNet):
                     ]
                 )
             )
-        # The closing BN+ReLU lives in the last stage so feats[-1] is post-activation.
-        stages[-1].append(nn.BatchNorm2d(widths[-1]))
-        stages[-1].append(ClosingReLU())
         self.stages = nn.ModuleList(stages)
+        # Its BN output is the last map's pre-activation: mdistiller's f3_pre = self.bn1(f3).
+        self.closing = Stage(nn.BatchNorm2d(widths[-1]), ClosingReLU())
         self.classifier = nn.Linear(widths[-1], num_classes)
         self._finish(widths)
+
+    @property
+    def cam_layer(self) -> nn.Module:  # Grad-CAM on the activated map, as before pooling
+        return self.closing
 
 
 def wrn_16_2(num_classes: int, in_channels: int = 3) -> WideResNet:
