@@ -72,8 +72,8 @@ def opening_bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mode: str) -> None:
     """mdistiller's `preact_feats`: ReLU-closed maps before the ReLU; WRN's after the BN that
-    opens the next stage (the closing BN for the last); maps without a closing activation (the stem, MobileNetV2's linear
-    bottlenecks) are their own."""
+    opens the next stage (the closing BN for the last); maps without a closing activation (the
+    stem, MobileNetV2's linear bottlenecks) are their own."""
     torch.manual_seed(0)
     model = build_model(name, 10).train(mode == "train")
     before = set(vars(model))
@@ -172,7 +172,8 @@ def test_functional_call_matches_module() -> None:
     out = torch.func.functional_call(model, state, (x,))
     direct = model(x)
     assert torch.equal(out.logits, direct.logits)
-    assert all(torch.equal(a, b) for a, b in zip(out.preact_feats, direct.preact_feats))
+    assert all(torch.equal(a, b) for a, b in zip(out.preact_feats, direct.preact_feats,
+                                                      strict=True))
 
 
 class _ToyNet(StagedNet):

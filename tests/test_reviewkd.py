@@ -16,7 +16,7 @@ from sdkd_core.models import build_model
 
 
 def by_hand_pool(x, side):
-    """Adaptive average pooling by its definition: window i spans [floor(i*H/s), ceil((i+1)*H/s))."""
+    """Adaptive average pooling by definition: window i spans [floor(i*H/s), ceil((i+1)*H/s))."""
     h, w = x.shape[-2:]
     rows = []
     for i in range(side):
@@ -38,7 +38,7 @@ def by_hand_hcl(student_maps, teacher_maps):
         weights = [1.0] + [0.5 ** (k + 1) for k in range(len(sides))]
         terms = [((fs - ft) ** 2).mean()]
         terms += [((by_hand_pool(fs, s) - by_hand_pool(ft, s)) ** 2).mean() for s in sides]
-        total = total + sum(w * t for w, t in zip(weights, terms)) / sum(weights)
+        total = total + sum(w * t for w, t in zip(weights, terms, strict=True)) / sum(weights)
     return total
 
 

@@ -3,11 +3,11 @@
     python benchmarks/reference_check/reviewkd.py --reference /tmp/ref-mdistiller
 
 imports `mdistiller/distillers/ReviewKD.py` (its `ReviewKD` class with a stand-in cfg) and
-mdistiller's CIFAR `resnet.py` / `wrn.py` from the extracted checkout, builds both pairs
-(resnet32x4 -> resnet8x4, wrn_40_2 -> wrn_16_2, 100 classes, 32x32, CPU, fp32) with mdistiller's
-weights copied into the project's models (`load_teacher_checkpoint`, RepDistiller's names), the
-ABF weights copied from mdistiller's distiller into ours, and prints, as max |a - b| and that
-over max |b| (b: mdistiller's):
+mdistiller's CIFAR `resnet.py` / `wrn.py` / `vgg.py` from the extracted checkout, builds three
+pairs (resnet32x4 -> resnet8x4, wrn_40_2 -> wrn_16_2, vgg13 -> vgg8; 100 classes, 32x32, CPU,
+fp32) with mdistiller's weights copied into the project's models (`load_teacher_checkpoint`,
+RepDistiller's names), the ABF weights copied from mdistiller's distiller into ours, and prints,
+as max |a - b| and that over max |b| (b: mdistiller's):
 
 1. taps: feats, preact_feats and the pooled feature of both networks, eval and train mode;
 2. maps: the two distillers fed the same student and teacher maps (stubbed networks): the CE and
@@ -40,15 +40,19 @@ from sdkd_core.models.published import _expected, load_teacher_checkpoint  # noq
 
 CLASSES, BATCH, SIDE = 100, 8, 32
 REF_EPOCH = 5  # mdistiller's 5th epoch: ramp 5/20 (the engine's epoch 4)
-# (teacher, student, reference module, cfg.REVIEWKD values): resnet8x4's are cfg.py's defaults,
-# wrn_16_2's dvlab-research/ReviewKD build_review_kd's 'wrn' branch (out: wrn_40_2's channels).
+# (teacher, student, reference module, its builders, cfg.REVIEWKD values): resnet8x4's are
+# cfg.py's defaults; wrn_16_2's and vgg8's dvlab-research/ReviewKD build_review_kd's 'wrn' and
+# 'vgg' branches (OUT_SHAPES None there: its SHAPES).
 PAIRS = [
-    ("resnet32x4", "resnet8x4", "resnet",
+    ("resnet32x4", "resnet8x4", "resnet", ("resnet32x4", "resnet8x4"),
      {"IN_CHANNELS": [64, 128, 256, 256], "OUT_CHANNELS": [64, 128, 256, 256],
       "SHAPES": [1, 8, 16, 32], "OUT_SHAPES": [1, 8, 16, 32]}),
-    ("wrn_40_2", "wrn_16_2", "wrn",
+    ("wrn_40_2", "wrn_16_2", "wrn", ("wrn_40_2", "wrn_16_2"),
      {"IN_CHANNELS": [32, 64, 128, 128], "OUT_CHANNELS": [32, 64, 128, 128],
       "SHAPES": [1, 8, 16, 32], "OUT_SHAPES": [1, 8, 16, 32]}),
+    ("vgg13", "vgg8", "vgg", ("vgg13_bn", "vgg8_bn"),
+     {"IN_CHANNELS": [128, 256, 512, 512, 512], "OUT_CHANNELS": [128, 256, 512, 512, 512],
+      "SHAPES": [1, 4, 4, 8, 16], "OUT_SHAPES": [1, 4, 4, 8, 16]}),
 ]
 
 
@@ -60,7 +64,8 @@ def load_reference(path: Path):
         module = types.ModuleType(package)
         module.__path__ = [str(path / folder)]
         sys.modules[package] = module
-    models = {name: importlib.import_module(f"ref_cifar.{name}") for name in ("resnet", "wrn")}
+    models = {name: importlib.import_module(f"ref_cifar.{name}")
+              for name in ("resnet", "wrn", "vgg")}
     return importlib.import_module("ref_distillers.ReviewKD"), models
 
 
@@ -113,14 +118,17 @@ def stub(net, logits, maps, preacts, pooled, ref_format: bool):
 
 
 def leaves(out: ModelOutput, grad: bool):
-    make = (lambda t: t.detach().clone().requires_grad_(grad))
+    def make(t):
+        return t.detach().clone().requires_grad_(grad)
+
     return (make(out.logits), [make(f) for f in out.feats], [make(f) for f in out.preact_feats],
             make(out.pooled))
 
 
-def check_pair(review_module, models, teacher, student, module, values, student_preact, x, y):
+def check_pair(review_module, models, teacher, student, module, builders, values,
+               student_preact, x, y):
     label = f"{teacher}->{student}{' preact' if student_preact else ''}"
-    build = getattr(models[module], teacher), getattr(models[module], student)
+    build = [getattr(models[module], name) for name in builders]
     torch.manual_seed(0)
     ref_t, ref_s = build[0](num_classes=CLASSES), build[1](num_classes=CLASSES)
     with tempfile.TemporaryDirectory() as folder:
@@ -205,9 +213,9 @@ def main() -> None:
           f"mdistiller epoch {REF_EPOCH} (ramp {REF_EPOCH}/20)\n")
     print("| pair | quantity | tensors | max abs diff | max rel diff |")
     print("|---|---|---|---|---|")
-    for teacher, student, module, values in PAIRS:
+    for teacher, student, module, builders, values in PAIRS:
         for student_preact in (False, True):
-            check_pair(review_module, models, teacher, student, module, values,
+            check_pair(review_module, models, teacher, student, module, builders, values,
                        student_preact, x, y)
 
 

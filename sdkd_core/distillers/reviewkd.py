@@ -30,7 +30,7 @@ HCL_LEVELS = (4, 2, 1)
 class ReviewKDConfig(MethodConfig):
     ce_weight: float = Field(1.0, ge=0)  # mdistiller cfg.py CFG.REVIEWKD.CE_WEIGHT
     # configs/cifar100/reviewkd.yaml REVIEWKD_WEIGHT (cfg.py's default is 1.0); the paper's
-    # script/reviewKD.sh uses 5 for most pairs, 0.6 for resnet56->20, 1 for 110->32, 8 for ShuffleV2.
+    # script/reviewKD.sh: 5 for most pairs, 0.6 resnet56->20, 1 resnet110->32, 8 ShuffleV2.
     reviewkd_weight: float = Field(5.0, ge=0)
     # cfg.py WARMUP_EPOCHS: the loss weight ramps min(epoch / 20, 1) per epoch, mdistiller's
     # epochs counted from 1 (so 1/20 in the first epoch); 0 turns the ramp off.
