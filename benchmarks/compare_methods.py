@@ -41,6 +41,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--n-train", type=int, default=10000)
     p.add_argument("--n-test", type=int, default=None, help="test images (default: all)")
+    p.add_argument("--teacher-n-train", type=int, default=None,
+                   help="the teacher's training images (default: all)")
     p.add_argument("--output", default="runs/compare")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--device", default="auto")
@@ -51,8 +53,9 @@ def main() -> None:
     curves: dict[str, list[pd.DataFrame]] = {}
     data = DatasetSection(name=args.dataset, n_train=args.n_train, n_test=args.n_test)
     recipe = Recipe(epochs=args.epochs)
-    # The teacher of every run: pretrained on the whole training set (cached once).
-    teacher = TeacherSpec(DatasetSection(name=args.dataset), args.teacher)
+    # The teacher of every run: pretrained once (cached), on every training image by default.
+    teacher = TeacherSpec(DatasetSection(name=args.dataset, n_train=args.teacher_n_train),
+                          args.teacher)
     for seed in (int(s) for s in args.seeds.split(",")):
         for row in args.methods.split(","):
             method, *settings = row.split("+")

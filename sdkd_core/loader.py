@@ -24,6 +24,14 @@ BATCH_INPUTS = {
     "strong_view": "a strongly augmented copy of each image: its own crop and flip, then "
                    "RandAugment (2 ops, magnitude 10), normalised as the images",
 }
+
+
+def example_inputs(x: Tensor, index: Tensor) -> dict[str, Tensor]:
+    """A value of every batch input for images `x` at training-set positions `index`: what a
+    cost estimate or a check of a method outside the engine gives its `forward`."""
+    return {"index": index, "strong_view": torch.randn_like(x)}
+
+
 # MLKD's strong view (Jin-Ying/Multi-Level-Logit-Distillation, dataset/cifar100.py):
 # RandAugment(2, 10) after the crop and flip; here torchvision's RandAugment with those numbers.
 STRONG_OPS, STRONG_MAGNITUDE = 2, 10

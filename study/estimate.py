@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sdkd_core.data import DATASET_INFO
 from sdkd_core.distillers import build_distiller
 from sdkd_core.distillers.vanilla import Vanilla
+from sdkd_core.loader import example_inputs
 from sdkd_core.models import build_model
 from study.runfolder.trials import PlannedTrial
 
@@ -29,8 +30,9 @@ GPU_TFLOPS = 10.0
 
 @cache
 def step_flops(method: str, teacher: str, student: str, dataset: str,
-               params: tuple = ()) -> float:
-    """FLOPs of one training step on one image (forward and backward, teacher included)."""
+               params: tuple = (), n_train: int = 2) -> float:
+    """FLOPs of one training step on one image (forward and backward, teacher included), the
+    method bound to `n_train` training images (a memory bank's size counts)."""
     info = DATASET_INFO[dataset]
     size = info.image_size
     torch.manual_seed(0)
@@ -38,10 +40,13 @@ def step_flops(method: str, teacher: str, student: str, dataset: str,
     t = build_model(teacher, info.num_classes, info.in_channels)
     distiller = build_distiller(method, s, t, dict(params))
     distiller.begin_epoch(10**6, 10**6 + 1, 1)  # late in training: every term is on
-    x = torch.randn(2, info.in_channels, size, size)
-    y = torch.zeros(2, dtype=torch.long)
+    labels = torch.arange(max(n_train, 2)) % info.num_classes
+    distiller.bind_data(labels)
+    index = torch.arange(2)
+    x, y = torch.randn(2, info.in_channels, size, size), labels[index]
+    given = example_inputs(x, index)
     with FlopCounterMode(display=False) as counter:
-        _, losses = distiller(x, y, 10**6)
+        _, losses = distiller(x, y, 10**6, **{k: given[k] for k in distiller.batch_inputs})
         sum(losses.values()).backward()
     return counter.get_total_flops() / 2
 
@@ -60,7 +65,7 @@ def trial_flops(trial: PlannedTrial, dataset: str, n_train: int, n_test: int,
                 epochs: int) -> float:
     params = tuple(sorted(trial.params.items()))
     per_epoch = (n_train * step_flops(trial.method, trial.teacher, trial.student, dataset,
-                                      params)
+                                      params, n_train)
                  + n_test * eval_flops(trial.student, dataset))
     return epochs * per_epoch
 

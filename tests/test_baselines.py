@@ -46,7 +46,7 @@ def test_dml_terms_reach_only_their_own_network():
     assert all(p.grad is None for p in m.student.parameters())
 
 
-@pytest.mark.parametrize("method", ["kd", "shake", "dkd", "fitnet", "at", "sdkd"])
+@pytest.mark.parametrize("method", ["kd", "shake", "dkd", "fitnet", "at", "reviewkd", "sdkd"])
 def test_teacher_is_frozen_through_a_training_step(method):
     m, teacher = make(method)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}

@@ -38,6 +38,7 @@ CASES = [
     ("dkd", "dkd", {"dkd.warmup_epochs": 1.0}, set()),
     ("fitnet", "fitnet", {}, set()),
     ("at", "at", {}, set()),
+    ("reviewkd", "reviewkd", {}, set()),
     ("kd", "kd", {}, set()),
     ("dist", "dist", {}, set()),
     ("mlkd", "mlkd", {}, set()),  # with the loader's strong views, a different one per rank

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sdkd_core.models import (
     MODEL_NAMES,
@@ -13,6 +14,8 @@ from sdkd_core.models import (
     UnknownModelError,
     build_model,
 )
+from sdkd_core.models.mobilenetv2 import MobileNetV2
+from sdkd_core.models.wrn import WideResNet
 
 # (in_channels, side, num_classes): a MNIST-like and a CIFAR-100-like setting.
 INPUTS = [(1, 28, 10), (3, 32, 100)]
@@ -53,6 +56,69 @@ def test_forward_taps_and_resume(name: str, in_channels: int, side: int, num_cla
             assert resumed.feats[0] is feat
             assert torch.equal(resumed.logits, out.logits)
             assert torch.equal(resumed.feats[-1], out.feats[-1])
+            # The map a pass starts from is its own pre-activation; the later ones are the same.
+            assert resumed.preact_feats[0] is feat
+            assert all(torch.equal(a, b) for a, b in
+                       zip(resumed.preact_feats[1:], out.preact_feats[i + 1:], strict=True))
+
+
+def opening_bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """What `bn` makes of x in its current mode, without moving its statistics."""
+    stats = (None, None) if bn.training else (bn.running_mean, bn.running_var)
+    return F.batch_norm(x, *stats, bn.weight, bn.bias, bn.training, 0.0, bn.eps)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mode: str) -> None:
+    """mdistiller's `preact_feats`: ReLU-closed maps before the ReLU; WRN's after the BN that
+    opens the next stage (the closing BN for the last); maps without a closing activation (the
+    stem, MobileNetV2's linear bottlenecks) are their own."""
+    torch.manual_seed(0)
+    model = build_model(name, 10).train(mode == "train")
+    before = set(vars(model))
+    out = model(torch.randn(3, 3, 32, 32))
+    assert set(vars(model)) == before  # pure: nothing stashed on the module
+    feats, pre = out.feats, out.preact_feats
+    assert len(pre) == len(feats) and pre[0] is feats[0]
+    assert [p.shape for p in pre] == [f.shape for f in feats]
+    n = model.num_stages
+    if isinstance(model, WideResNet):
+        # feats[-1] is the pre-BN map (mdistiller's f3); the closing BN gives its f3_pre.
+        opening = [model.stages[k][0].bn1 for k in range(1, n)] + [model.closing[0]]
+        for k, bn in enumerate(opening, start=1):
+            torch.testing.assert_close(pre[k], opening_bn(bn, feats[k]), rtol=0, atol=0)
+        torch.testing.assert_close(out.pooled, F.relu(pre[n]).mean((2, 3)))
+        closed = []
+    elif isinstance(model, MobileNetV2):
+        assert all(pre[k] is feats[k] for k in range(1, n))
+        closed = [n]
+    else:
+        closed = list(range(1, n + 1))
+    for k in closed:
+        assert torch.equal(F.relu(pre[k]), feats[k]), k
+        assert pre[k].min() < 0, k  # a real pre-activation, not the map again
+    # Nothing downstream overwrote a tap in place: autograd can go back through all of them.
+    if mode == "train":
+        sum(p.sum() for p in pre[1:]).backward()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_a_hook_on_the_last_stage_sees_the_last_map(name: str) -> None:
+    """Grad-CAM hooks `stages[-1]`: the taps must not bypass the stage module."""
+    model = build_model(name, 10).eval()
+    seen = []
+    hook = model.stages[-1].register_forward_hook(lambda _m, _i, output: seen.append(output))
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    hook.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], out.feats[-1])
+
+
+def test_model_output_still_builds_from_three_fields() -> None:
+    logits, feats, pooled = torch.zeros(1, 2), [torch.zeros(1, 1, 1, 1)], torch.zeros(1, 1)
+    out = ModelOutput(logits, feats, pooled)
+    assert out.preact_feats is None and out.pooled is pooled
 
 
 @pytest.mark.parametrize(("name", "millions"), sorted(EXPECTED_PARAMS.items()))
@@ -104,7 +170,10 @@ def test_functional_call_matches_module() -> None:
     x = torch.randn(2, 3, 32, 32)
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     out = torch.func.functional_call(model, state, (x,))
-    assert torch.equal(out.logits, model(x).logits)
+    direct = model(x)
+    assert torch.equal(out.logits, direct.logits)
+    assert all(torch.equal(a, b) for a, b in zip(out.preact_feats, direct.preact_feats,
+                                                      strict=True))
 
 
 class _ToyNet(StagedNet):
@@ -123,3 +192,4 @@ def test_plain_subclass_infers_channels() -> None:
     out = model(torch.randn(2, 3, 8, 8))
     assert out.logits.shape == (2, 5) and out.feats[-1].shape == (2, 6, 4, 4)
     assert torch.equal(model.forward_from(1, out.feats[1]).logits, out.logits)
+    assert all(p is f for p, f in zip(out.preact_feats, out.feats, strict=True))

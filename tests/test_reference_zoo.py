@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sdkd_core.distillers import METHODS, build_distiller
 from sdkd_core.distillers.fitnet import conv_reg
 from sdkd_core.errors import UserError
-from sdkd_core.loader import BATCH_INPUTS
+from sdkd_core.loader import example_inputs
 from sdkd_core.models import MODEL_NAMES, build_model
 
 # --- The reference networks as lists of convs (c_in, c_out, kernel, groups, output side), each
@@ -232,8 +232,7 @@ def test_every_method_steps_on_the_changed_models_at_28x28(teacher, student):
                             build_model(teacher, 10, 1)).train()
         m.bind_data(labels)
         m.begin_epoch(1, 2)  # past SDKD's phase boundary: every term runs
-        given = {"index": index, "strong_view": torch.randn_like(x)}
-        assert set(given) == set(BATCH_INPUTS)  # a new batch input needs a value here
+        given = example_inputs(x, index)
         _, losses = m(x, y, 1, **{k: given[k] for k in m.batch_inputs})
         sum(losses.values()).backward()
         assert all(torch.isfinite(v) for v in losses.values()), method
@@ -248,3 +247,10 @@ def test_published_numbers_name_zoo_models_and_method_labels():
     for (teacher, student), row in PUBLISHED.items():
         assert {teacher, student} <= set(MODEL_NAMES), (teacher, student)
         assert set(row) - {TEACHER} <= labels, set(row) - labels
+
+
+def test_every_batch_input_has_an_example_value():
+    from sdkd_core.loader import BATCH_INPUTS
+
+    x = torch.zeros(2, 1, 28, 28)
+    assert set(example_inputs(x, torch.arange(2))) == set(BATCH_INPUTS)

@@ -120,9 +120,9 @@ def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
                      "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    # 6 baselines x 6 pairs x 3 seeds + 3 tuned methods x 32 drawn + the best of each pair
+    # 10 baselines x 6 pairs x 3 seeds + 3 tuned methods x 32 drawn + the best of each pair
     # and tuned method on 2 more seeds
-    assert "total trials: 240" in out, out
+    assert "total trials: 312" in out, out
     assert "(45000 train / 5000 validation / 10000 test images)" in out, out
     # SDKD, DKD and SHAKE tuned with the same budget, the cost of each shown.
     for method in ("sdkd", "dkd", "shake"):
@@ -133,10 +133,13 @@ def test_dry_run_on_cifar100_plans_gpu_hours_without_ray(tmp_path):
     assert "Started a local Ray" not in result.stderr
     # The literature's protocol per pair: DKD's beta (mdistiller), ShuffleV2's lr; teachers on
     # the students' 240-epoch step recipe.
-    for pair, change in [("resnet32x4->resnet8x4", "dkd.beta=8"), ("wrn_40_2->wrn_16_2",
-                         "dkd.beta=6"), ("resnet56->resnet20", "dkd.beta=2"),
-                         ("resnet110->resnet32", "dkd.beta=2"), ("vgg13->vgg8", "dkd.beta=6"),
-                         ("resnet32x4->ShuffleV2", "lr 0.01, dkd.beta=8")]:
+    for pair, change in [("resnet32x4->resnet8x4", "dkd.beta=8"),
+                         ("wrn_40_2->wrn_16_2", "dkd.beta=6"),
+                         ("resnet56->resnet20", "dkd.beta=2, reviewkd.reviewkd_weight=0.6"),
+                         ("resnet110->resnet32", "dkd.beta=2, reviewkd.reviewkd_weight=1.0"),
+                         ("vgg13->vgg8", "dkd.beta=6"),
+                         ("resnet32x4->ShuffleV2", "lr 0.01, dkd.beta=8, "
+                          "reviewkd.reviewkd_weight=8.0")]:
         assert f"  pair {pair}: {change}\n" in out, out
     assert "teacher resnet56: 240 epochs, lr 0.05 (step x0.1 at 0.625, 0.75, 0.875)" in out
 

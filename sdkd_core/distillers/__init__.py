@@ -21,6 +21,7 @@ from sdkd_core.distillers.dml import DML
 from sdkd_core.distillers.fitnet import FitNet
 from sdkd_core.distillers.kd import KD
 from sdkd_core.distillers.mlkd import MLKD
+from sdkd_core.distillers.reviewkd import ReviewKD
 from sdkd_core.distillers.sdkd import SDKD
 from sdkd_core.distillers.shake import Shake
 from sdkd_core.distillers.vanilla import Vanilla
@@ -39,6 +40,7 @@ METHODS: dict[str, type[Distiller]] = {
     "dist": DIST,
     "mlkd": MLKD,
     "crd": CRD,
+    "reviewkd": ReviewKD,
     "sdkd": SDKD,
 }
 

@@ -20,11 +20,50 @@ def conv_bn(
 
 
 class ModelOutput(NamedTuple):
-    """What a forward pass returns; `feats[0]` is the stem output, `feats[-1]` the last stage."""
+    """What a forward pass returns; `feats[0]` is the stem output, `feats[-1]` the last stage.
+
+    `preact_feats[i]` is feats[i] before the activation that closes it, as mdistiller's models
+    define `preact_feats`: a ResNet stage's last block before its closing ReLU, a VGG block before
+    its ReLU, a WRN stage's map after the BatchNorm that opens the next stage (the network's
+    closing BN for the last). A map with no closing activation is its own, and so is the map a
+    pass starts from (`feats[0]`; `h` of `forward_from`).
+    Last and defaulted so that (logits, feats, pooled) still builds one; StagedNet fills it.
+    """
 
     logits: Tensor
     feats: list[Tensor]
     pooled: Tensor
+    preact_feats: list[Tensor] | None = None
+
+
+class Stage(nn.Sequential):
+    """A stage that can report pre-activations into a `taps` dict while it runs (pure: the dict
+    is the caller's). Its last module, if it takes taps, reports its output before the closing
+    activation ("preact"); its first, the pre-activation of the stage's input as the stage
+    computes it ("entry_preact": the BatchNorm that opens a WRN stage). Called without taps it is
+    the plain Sequential; it stays the module called, so hooks on a stage keep firing."""
+
+    def forward(self, x: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
+        ends = (0, len(self) - 1) if taps is not None else ()
+        for k, module in enumerate(self):
+            x = module(x, taps) if k in ends and getattr(module, "takes_taps", False) else module(x)
+        return x
+
+
+class ClosingReLU(nn.ReLU):
+    """The ReLU that closes a stage: with taps it keeps its input as the stage's "preact" (and
+    so cannot work in place)."""
+
+    takes_taps = True
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
+        if taps is None:
+            return super().forward(x)
+        taps["preact"] = x
+        return F.relu(x)
 
 
 def _infer_out_channels(module: nn.Module) -> int:
@@ -106,12 +145,15 @@ class StagedNet(nn.Module):
             return list(self._stage_channels)
         return [_infer_out_channels(m) for m in (self.stem, *self.stages)]
 
-    def closing_map(self, h: Tensor) -> Tensor:
+    def closing_map(self, h: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
         """The last stage's map through the model's `closing` module, if it has one: what it
         applies before pooling but the reference models keep out of their features (the
-        WRN's closing BN+ReLU), so `feats[-1]` is the map those references return."""
+        WRN's closing BN+ReLU), so `feats[-1]` is the map those references return. A `Stage`
+        closing reports its pre-activation into `taps` as a stage does."""
         closing = self._modules.get("closing")
-        return h if closing is None else closing(h)
+        if closing is None:
+            return h
+        return closing(h, taps) if taps is not None and isinstance(closing, Stage) else closing(h)
 
     def forward(self, x: Tensor) -> ModelOutput:
         # Routing through forward_from keeps both paths bit-identical.
@@ -122,10 +164,23 @@ class StagedNet(nn.Module):
         n = len(self.stages)
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
             raise ValueError(f"{self.name}: stage index must be an int in 0..{n}, got {i!r}")
-        feats = [h]
+        feats, preacts = [h], [h]
         for k, stage in enumerate(self.stages):
             if k >= i:
-                h = stage(h)
+                taps: dict[str, Tensor] = {}
+                h = stage(h, taps) if isinstance(stage, Stage) else stage(h)
+                # The map the pass starts from stays its own pre-activation (the stem's, as
+                # mdistiller's preact_feats[0]); later maps may get theirs from the next stage.
+                if k > i and "entry_preact" in taps:
+                    preacts[-1] = taps["entry_preact"]
                 feats.append(h)
-        pooled = F.adaptive_avg_pool2d(self.closing_map(h), 1).flatten(1)
-        return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled)
+                preacts.append(taps.get("preact", h))
+        closing_taps: dict[str, Tensor] = {}
+        closed = self.closing_map(h, closing_taps)
+        # The closing's pre-activation (the WRN's BN output) is the last map's, as an opening BN
+        # is for the maps before it; the map the pass starts from stays its own.
+        if n > i and "preact" in closing_taps:
+            preacts[-1] = closing_taps["preact"]
+        pooled = F.adaptive_avg_pool2d(closed, 1).flatten(1)
+        return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled,
+                           preact_feats=preacts)

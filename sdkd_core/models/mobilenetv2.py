@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sdkd_core.models.base import StagedNet, conv_bn
+from sdkd_core.models.base import ClosingReLU, Stage, StagedNet, conv_bn
 
 
 class InvertedResidual(nn.Module):
@@ -78,10 +78,11 @@ class MobileNetV2(StagedNet):
                 for b in range(n):
                     blocks.append(InvertedResidual(cin, cout, s if b == 0 else 1, t))
                     cin = cout
-            stages.append(nn.Sequential(*blocks))
+            stages.append(Stage(*blocks))
             channels.append(cin)
         # Head conv belongs to the last stage so feats[-1] is what the classifier pools.
-        stages[-1].extend(conv_bn(cin, self.HEAD_CHANNELS, 1))
+        # Its ReLU closes the last stage (the stages before end on a linear projection).
+        stages[-1].extend([*conv_bn(cin, self.HEAD_CHANNELS, 1, relu=False), ClosingReLU()])
         channels[-1] = self.HEAD_CHANNELS
         self.stages = nn.ModuleList(stages)
         self.classifier = nn.Linear(self.HEAD_CHANNELS, num_classes)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdkd_core.models.base import StagedNet, conv_bn
+from sdkd_core.models.base import Stage, StagedNet, conv_bn
 
 
 class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut, ReLU after the add."""
+    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut, ReLU after the add (its input, the sum, is the
+    "preact" it reports: mdistiller's `preact` of an `is_last` block)."""
+
+    takes_taps = True
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -23,8 +26,11 @@ class BasicBlock(nn.Module):
             else nn.Identity()
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
+    def forward(self, x: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
+        preact = self.body(x) + self.shortcut(x)
+        if taps is not None:
+            taps["preact"] = preact
+        return F.relu(preact)
 
 
 class CifarResNet(StagedNet):
@@ -41,7 +47,7 @@ class CifarResNet(StagedNet):
                 BasicBlock(cin if b == 0 else cout, cout, stride if b == 0 else 1)
                 for b in range(blocks)
             ]
-            stages.append(nn.Sequential(*layers))
+            stages.append(Stage(*layers))
         self.stages = nn.ModuleList(stages)
         self.classifier = nn.Linear(widths[-1], num_classes)
         self._finish(list(widths))

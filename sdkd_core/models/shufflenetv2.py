@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from sdkd_core.models.base import StagedNet, conv_bn
+from sdkd_core.models.base import ClosingReLU, Stage, StagedNet, conv_bn
 
 
 def channel_shuffle(x: Tensor, groups: int = 2) -> Tensor:
@@ -35,7 +36,13 @@ class DownBlock(nn.Module):
 
 
 class BasicUnit(nn.Module):
-    """Stride-1 unit: half the channels pass through untouched, the other half are convolved."""
+    """Stride-1 unit: half the channels pass through untouched, the other half are convolved.
+
+    Its "preact" is the output with the convolved half before its closing ReLU (the untouched
+    half is already >= 0), in the output's shuffled channel order: mdistiller's `preact` of an
+    `is_last` unit is the same channels unshuffled."""
+
+    takes_taps = True
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -47,9 +54,14 @@ class BasicUnit(nn.Module):
             *conv_bn(half, half, 1),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
         left, right = x[:, : self.half], x[:, self.half :]
-        return channel_shuffle(torch.cat([left, self.right(right)], dim=1))
+        if taps is None:
+            return channel_shuffle(torch.cat([left, self.right(right)], dim=1))
+        for layer in list(self.right)[:-1]:  # all but the closing ReLU, which works in place
+            right = layer(right)
+        taps["preact"] = channel_shuffle(torch.cat([left, right], dim=1))
+        return channel_shuffle(torch.cat([left, F.relu(right)], dim=1))
 
 
 class ShuffleV2(StagedNet):
@@ -67,12 +79,10 @@ class ShuffleV2(StagedNet):
         stages = []
         cin = stem_width
         for cout, blocks in zip(self.OUT_CHANNELS, self.NUM_BLOCKS, strict=True):
-            stages.append(
-                nn.Sequential(DownBlock(cin, cout), *[BasicUnit(cout) for _ in range(blocks)])
-            )
+            stages.append(Stage(DownBlock(cin, cout), *[BasicUnit(cout) for _ in range(blocks)]))
             cin = cout
         # Head conv sits in the last stage so feats[-1] is the map the classifier pools.
-        stages[-1].extend(conv_bn(cin, self.HEAD_CHANNELS, 1))
+        stages[-1].extend([*conv_bn(cin, self.HEAD_CHANNELS, 1, relu=False), ClosingReLU()])
         self.stages = nn.ModuleList(stages)
         self.classifier = nn.Linear(self.HEAD_CHANNELS, num_classes)
         self._finish([stem_width, *self.OUT_CHANNELS[:-1], self.HEAD_CHANNELS])

@@ -10,7 +10,7 @@ from itertools import pairwise
 
 from torch import nn
 
-from sdkd_core.models.base import StagedNet
+from sdkd_core.models.base import ClosingReLU, Stage, StagedNet
 
 # One list of conv widths per block; block 0 is the full-resolution stem.
 VGG8_CFG = [[64], [128], [256], [512], [512]]
@@ -25,6 +25,8 @@ def _block(cin: int, widths: list[int]) -> list[nn.Module]:
         # Conv bias although BN cancels it: the reference has one (parameter counts agree).
         layers += [nn.Conv2d(cin, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
         cin = w
+    # The block's last ReLU closes it: its input is the reference's f<k>_pre.
+    layers[-1] = ClosingReLU()
     return layers
 
 
@@ -38,7 +40,7 @@ class VGG(StagedNet):
         super().__init__(name)
         self.stem = nn.Sequential(*_block(in_channels, cfg[0]))
         self.stages = nn.ModuleList(
-            nn.Sequential(
+            Stage(
                 *([nn.MaxPool2d(kernel_size=2, stride=2)] if k <= POOLED_BLOCKS else []),
                 *_block(prev[-1], widths),
             )

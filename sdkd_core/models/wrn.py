@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdkd_core.models.base import StagedNet
+from sdkd_core.models.base import ClosingReLU, Stage, StagedNet
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -13,7 +13,12 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv3x3-BN-ReLU-conv3x3 with a conv1x1 shortcut when shapes change."""
+    """BN-ReLU-conv3x3-BN-ReLU-conv3x3 with a conv1x1 shortcut when shapes change.
+
+    Opening a stage, it reports its first BN's output as the "entry_preact" of the stage's
+    input: mdistiller's WRN `preact_feats` (`block<k+1>.layer[0].bn1(f<k>)`)."""
+
+    takes_taps = True
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -25,8 +30,11 @@ class PreActBlock(nn.Module):
             nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        a = F.relu(self.bn1(x))
+    def forward(self, x: Tensor, taps: dict[str, Tensor] | None = None) -> Tensor:
+        opened = self.bn1(x)
+        if taps is not None:
+            taps.setdefault("entry_preact", opened)
+        a = F.relu(opened)
         out = self.conv2(F.relu(self.bn2(self.conv1(a))))
         # As in the original WRN, a projection reads the pre-activated input; identity reads x.
         return out + (x if self.projection is None else self.projection(a))
@@ -51,7 +59,7 @@ class WideResNet(StagedNet):
         stages = []
         for cin, cout, stride in zip(widths[:-1], widths[1:], (1, 2, 2), strict=True):
             stages.append(
-                nn.Sequential(
+                Stage(
                     *[
                         PreActBlock(cin if b == 0 else cout, cout, stride if b == 0 else 1)
                         for b in range(n)
@@ -59,7 +67,8 @@ class WideResNet(StagedNet):
                 )
             )
         self.stages = nn.ModuleList(stages)
-        self.closing = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
+        # Its BN output is the last map's pre-activation: mdistiller's f3_pre = self.bn1(f3).
+        self.closing = Stage(nn.BatchNorm2d(widths[-1]), ClosingReLU())
         self.classifier = nn.Linear(widths[-1], num_classes)
         self._finish(widths)
 
