@@ -27,6 +27,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.reference_check.differences import grad_diff, logit_grad, row  # noqa: E402
 from sdkd_core.distillers import build_distiller  # noqa: E402 (after the path is set)
 from sdkd_core.distillers.dist import dist_relations  # noqa: E402
 from sdkd_core.models import build_model  # noqa: E402
@@ -40,31 +41,6 @@ def load_reference(path: Path) -> types.ModuleType:
         stub.__path__ = [str(path / name.replace(".", "/"))]
         sys.modules[name] = stub
     return importlib.import_module("lib.models.losses.kd_loss")
-
-
-def diff(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    a = (ours.detach().double() - ref.detach().double()).abs().max().item()
-    return a, a / max(ref.detach().double().abs().max().item(), 1e-30)
-
-
-def row(name: str, ours, ref, grad: float | None = None) -> None:
-    a, r = diff(ours, ref)
-    g = "" if grad is None else f"  max|grad diff| {grad[0]:.2e} (rel {grad[1]:.2e})"
-    print(f"  {name:<28} ours {ours.item():>12.6f}  ref {ref.item():>12.6f}  "
-          f"max|diff| {a:.2e}  rel {r:.2e}{g}")
-
-
-def grad_diff(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[float, float]:
-    """The largest absolute difference of the gradients, and that over the largest gradient."""
-    a = max((p - q).abs().max().item() for p, q in zip(ours, ref, strict=True))
-    return a, a / max(max(q.abs().max().item() for q in ref), 1e-30)
-
-
-def logit_grad(fn_ours, fn_ref, z_s, z_t) -> tuple[float, float]:
-    a, b = z_s.clone().requires_grad_(), z_s.clone().requires_grad_()
-    fn_ours(a, z_t).backward()
-    fn_ref(b, z_t).backward()
-    return grad_diff([a.grad], [b.grad])
 
 
 def check_losses(ref, batch: int, classes: int) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.reference_check.differences import grad_diff, logit_grad, row  # noqa: E402
 from sdkd_core.data import load_dataset  # noqa: E402 (after the path is set)
 from sdkd_core.distillers import build_distiller  # noqa: E402
 from sdkd_core.distillers.mlkd import (  # noqa: E402
@@ -59,28 +60,6 @@ def cfg(temperature: float, ce: float, kd: float, logit_stand: bool = False):
     ns = types.SimpleNamespace
     return ns(KD=ns(TEMPERATURE=temperature, LOSS=ns(CE_WEIGHT=ce, KD_WEIGHT=kd)),
               EXPERIMENT=ns(LOGIT_STAND=logit_stand))
-
-
-def row(name: str, ours, ref, grad: float | None = None) -> None:
-    ours, ref = torch.as_tensor(ours).double(), torch.as_tensor(ref).double()
-    a = (ours - ref).abs().max().item()
-    r = a / max(ref.abs().max().item(), 1e-30)
-    g = "" if grad is None else f"  max|grad diff| {grad[0]:.2e} (rel {grad[1]:.2e})"
-    print(f"  {name:<26} ours {ours.item():>12.6f}  ref {ref.item():>12.6f}  "
-          f"max|diff| {a:.2e}  rel {r:.2e}{g}")
-
-
-def grad_diff(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[float, float]:
-    """The largest absolute difference of the gradients, and that over the largest gradient."""
-    a = max((p - q).abs().max().item() for p, q in zip(ours, ref, strict=True))
-    return a, a / max(max(q.abs().max().item() for q in ref), 1e-30)
-
-
-def logit_grad(fn_ours, fn_ref, z_s, z_t) -> tuple[float, float]:
-    a, b = z_s.clone().requires_grad_(), z_s.clone().requires_grad_()
-    fn_ours(a, z_t).backward()
-    fn_ref(b, z_t).backward()
-    return grad_diff([a.grad], [b.grad])
 
 
 def check_functions(ref, batch: int, classes: int) -> None:
