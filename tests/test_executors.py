@@ -2,7 +2,7 @@
 through Ray Train (`ray_train`, here with two DDP workers per trial over gloo).
 
 One sweep per executor serves every assertion: ASHA over drawn trials whose first epochs differ,
-two trials at a time, two of them diverging, the best drawn configuration confirmed on a second
+two trials at a time, one of them diverging, the best drawn configuration confirmed on a second
 seed, and the sweep SIGKILLed halfway (right after Optuna stored a draw, before Tune saved the
 experiment) and finished with --resume. A stall (a Ray Train trial whose workers cannot be
 placed) is reported in one line instead of a silent hang.
@@ -25,8 +25,10 @@ from test_faults import TableReader
 from study.runfolder import RunFolder
 
 EPOCHS = 3
-# kd.ce_weight 1e-4 with kd_weight 0 barely learns in an epoch, 1.0 learns: ASHA has something
-# to stop from the first rung on. 1e30 diverges.
+# kd.ce_weight 1e-4 (with kd_weight 0) barely learns in an epoch, 0.5 and 1.0 learn: ASHA has
+# something to stop from the first rung on. 1e30 diverges. Four draws: one diverges, and of
+# the three that train, those behind the others at a rung are stopped; two have ended at the
+# kill after the fourth draw.
 EDGE_SPACE = """\
 name: edge-{executor}
 dataset: {{name: synthetic, n_train: 256, n_test: 128}}
@@ -38,8 +40,8 @@ baselines: []
 seeds: [0, 1]
 search: {{methods: [kd], sampler: grid, grace_period: 1, reduction_factor: 2}}
 space:
-  kd.ce_weight: {{type: choice, values: [0.0001, 1.0, 1.0e+30]}}
-  kd.kd_weight: {{type: choice, values: [0.0, 0.9]}}
+  kd.ce_weight: {{type: choice, values: [0.0001, 1.0, 1.0e+30, 0.5]}}
+  kd.kd_weight: {{type: choice, values: [0.0]}}
 resources: {resources}
 """
 RESOURCES = {
@@ -80,12 +82,12 @@ def edge_run(request, tmp_path_factory):
 @pytest.mark.slow
 def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_run):
     results = edge_run.results
-    assert len(results) == 7, sorted(results)  # a grid of 6, and one confirming run
+    assert len(results) == 5, sorted(results)  # a grid of 4, and one confirming run
     assert all(r["status"] in TERMINAL for r in results.values()), results
     # Each grid point drawn once, though draws handed out just before the kill were lost.
     drawn = Counter((r["kd.ce_weight"], r["kd.kd_weight"]) for r in results.values()
                     if r["role"] == "drawn")
-    assert len(drawn) == 6 and set(drawn.values()) == {1}, drawn
+    assert len(drawn) == 4 and set(drawn.values()) == {1}, drawn
     counts = Counter((r["trial_id"], r["epoch"]) for r in edge_run.epochs)
     assert set(counts.values()) == {1}
     for trial_id, r in results.items():
@@ -106,7 +108,7 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
     study = optuna.load_study(study_name=f"edge-{edge_run.executor}",
                               storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
     stored = {t.user_attrs["trial_name"]: t.params for t in study.trials}
-    assert sorted(stored) == [f"kd-drawn-000{i}" for i in range(1, 7)]
+    assert sorted(stored) == [f"kd-drawn-000{i}" for i in range(1, 5)]
     for name, params in stored.items():
         row = results[name]
         assert {k: float(row[k]) for k in params} == params, (name, row)
@@ -141,7 +143,7 @@ def test_asha_stops_weak_drawn_trials_while_two_run_at_a_time(edge_run):
 @pytest.mark.slow
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(edge_run):
     diverged = [r for r in edge_run.results.values() if r["status"] == "diverged"]
-    assert sorted(float(r["kd.ce_weight"]) for r in diverged) == [1e30, 1e30]
+    assert [float(r["kd.ce_weight"]) for r in diverged] == [1e30]
     assert all(r["diverged_epoch"] == "1" and r["epochs"] == "0" for r in diverged)
     assert "Diverged (loss NaN or infinite, left out above)" in edge_run.result.stdout
     # Optuna counts them as failed, not as (NaN) values; every other drawn trial is told its
@@ -152,7 +154,7 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(edge_run):
                               storage=f"sqlite:///{edge_run.run / 'optuna.db'}")
     states = Counter((t.params.get("kd.ce_weight") == 1e30, t.state.name)
                      for t in study.trials)
-    assert states == {(True, "FAIL"): 2, (False, "COMPLETE"): 4}, states
+    assert states == {(True, "FAIL"): 1, (False, "COMPLETE"): 3}, states
     for t in study.trials:  # the value told is the metric the run folder recorded last
         row = edge_run.results[t.user_attrs["trial_name"]]
         if t.state.name == "COMPLETE":
@@ -195,6 +197,18 @@ def test_trials_ran_on_the_executor_asked_for(edge_run):
         completed = [t for t, r in edge_run.results.items()
                      if r["status"] == "completed" and r["role"] == "drawn"]
         assert all(any((train_dir / t).glob("checkpoint_*")) for t in completed), completed
+
+
+@pytest.mark.slow
+def test_rays_own_messages_go_to_ray_log_not_the_terminal(edge_run):
+    """A Ray Train sweep starts enough worker processes for the raylet to warn "N PYTHON worker
+    processes have been started", which Ray's driver prints as a "(raylet) ..." line whatever
+    log_to_driver says: study/ray_start.py sends it to the run folder's ray.log."""
+    terminal = edge_run.result.stdout + edge_run.result.stderr
+    assert "(raylet)" not in terminal, terminal[-3000:]
+    if edge_run.executor == "ray_train":
+        text = (edge_run.run / "ray.log").read_text()
+        assert "(raylet) WARNING:" in text and "worker processes have been started" in text
 
 
 STALL_SPACE = """\

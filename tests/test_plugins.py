@@ -74,13 +74,21 @@ recipe: {{epochs: 2, batch_size: 32}}
 teacher: {{epochs: 2}}
 pairs:
   - {{teacher: resnet14, student: resnet8{pair_protocol}}}
-baselines: [vanilla, {method}]
+baselines: [vanilla, {methods}]
 seeds: [0, 1]
-search: {{methods: [{method}], sampler: grid, grace_period: 1, reduction_factor: 2, confirm_top: 0}}
+search: {{methods: [{methods}], sampler: grid, grace_period: 1, reduction_factor: 2,
+          confirm_top: 0}}
 space:
-  {method}.temperature: {{type: choice, values: [2.0, 4.0]}}
-resources: {{max_concurrent: 2}}
+{space}resources: {{max_concurrent: 2}}
 """
+
+
+def write_space(path: Path, module: str, methods: list[str], pair_protocol: str = "") -> None:
+    space = "".join(f"  {m}.temperature: {{type: choice, values: [2.0, 4.0]}}\n"
+                    for m in methods)
+    path.write_text(SPACE.format(module=module, methods=", ".join(methods), space=space,
+                                 pair_protocol=pair_protocol))
+
 
 BROKEN = {
     "echo_clash": ECHO_KD.replace('"echokd", "EchoKD"', '"kd", "EchoKD"'),
@@ -111,7 +119,7 @@ def test_a_broken_plugin_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     calls = []
     for module, _ in CASES:
         space = tmp_path / f"{module}.yaml"
-        space.write_text(SPACE.format(module=module, method="kd", pair_protocol=""))
+        write_space(space, module, ["kd"])
         calls.append(("study.sweep", ["--space", str(space), "--output", str(tmp_path / "run"),
                                       "--cache-dir", str(tmp_path / "cache"), "--dry-run"]))
         calls.append(("study.distill", ["--plugin", module, "--output", str(tmp_path / "d"),
@@ -125,31 +133,22 @@ def test_a_broken_plugin_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     assert tree(tmp_path) == before
 
 
-def small_sweep(base: Path, method: str, pair_protocol: str = ""):
-    """One real small sweep where `method` is a baseline and the searched method, started from
-    the plugin's folder (outside the repository)."""
+@pytest.fixture(scope="module")
+def plugin_run(tmp_path_factory):
+    """One real small sweep started from the plugin's folder (outside the repository): the
+    plugin method and a built-in one, DKD, each a baseline and a searched method, with the
+    pair's own protocol (its learning rate and DKD's beta)."""
+    base = tmp_path_factory.mktemp("echo")
     write_plugins(base)
     space = base / "echo.yaml"
-    space.write_text(SPACE.format(module="echo_kd", method=method, pair_protocol=pair_protocol))
+    write_space(space, "echo_kd", ["echokd", "dkd"],
+                ", recipe: {lr: 0.02}, settings: {dkd.beta: 3.5}")
     run = base / "run"
     result = run_cli(str(Path(__file__).resolve().parents[1] / "study" / "sweep.py"),
                      "--space", str(space), "--output", str(run),
                      "--cache-dir", str(SWEEP_TEACHERS), cwd=base)
     assert result.returncode == 0, result.stderr[-3000:]
     return run, result
-
-
-@pytest.fixture(scope="module")
-def echo_run(tmp_path_factory):
-    return small_sweep(tmp_path_factory.mktemp("echo"), "echokd")
-
-
-@pytest.fixture(scope="module")
-def dkd_run(tmp_path_factory):
-    """The same sweep with a built-in method, DKD, as the searched one, and the pair's own
-    protocol: its learning rate and DKD's beta."""
-    return small_sweep(tmp_path_factory.mktemp("dkd"), "dkd",
-                       ", recipe: {lr: 0.02}, settings: {dkd.beta: 3.5}")
 
 
 def report_texts(run: Path) -> list[Path]:
@@ -183,19 +182,20 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_a_plugin_method_is_a_baseline_and_the_searched_method(echo_run):
-    run, result = echo_run
+def test_a_plugin_method_is_a_baseline_and_the_searched_method(plugin_run):
+    run, result = plugin_run
     rows = read_rows(run / "results.csv")
     assert {(r["method"], r["role"]) for r in rows} == {
-        ("vanilla", "baseline"), ("echokd", "baseline"), ("echokd", "drawn")}
+        ("vanilla", "baseline"), ("echokd", "baseline"), ("echokd", "drawn"),
+        ("dkd", "baseline"), ("dkd", "drawn")}
     assert all(r["status"] in ("completed", "stopped") for r in rows), rows
     assert all(float(r["test_acc_echo"]) >= 0 for r in rows if r["method"] == "echokd")
     assert "Best drawn EchoKD configurations" in result.stdout
 
 
 @pytest.mark.slow
-def test_the_report_shows_the_plugin_method_under_its_label_and_never_sdkd(echo_run):
-    run, _ = echo_run
+def test_the_report_shows_the_plugin_method_under_its_label_and_never_sdkd(plugin_run):
+    run, _ = plugin_run
     report = run / "report"
     table = (report / "tables" / "comparison_last.md").read_text()
     assert "EchoKD (defaults)" in table and "EchoKD (tuned)" in table
@@ -208,8 +208,8 @@ def test_the_report_shows_the_plugin_method_under_its_label_and_never_sdkd(echo_
 
 
 @pytest.mark.slow
-def test_the_learning_curves_show_the_plugins_head_and_schedule_mark(echo_run, monkeypatch):
-    run, _ = echo_run
+def test_the_learning_curves_show_the_plugins_head_and_schedule_mark(plugin_run, monkeypatch):
+    run, _ = plugin_run
     labels, marks = curve_legend(run, run.parent, monkeypatch)
     assert "EchoKD (defaults) student (seed mean)" in labels
     assert "EchoKD echo head (same trial)" in labels
@@ -217,29 +217,29 @@ def test_the_learning_curves_show_the_plugins_head_and_schedule_mark(echo_run, m
 
 
 @pytest.mark.slow
-def test_searching_dkd_labels_and_tests_dkd(dkd_run, monkeypatch):
-    run, result = dkd_run
+def test_searching_dkd_labels_and_tests_dkd(plugin_run, monkeypatch):
+    run, result = plugin_run
     assert "Best drawn DKD configurations" in result.stdout
     md = (run / "report" / "tables" / "comparison_last.md").read_text()
     assert "DKD (defaults)" in md and "DKD (tuned)" in md
-    assert "DKD vs the strongest other baseline" in md
+    assert "EchoKD and DKD each vs the strongest other baseline" in md
     for path in report_texts(run):
         assert not re.search("sdkd", path.read_text(errors="replace"), re.IGNORECASE), path
     labels, _ = curve_legend(run, run.parent, monkeypatch)
-    assert "DKD (defaults) student (seed mean)" in labels
+    assert "DKD student (seed mean)" in labels  # EchoKD, the first tuned, is the subject
 
 
 @pytest.mark.slow
-def test_a_pairs_own_recipe_and_settings_reach_every_trial(dkd_run):
+def test_a_pairs_own_recipe_and_settings_reach_every_trial(plugin_run):
     """The pair's `recipe: {lr: 0.02}` trains each of its trials, whatever the method; its
     `settings: {dkd.beta: 3.5}` reaches every DKD trial (baseline and drawn) and only those."""
     import json
 
     from sdkd_core.recipe import Recipe
 
-    run, _ = dkd_run
+    run, _ = plugin_run
     configs = [json.loads(p.read_text()) for p in (run / "tune").glob("*/params.json")]
-    assert {c["method"] for c in configs} == {"vanilla", "dkd"} and len(configs) == 6
+    assert {c["method"] for c in configs} == {"vanilla", "echokd", "dkd"} and len(configs) == 10
     for c in configs:
         assert c["recipe"] == {"lr": 0.02}
         assert c["params"].get("dkd.beta") == (3.5 if c["method"] == "dkd" else None), c
@@ -253,17 +253,17 @@ def test_a_pairs_own_recipe_and_settings_reach_every_trial(dkd_run):
 
 
 @pytest.mark.slow
-def test_with_a_validation_split_the_search_sees_only_validation_accuracy(dkd_run):
+def test_with_a_validation_split_the_search_sees_only_validation_accuracy(plugin_run):
     """Every trial reports val_acc in both tables; what Optuna stored for each drawn trial is
     its last validation accuracy, never its test accuracy."""
     import optuna
 
-    run, _ = dkd_run
+    run, _ = plugin_run
     results = read_rows(run / "results.csv")
     for path in (run / "results.csv", run / "epochs.csv"):
         assert all(r["val_acc"] not in ("", "nan") for r in read_rows(path)), path
-    study = optuna.load_study(study_name="echo", storage=f"sqlite:///{run / 'optuna.db'}")
-    drawn = {r["trial_id"]: r for r in results if r["role"] == "drawn"}
+    study = optuna.load_study(study_name="echo-dkd", storage=f"sqlite:///{run / 'optuna.db'}")
+    drawn = {r["trial_id"]: r for r in results if r["role"] == "drawn" and r["method"] == "dkd"}
     values = sorted(t.value for t in study.trials if t.state.name == "COMPLETE")
     assert len(values) == len(drawn) == 2
     assert values == sorted(float(r["val_acc"]) for r in drawn.values())

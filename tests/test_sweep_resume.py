@@ -109,7 +109,7 @@ def test_address_joins_a_running_cluster(tmp_path):
         run = tmp_path / "run"
         wait_for(lambda: port_open(port), 120, "the Ray head to listen", head)
         result = sweep("--space", str(path), "--output", str(run), "--address",
-                       f"127.0.0.1:{port}", "--no-report", cache=tmp_path / "cache")
+                       f"127.0.0.1:{port}", "--no-report", cache=SWEEP_TEACHERS)
         assert result is not None and result.returncode == 0, result.stderr[-3000:]
         assert "Started a local Ray instance" not in result.stderr
         check_run_folder(run, epochs=1, expected_trials=2)

@@ -5,7 +5,7 @@ line; --dry-run shows each method's draws and cost."""
 from __future__ import annotations
 
 import pytest
-from conftest import SWEEP_TEACHERS, assert_usage_error, run_cli
+from conftest import SWEEP_TEACHERS, assert_usage_error, run_cases_in_folders, run_cli
 
 SPACE = """\
 name: fair
@@ -61,11 +61,19 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("search, space, fragment", BAD, ids=[b[2][:30] for b in BAD])
-def test_what_cannot_be_tuned_equally_is_one_line(tmp_path, search, space, fragment):
-    result = run_cli("study/sweep.py", "--space", str(write(tmp_path, search, space)),
-                     "--dry-run")
-    assert_usage_error(result, fragment)
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every BAD space through `sweep.py --dry-run`, in one process."""
+    return run_cases_in_folders(
+        tmp_path_factory, "study.sweep", [((search, space), fragment)
+                                          for search, space, fragment in BAD],
+        lambda folder, args: ["--space", str(write(folder, *args)), "--dry-run"])
+
+
+@pytest.mark.parametrize("case", range(len(BAD)), ids=[b[2][:30] for b in BAD])
+def test_what_cannot_be_tuned_equally_is_one_line(refusals, case):
+    _, result = refusals[case]
+    assert_usage_error(result, BAD[case][2])
 
 
 def test_dry_run_shows_each_tuned_methods_draws_and_cost(tmp_path):

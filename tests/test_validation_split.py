@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, run_cases_in_folders, run_cli
 
 from sdkd_core.data import load_dataset
 from sdkd_core.errors import UserError
@@ -71,17 +71,34 @@ baselines: [kd]
 {search}"""
 
 
-@pytest.mark.parametrize("split, search, fragment", [
+BAD_SETTINGS = [
     ("", "search: {metric: val_acc}", "search.metric: val_acc needs validation images; set "
                                       "dataset.val_split"),
     (", val_split: 1.5", "", "dataset.val_split"),
     (", val_split: 0", "", "dataset.val_split"),
-])
-def test_bad_validation_settings_are_one_line(tmp_path, split, search, fragment):
-    path = tmp_path / "val.yaml"
+]
+
+
+def write_bad(folder, split: str, search: str) -> list[str]:
+    path = folder / "val.yaml"
     path.write_text(SPACE.format(split=split, search=search))
-    result = run_cli("study/sweep.py", "--space", str(path), "--dry-run")
-    assert_usage_error(result, fragment)
+    return ["--space", str(path), "--dry-run"]
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every bad setting through `sweep.py --dry-run`, in one process."""
+    return run_cases_in_folders(tmp_path_factory, "study.sweep",
+                                [((split, search), fragment)
+                                 for split, search, fragment in BAD_SETTINGS],
+                                lambda folder, args: write_bad(folder, *args))
+
+
+@pytest.mark.parametrize("case", range(len(BAD_SETTINGS)),
+                         ids=[f"{s}-{q}-{f}" for s, q, f in BAD_SETTINGS])
+def test_bad_validation_settings_are_one_line(refusals, case):
+    _, result = refusals[case]
+    assert_usage_error(result, BAD_SETTINGS[case][2])
 
 
 def test_the_search_maximises_validation_accuracy_where_there_is_a_split(tmp_path):
