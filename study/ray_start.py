@@ -4,38 +4,56 @@ rather than the terminal."""
 from __future__ import annotations
 
 import logging
+import re
+import sys
+import threading
 from pathlib import Path
 
 import ray
-import ray._private.worker as ray_worker
 
 RAY_LOGGER = "ray"  # Ray's Python logger; start_ray points it at the run folder's ray.log
+# What the driver prints for the cluster starts with the reporting process in parentheses,
+# "(raylet) ..." or "(gcs_server) ...", after an optional colour code.
+CLUSTER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)*\((raylet|gcs_server|autoscaler)\b")
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _cluster_message_to_log(data: dict, ignore_prefix: bool) -> None:
-    """Stands in for ray._private.worker.print_to_stdstream: what the cluster reports to the
-    driver goes to ray.log as WARNING lines instead of the terminal."""
-    logger = logging.getLogger(RAY_LOGGER)
-    for line in data.get("lines", []):
-        logger.warning("(%s) %s", data.get("pid", "ray"), line)
+class ClusterLinesToLog:
+    """The sweep's stdout: lines the cluster reports to the driver go to ray.log as WARNING
+    lines; everything else reaches the terminal unchanged.
 
-
-def route_cluster_messages_to_log() -> None:
-    """Send the "(raylet) ..." lines a driver prints to ray.log.
-
-    Every driver runs a thread (ray._private.worker.listen_error_messages) that prints what the
-    raylets and the GCS report to it, such as the raylet's "N PYTHON worker processes have been
-    started ..." warning (which a sweep of Ray Train trials trips once about 4 x num_cpus + 8
-    workers are alive), a worker that died, or a task killed for lack of memory. It prints them
-    to stdout as "(raylet) ..." through print_to_stdstream whatever log_to_driver says:
-    log_to_driver only turns off the other thread, the one that forwards workers' output. Ray
-    has no setting for that thread, and none for the warning's threshold (4 x the raylet's
-    maximum startup concurrency, which is the CPU count; RAY_worker_maximum_startup_concurrency
-    would raise it but also lets more workers start at once, and a cluster's raylets never see
-    this process's environment). So the thread's printer is swapped for one that writes ray.log.
+    Every Ray driver runs a thread that prints what the raylets and the GCS report to it, such
+    as the raylet's "N PYTHON worker processes have been started ..." warning (which a sweep of
+    Ray Train trials trips once about 4 x num_cpus + 8 workers are alive), a worker that died,
+    or a task killed for lack of memory. It prints them to stdout as "(raylet) ..." whatever
+    `log_to_driver` says (that flag only stops the forwarding of workers' own output), and Ray
+    has no setting for it nor for the warning's threshold. So the sweep's stdout sorts the lines
+    itself: a line printed by a thread other than the main one is held until it is complete,
+    then routed; the main thread's output (the sweep's own lines) passes straight through.
     """
-    if hasattr(ray_worker, "print_to_stdstream"):
-        ray_worker.print_to_stdstream = _cluster_message_to_log
+
+    def __init__(self, stream, logger: logging.Logger):
+        self.stream, self.logger = stream, logger
+        self.pending: dict[int, str] = {}
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self.stream.write(text)
+        with self.lock:
+            ident = threading.get_ident()
+            *lines, rest = (self.pending.pop(ident, "") + text).split("\n")
+            if rest:
+                self.pending[ident] = rest
+        for line in lines:
+            if CLUSTER_LINE.match(line):
+                self.logger.warning(COLOUR.sub("", line))
+            else:
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def __getattr__(self, name: str):  # flush, isatty, encoding, fileno, ...
+        return getattr(self.stream, name)
 
 
 def start_ray(address: str | None, num_cpus: int | None, num_gpus: int | None,
@@ -48,7 +66,8 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: int | None,
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     ray_logger.addHandler(to_file)
     ray_logger.propagate = False
-    route_cluster_messages_to_log()  # before ray.init, which starts the thread that prints them
+    if not isinstance(sys.stdout, ClusterLinesToLog):
+        sys.stdout = ClusterLinesToLog(sys.stdout, ray_logger)
 
     if address:
         ray.init(address=address, log_to_driver=False)

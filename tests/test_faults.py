@@ -37,7 +37,7 @@ def same_numbers(rows: list[dict], reference: list[dict]) -> bool:
 
 KILL_SPACE = """\
 name: {name}
-dataset: {{name: synthetic, n_train: 1000, n_test: 128}}
+dataset: {{name: synthetic, n_train: 640, n_test: 128}}
 recipe: {{epochs: 3, batch_size: 8}}  # many small steps: time to kill mid-epoch
 teacher: {{epochs: 1}}
 pairs:
