@@ -20,36 +20,46 @@ COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 class ClusterLinesToLog:
     """The sweep's stdout: lines the cluster reports to the driver go to ray.log as WARNING
-    lines; everything else reaches the terminal unchanged.
+    lines; everything else reaches the terminal unchanged, at once.
 
     Every Ray driver runs a thread that prints what the raylets and the GCS report to it, such
     as the raylet's "N PYTHON worker processes have been started ..." warning (which a sweep of
     Ray Train trials trips once about 4 x num_cpus + 8 workers are alive), a worker that died,
-    or a task killed for lack of memory. It prints them to stdout as "(raylet) ..." whatever
-    `log_to_driver` says (that flag only stops the forwarding of workers' own output), and Ray
-    has no setting for it nor for the warning's threshold. So the sweep's stdout sorts the lines
-    itself: a line printed by a thread other than the main one is held until it is complete,
-    then routed; the main thread's output (the sweep's own lines) passes straight through.
+    or a task killed for lack of memory; lines it held back to deduplicate are printed from
+    the main thread at shutdown. They go to stdout as "(raylet) ..." whatever `log_to_driver`
+    says (that flag only stops the forwarding of workers' own output), and Ray has no setting
+    for them nor for the warning's threshold. So the sweep's stdout sorts them itself: a line
+    that starts with a cluster process's name in parentheses is held until it is complete and
+    logged; any other text is written through as it comes.
     """
 
     def __init__(self, stream, logger: logging.Logger):
         self.stream, self.logger = stream, logger
-        self.pending: dict[int, str] = {}
+        self.held: dict[int, str] = {}  # per thread: a cluster line being assembled
+        self.at_line_start: dict[int, bool] = {}
         self.lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        if threading.current_thread() is threading.main_thread():
-            return self.stream.write(text)
+        passed = []
         with self.lock:
             ident = threading.get_ident()
-            *lines, rest = (self.pending.pop(ident, "") + text).split("\n")
-            if rest:
-                self.pending[ident] = rest
-        for line in lines:
-            if CLUSTER_LINE.match(line):
-                self.logger.warning(COLOUR.sub("", line))
-            else:
-                self.stream.write(line + "\n")
+            held, at_start = self.held.pop(ident, None), self.at_line_start.get(ident, True)
+            for piece in text.splitlines(keepends=True):
+                if held is not None:
+                    held += piece
+                elif at_start and CLUSTER_LINE.match(piece):
+                    held = piece
+                else:
+                    passed.append(piece)
+                at_start = piece.endswith("\n")
+                if held is not None and at_start:
+                    self.logger.warning(COLOUR.sub("", held.rstrip("\n")))
+                    held = None
+            if held is not None:
+                self.held[ident] = held
+            self.at_line_start[ident] = at_start
+        if passed:
+            self.stream.write("".join(passed))
         return len(text)
 
     def __getattr__(self, name: str):  # flush, isatty, encoding, fileno, ...

@@ -43,7 +43,10 @@ def test_forward_taps_and_resume(name: str, in_channels: int, side: int, num_cla
     assert isinstance(model, StagedNet)
     x = torch.randn(2, in_channels, side, side)
     with torch.no_grad():
-        out = model(x)
+        out = model(x, preact=True)
+        plain = model(x)  # without the taps: the same pass, the closing ReLUs in place
+        assert plain.preact_feats is None and torch.equal(plain.logits, out.logits)
+        assert all(torch.equal(a, b) for a, b in zip(plain.feats, out.feats, strict=True))
         assert isinstance(out, ModelOutput)
         assert out.logits.shape == (2, num_classes)
         assert len(out.feats) == model.num_stages + 1
@@ -51,7 +54,8 @@ def test_forward_taps_and_resume(name: str, in_channels: int, side: int, num_cla
         assert out.pooled.shape == (2, model.stage_channels[-1])
         # Resuming from any tap must reproduce the full pass bit for bit.
         for i, feat in enumerate(out.feats):
-            resumed = model.forward_from(i, feat)
+            resumed = model.forward_from(i, feat, preact=True)
+            assert torch.equal(model.forward_from(i, feat).logits, out.logits)
             assert len(resumed.feats) == model.num_stages + 1 - i
             assert resumed.feats[0] is feat
             assert torch.equal(resumed.logits, out.logits)
@@ -77,7 +81,7 @@ def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mod
     torch.manual_seed(0)
     model = build_model(name, 10).train(mode == "train")
     before = set(vars(model))
-    out = model(torch.randn(3, 3, 32, 32))
+    out = model(torch.randn(3, 3, 32, 32), preact=True)
     assert set(vars(model)) == before  # pure: nothing stashed on the module
     feats, pre = out.feats, out.preact_feats
     assert len(pre) == len(feats) and pre[0] is feats[0]
@@ -169,8 +173,8 @@ def test_functional_call_matches_module() -> None:
     model = build_model("resnet8", 10).eval()
     x = torch.randn(2, 3, 32, 32)
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    out = torch.func.functional_call(model, state, (x,))
-    direct = model(x)
+    out = torch.func.functional_call(model, state, (x,), {"preact": True})
+    direct = model(x, preact=True)
     assert torch.equal(out.logits, direct.logits)
     assert all(torch.equal(a, b) for a, b in zip(out.preact_feats, direct.preact_feats,
                                                       strict=True))
@@ -189,7 +193,7 @@ class _ToyNet(StagedNet):
 def test_plain_subclass_infers_channels() -> None:
     model = _ToyNet().eval()
     assert model.stage_channels == [4, 6] and model.num_stages == 1
-    out = model(torch.randn(2, 3, 8, 8))
+    out = model(torch.randn(2, 3, 8, 8), preact=True)
     assert out.logits.shape == (2, 5) and out.feats[-1].shape == (2, 6, 4, 4)
     assert torch.equal(model.forward_from(1, out.feats[1]).logits, out.logits)
     assert all(p is f for p, f in zip(out.preact_feats, out.feats, strict=True))

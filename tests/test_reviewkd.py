@@ -165,7 +165,7 @@ def test_abfs_are_the_references_layout_and_read_the_teachers_preact_levels():
     assert m.abfs[0].att_conv is None and all(a.att_conv is not None for a in m.abfs[1:])
     x, _ = batch(n=2, classes=100)
     with torch.no_grad():
-        out_s, out_t = m.student(x), t(x)
+        out_s, out_t = m.student(x), t(x, preact=True)
         sizes = [tuple(f.shape[-2:]) for f in levels(out_t.preact_feats, out_t.pooled)]
         outputs = m.review(levels(out_s.feats, out_s.pooled), sizes)
     # On 32x32 the sides read off the maps are mdistiller's hard-coded SHAPES and OUT_SHAPES.
@@ -181,7 +181,7 @@ def test_loss_is_hcl_of_the_reviewed_student_levels_to_the_teachers_preact(stude
     torch.manual_seed(3)
     logits, losses = m(x, y, 30)
     with torch.no_grad():
-        out_s, out_t = m.student(x), t(x)
+        out_s, out_t = m.student(x, preact=True), t(x, preact=True)
         maps = out_s.preact_feats if student_preact else out_s.feats
         targets = levels(out_t.preact_feats, out_t.pooled)
         outputs = m.review(levels(maps, out_s.pooled), [tuple(f.shape[-2:]) for f in targets])
@@ -197,7 +197,7 @@ def test_fashion_mnist_sides_work_without_a_probe():
     _, losses = m.train()(x, y, 0)
     assert torch.isfinite(losses["reviewkd"])
     with torch.no_grad():
-        sides = [f.shape[-1] for f in levels(t(x).preact_feats, t(x).pooled)]
+        sides = [f.shape[-1] for f in levels(t(x, preact=True).preact_feats, t(x).pooled)]
     assert sides == [28, 14, 7, 1]
 
 

@@ -101,7 +101,7 @@ def check_taps(label, ref_net, our_net, x):
         ref_net.train(mode == "train"), our_net.train(mode == "train")
         with torch.no_grad():
             _, ref = ref_net(x)
-            out = our_net(x)
+            out = our_net(x, preact=True)
         row(label, f"taps {mode}: feats", list(zip(out.feats, ref["feats"], strict=True)))
         row(label, f"taps {mode}: preact_feats[1:]",
             list(zip(out.preact_feats[1:], ref["preact_feats"][1:], strict=True)))
@@ -114,7 +114,7 @@ def stub(net, logits, maps, preacts, pooled, ref_format: bool):
         net.forward = lambda x: (logits, {"feats": maps, "preact_feats": preacts,
                                           "pooled_feat": pooled})
     else:
-        net.forward = lambda x: ModelOutput(logits, maps, pooled, preacts)
+        net.forward = lambda x, preact=False: ModelOutput(logits, maps, pooled, preacts)
 
 
 def leaves(out: ModelOutput, grad: bool):
@@ -152,7 +152,7 @@ def check_pair(review_module, models, teacher, student, module, builders, values
     # 2. The same maps into both: stubbed students and teachers.
     ref.train(), ours.train()
     with torch.no_grad():
-        s_out, t_out = our_s(x), our_t(x)
+        s_out, t_out = our_s(x, preact=True), our_t(x, preact=True)
     ref_leaves, our_leaves = leaves(s_out, True), leaves(s_out, True)
     stub(ref.student, *ref_leaves, ref_format=True)
     stub(ours.student, *our_leaves, ref_format=False)

@@ -22,12 +22,13 @@ def conv_bn(
 class ModelOutput(NamedTuple):
     """What a forward pass returns; `feats[0]` is the stem output, `feats[-1]` the last stage.
 
-    `preact_feats[i]` is feats[i] before the activation that closes it, as mdistiller's models
-    define `preact_feats`: a ResNet stage's last block before its closing ReLU, a VGG block before
-    its ReLU, a WRN stage's map after the BatchNorm that opens the next stage (the network's
-    closing BN for the last). A map with no closing activation is its own, and so is the map a
-    pass starts from (`feats[0]`; `h` of `forward_from`).
-    Last and defaulted so that (logits, feats, pooled) still builds one; StagedNet fills it.
+    `preact_feats[i]` (filled when the pass is asked for it, `preact=True`; None otherwise) is
+    feats[i] before the activation that closes it, as mdistiller's models define `preact_feats`:
+    a ResNet stage's last block before its closing ReLU, a VGG block before its ReLU, a WRN
+    stage's map after the BatchNorm that opens the next stage (the network's closing BN for the
+    last). A map with no closing activation is its own, and so is the map a pass starts from
+    (`feats[0]`; `h` of `forward_from`).
+    Last and defaulted so that (logits, feats, pooled) still builds one.
     """
 
     logits: Tensor
@@ -155,15 +156,25 @@ class StagedNet(nn.Module):
             return h
         return closing(h, taps) if taps is not None and isinstance(closing, Stage) else closing(h)
 
-    def forward(self, x: Tensor) -> ModelOutput:
+    def forward(self, x: Tensor, preact: bool = False) -> ModelOutput:
         # Routing through forward_from keeps both paths bit-identical.
-        return self.forward_from(0, self.stem(x))
+        return self.forward_from(0, self.stem(x), preact)
 
-    def forward_from(self, i: int, h: Tensor) -> ModelOutput:
-        """Run stages i+1..N and the head on `h`, a map shaped like feats[i] (i == N: head only)."""
+    def forward_from(self, i: int, h: Tensor, preact: bool = False) -> ModelOutput:
+        """Run stages i+1..N and the head on `h`, a map shaped like feats[i] (i == N: head only).
+
+        `preact`: also return each map before its closing activation (`preact_feats`). Only a
+        method that reads them asks: keeping them makes every closing ReLU run out of place."""
         n = len(self.stages)
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
             raise ValueError(f"{self.name}: stage index must be an int in 0..{n}, got {i!r}")
+        if not preact:
+            feats = [h]
+            for stage in self.stages[i:]:
+                h = stage(h)
+                feats.append(h)
+            pooled = F.adaptive_avg_pool2d(self.closing_map(h), 1).flatten(1)
+            return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled)
         feats, preacts = [h], [h]
         for k, stage in enumerate(self.stages):
             if k >= i:
