@@ -74,9 +74,10 @@ class Distiller(nn.Module, ABC):
             frozen.eval()  # a teacher never updates its BatchNorm statistics
         return self
 
-    def teacher_output(self, x: Tensor):
+    def teacher_output(self, x: Tensor, preact: bool = False):
+        """The frozen teacher's pass, without autograd; `preact` as in `StagedNet.forward`."""
         with torch.no_grad():
-            return self.teacher(x)
+            return self.teacher(x, preact=True) if preact else self.teacher(x)
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer; each group gets its own optimizer and schedule."""

@@ -160,8 +160,7 @@ class ReviewKD(Distiller):
 
     def forward(self, x, y, epoch):
         c = self.config
-        with torch.no_grad():
-            out_t = self.teacher(x, preact=True)
+        out_t = self.teacher_output(x, preact=True)
         out_s = self.student(x, preact=c.student_preact)
         s_maps = out_s.preact_feats if c.student_preact else out_s.feats
         teacher_levels = levels(out_t.preact_feats, out_t.pooled)
