@@ -17,6 +17,9 @@ from torch import Tensor
 from sdkd_core.data_files import read_cifar, read_fashion_mnist
 from sdkd_core.datasets import DATASET_INFO, DATASETS, DatasetInfo
 from sdkd_core.errors import UserError, unknown_choice
+from sdkd_core.file_data import FileSplits, files_info, into_memory, streams
+from sdkd_core.image_files import FILE_LAYOUTS, FileDataset, ImageListing, list_dataset
+from sdkd_core.loader import BatchLoader
 from sdkd_core.synthetic import synthetic_images
 
 VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's seed
@@ -36,6 +39,9 @@ class ImageData:
     test_y: Tensor
     val_x: Tensor | None = None
     val_y: Tensor | None = None
+    # Datasets of files: files that could not be decoded, and files that are not images.
+    skipped: int = 0
+    ignored: int = 0
 
     @property
     def has_val(self) -> bool:
@@ -44,6 +50,12 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return self.info.num_classes
+
+    def loader(self, split: str, **options) -> BatchLoader:
+        """Batches of one split ("train", "val" or "test"); `options` as BatchLoader takes."""
+        x, y = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
+                "test": (self.test_x, self.test_y)}[split]
+        return BatchLoader(x, y, info=self.info, train=split == "train", **options)
 
     @property
     def in_channels(self) -> int:
@@ -58,7 +70,12 @@ def load_dataset(
     seed: int = 0,
     download: bool = True,
     val_split: float | int | None = None,
-) -> ImageData:
+    image_size: int | None = None,
+    crop: str | None = None,
+    pad: int | None = None,
+    stream: bool | None = None,
+    files: FileDataset | None = None,
+) -> ImageData | FileSplits:
     """Load `name` into memory, optionally as stratified subsets of n_train / n_test images.
 
     `root` is a folder holding the files; without it Fashion-MNIST is looked up in the Debian
@@ -69,9 +86,23 @@ def load_dataset(
     validation set out of the training images before `n_train` is drawn from the rest. It is
     fixed by `VAL_SEED`, not `seed`: every trial of every method validates on the same images
     and none trains on them.
+
+    A dataset of image files (`imagefolder`, `imagenet`, `tiny_imagenet`) is listed from `root`
+    (or `files`, listed before), takes `image_size`, `crop` and `pad` over its defaults, and is
+    either decoded into memory or returned as `FileSplits` to stream (`sdkd_core.file_data`).
     """
     if name not in DATASET_INFO:
         raise unknown_choice("dataset", name, DATASETS)
+    base = DATASET_INFO[name]
+    if base.from_files:
+        files = files or list_dataset(base.layout, root)
+        return _from_files(name, files_info(base, files, image_size, crop, pad), files,
+                           n_train, n_test, seed, val_split, stream)
+    for key, value in (("image_size", image_size), ("crop", crop), ("pad", pad),
+                       ("stream", stream)):
+        if value is not None:
+            raise UserError(f"{key} applies to datasets of image files "
+                            f"({', '.join(FILE_LAYOUTS)}); {name} has its own; remove {key}")
     if root is not None and not Path(root).is_dir():
         raise UserError(
             f"data folder '{root}' does not exist; pass an existing folder (--data-root) "
@@ -95,6 +126,37 @@ def load_dataset(
     data.train_x, data.train_y = _subset(data.train_x, data.train_y, n_train, "n_train", name, seed)
     data.test_x, data.test_y = _subset(data.test_x, data.test_y, n_test, "n_test", name, seed)
     return data
+
+
+def _from_files(name: str, info: DatasetInfo, files: FileDataset, n_train, n_test, seed,
+                val_split, stream) -> ImageData | FileSplits:
+    train, val = files.train, None
+    if val_split is not None:
+        labels = torch.tensor(train.labels, dtype=torch.long)
+        held = validation_indices(labels, val_split, name, info.num_classes)
+        rest = torch.ones(len(labels), dtype=torch.bool)
+        rest[held] = False
+        train, val = train.subset(rest.nonzero().flatten()), train.subset(held)
+    train = _subset_files(train, n_train, "n_train", name, seed)
+    test = _subset_files(files.test, n_test, "n_test", name, seed)
+    if streams(info, len(train), stream):
+        return FileSplits(name, info, train, test, val, files.ignored)
+    train_x, train_y, skipped = into_memory(name, info, train, "training")
+    test_x, test_y, skipped_test = into_memory(name, info, test, "test")
+    data = ImageData(name, info, train_x, train_y, test_x, test_y,
+                     skipped=skipped + skipped_test, ignored=files.ignored)
+    if val is not None:
+        data.val_x, data.val_y, skipped_val = into_memory(name, info, val, "validation")
+        data.skipped += skipped_val
+    return data
+
+
+def _subset_files(listing: ImageListing, n: int | None, what: str, name: str, seed: int):
+    if n is None or n == len(listing):
+        return listing
+    labels = torch.tensor(listing.labels, dtype=torch.long)
+    _subset(labels, labels, n, what, name, seed)  # the same checks as the in-memory sets
+    return listing.subset(stratified_indices(labels, n, seed))
 
 
 def validation_count(val_split: float | int, n: int) -> int:

@@ -22,8 +22,21 @@ class DatasetInfo:
     flip: bool  # random horizontal flip
     n_train: int  # images of the full training split
     n_test: int  # images of the full test split
+    # Datasets of image files (sdkd_core.image_files): their layout, None for the others.
+    layout: str | None = None
+    # Training crop: "pad" (pad by `pad`, random crop at image_size: the CIFAR recipe) or
+    # "resized" (RandomResizedCrop(image_size), scale 0.08-1: the ImageNet recipe).
+    crop: str = "pad"
+    # Evaluation: resize the short side to image_size / eval_crop, then centre-crop image_size
+    # (ImageNet's Resize(256) + CenterCrop(224) is 0.875). Files only: tensors are at size.
+    eval_crop: float = 1.0
+
+    @property
+    def from_files(self) -> bool:
+        return self.layout is not None
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 DATASET_INFO: dict[str, DatasetInfo] = {
@@ -40,5 +53,18 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     # files cannot be downloaded.
     "synthetic_cifar100": DatasetInfo(100, 3, 32, CIFAR100_MEAN, CIFAR100_STD, pad=4, flip=True,
                                       n_train=50000, n_test=10000),
+    # ILSVRC-2012 from its files (streamed): torchvision's recipe and normalisation.
+    "imagenet": DatasetInfo(1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True,
+                            n_train=1281167, n_test=50000, layout="imagenet", crop="resized",
+                            eval_crop=0.875),
+    # Tiny-ImageNet (64x64, 100,000 + 10,000 images): small enough for the in-memory path;
+    # the CIFAR-style recipe at 64 pixels (pad 8), as Tiny-ImageNet KD papers train it.
+    "tiny_imagenet": DatasetInfo(200, 3, 64, IMAGENET_MEAN, IMAGENET_STD, pad=8, flip=True,
+                                 n_train=100000, n_test=10000, layout="tiny_imagenet"),
+    # A researcher's own class folders: classes and counts come from the files, the size, crop
+    # and normalisation from the dataset section (`folder_info`); these are the defaults.
+    "imagefolder": DatasetInfo(0, 3, 224, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True,
+                               n_train=0, n_test=0, layout="imagefolder", crop="resized",
+                               eval_crop=0.875),
 }
 DATASETS = tuple(DATASET_INFO)

@@ -20,7 +20,6 @@ from sdkd_core.data import ImageData
 from sdkd_core.distillers.base import Distiller
 from sdkd_core.distributed import broadcast_buffers, split_batch, sum_across_ranks
 from sdkd_core.errors import DivergedError, UserError
-from sdkd_core.loader import BatchLoader
 from sdkd_core.recipe import Recipe
 
 
@@ -52,7 +51,7 @@ class Engine:
     """
 
     method: Distiller
-    data: ImageData
+    data: ImageData  # or any data with its `loader`s: the study's StreamedData
     recipe: Recipe
     device: str | torch.device = "auto"
     seed: int = 0
@@ -77,15 +76,15 @@ class Engine:
         self.train_module = self.wrap(self.method) if self.wrap else self.method
         if self.compile:
             self.train_module = torch.compile(self.train_module)
-        common = dict(info=self.data.info, batch_size=rank_batch, device=self.device,
-                      rank=self.rank, world_size=self.world_size,
-                      channels_last=self.channels_last)
-        self.train_loader = BatchLoader(self.data.train_x, self.data.train_y, train=True,
-                                        seed=self.seed, inputs=self.method.batch_inputs,
-                                        **common)
-        self.test_loader = BatchLoader(self.data.test_x, self.data.test_y, **common)
-        self.val_loader = BatchLoader(self.data.val_x, self.data.val_y, **common) \
-            if self.data.has_val else None
+        # The data makes its loaders: in-memory batches (`BatchLoader`), or files streamed
+        # through Ray Data (the study's `StreamedLoader`); both yield the same batches.
+        common = dict(batch_size=rank_batch, device=self.device, rank=self.rank,
+                      world_size=self.world_size, channels_last=self.channels_last,
+                      seed=self.seed)
+        self.train_loader = self.data.loader("train", inputs=self.method.batch_inputs,
+                                             **common)
+        self.test_loader = self.data.loader("test", **common)
+        self.val_loader = self.data.loader("val", **common) if self.data.has_val else None
         steps = len(self.train_loader)
         if steps == 0:
             raise UserError(f"batch_size={self.recipe.batch_size} is larger than the "
@@ -146,12 +145,24 @@ class Engine:
         stats["train_s"] = elapsed
         stats["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
         stats.update(self.method.epoch_metrics())
+        if self.data.info.from_files:
+            stats["files_skipped"] = self._files_skipped()
         if not math.isfinite(stats["train_loss"]):
             raise DivergedError(self.epoch + 1, stats["train_loss"])
         return stats
 
+    def _files_skipped(self) -> int:
+        """Files of a file dataset that could not be decoded: all of them in memory (decoded
+        once), this epoch's on every rank when streamed."""
+        loaders = [x for x in (self.train_loader, self.val_loader, self.test_loader) if x]
+        if not hasattr(self.train_loader, "skipped"):
+            return int(getattr(self.data, "skipped", 0))
+        count = torch.tensor(float(sum(x.skipped for x in loaders)), device=self.device)
+        return int(sum_across_ranks(count).item())
+
     def evaluate(self) -> dict[str, float]:
-        """Top-1 accuracy (%) and mean cross-entropy of the student on the full test set, and
+        """Top-1 and top-5 accuracy (%) and mean cross-entropy of the student on the full test
+        set (`test_acc`, `test_top5`, `test_loss`), and
         `test_acc_<head>` for each extra head the method scores (summed over ranks); the same
         as `val_*` on the validation images when the data holds some."""
         start = time.perf_counter()
@@ -172,17 +183,20 @@ class Engine:
                 heads = self.method.eval_logits(x)
             if totals is None:
                 names = list(heads)
-                totals = torch.zeros(len(names) + 2, device=self.device)
+                totals = torch.zeros(len(names) + 3, device=self.device)
             for i, name in enumerate(names):
                 totals[i] += (heads[name].argmax(1) == y).sum()
+            top5 = heads["student"].topk(min(5, heads["student"].shape[1]), 1).indices
+            totals[-3] += (top5 == y[:, None]).any(1).sum()
             totals[-2] += nn.functional.cross_entropy(heads["student"].float(), y, reduction="sum")
             totals[-1] += len(y)
         self.method.train(was_training)
         values = sum_across_ranks(totals).tolist()
         count = values[-1]
-        stats = {f"{split}_acc": 100.0 * values[0] / count, f"{split}_loss": values[-2] / count}
+        stats = {f"{split}_acc": 100.0 * values[0] / count, f"{split}_loss": values[-2] / count,
+                 f"{split}_top5": 100.0 * values[-3] / count}
         stats.update({f"{split}_acc_{n}": 100.0 * v / count
-                      for n, v in zip(names[1:], values[1:-2], strict=True)})
+                      for n, v in zip(names[1:], values[1:-3], strict=True)})
         return stats
 
     def run_epoch(self) -> dict[str, float]:

@@ -6,13 +6,27 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    create_model,
+    model_validator,
+)
 
 from sdkd_core.data import ImageData, load_dataset
+from sdkd_core.datasets import DATASET_INFO
+from sdkd_core.file_data import FileSplits
+from sdkd_core.image_files import FileDataset, list_dataset
 from sdkd_core.recipe import MAX_SEED, TEACHER_EPOCHS, Recipe
+from study.streaming import StreamedData
 
 
 class Section(BaseModel):
@@ -34,10 +48,42 @@ class DatasetSection(Section):
     # Validation images held out of the training images: a fraction, or a count (an int).
     val_split: Annotated[float, Field(gt=0, lt=1), Strict()] | Annotated[int, Field(gt=0)] \
         | None = None
+    # Datasets of image files only (imagefolder, imagenet, tiny_imagenet); None: the dataset's.
+    image_size: Annotated[int, Field(ge=8)] | None = None  # the side of the square views
+    crop: Literal["pad", "resized"] | None = None  # training crop (sdkd_core.datasets)
+    pad: Annotated[int, Field(ge=0)] | None = None  # padding of the `pad` crop, in pixels
+    stream: bool | None = None  # None: sdkd_core.file_data's rule
+    decode_cpus: Annotated[float, Field(gt=0)] = 1.0  # CPUs of each Ray Data decoding task
+    _files: FileDataset | None = PrivateAttr(default=None)
 
-    def load(self, seed: int) -> ImageData:
-        """The images, subsets drawn with `seed`."""
-        return load_dataset(**self.model_dump(), seed=seed)
+    def files(self) -> FileDataset | None:
+        """A file dataset's listing, made once (before Ray starts) and carried with the study
+        object to every trial; None for the other datasets."""
+        info = DATASET_INFO.get(self.name)
+        if info is None or not info.from_files:
+            return None
+        if self._files is None:
+            self._files = list_dataset(info.layout, self.root)
+        return self._files
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the images apart from where they are: a file dataset's classes and
+        files (a teacher's cache key)."""
+        fields = self.model_dump(exclude={"root", "decode_cpus"})
+        for key in ("image_size", "crop", "pad", "stream"):  # unset: the keys of before
+            if fields[key] is None:
+                del fields[key]
+        files = self.files()
+        if files is not None:
+            listed = json.dumps([files.classes, files.train.paths, files.test.paths]).encode()
+            fields["files_sha256"] = hashlib.sha256(listed).hexdigest()
+        return fields
+
+    def load(self, seed: int) -> ImageData | StreamedData:
+        """The images, subsets drawn with `seed`: in memory, or files to stream."""
+        data = load_dataset(**self.model_dump(exclude={"decode_cpus"}), seed=seed,
+                            files=self.files())
+        return StreamedData(data, self.decode_cpus) if isinstance(data, FileSplits) else data
 
 
 # The students' recipe: the fields, types and defaults of `sdkd_core.recipe.Recipe` itself.

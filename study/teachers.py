@@ -85,7 +85,7 @@ class TeacherSpec:
         if self.checkpoint is not None:
             return {"format": CACHE_FORMAT, "dataset": self.dataset, "n_test": self.data.n_test,
                     "arch": self.arch, "checkpoint_sha256": self._checkpoint_sha256}
-        return {"format": CACHE_FORMAT, "data": self.data.model_dump(exclude={"root"}),
+        return {"format": CACHE_FORMAT, "data": self.data.fingerprint(),
                 "arch": self.arch, "recipe": self.recipe.to_dict(), "seed": self.seed}
 
     @property

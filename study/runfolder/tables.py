@@ -71,6 +71,7 @@ def build_tables(records, ends: dict[str, dict], live: dict[str, str] | None = N
             **val,
             "test_acc": last.get("test_acc", math.nan),
             "test_acc_best": last.get("test_acc_best", math.nan),
+            "test_top5": last.get("test_top5", math.nan),
             **heads,
             "epochs": done,
             # Training and evaluation time, as the engine measured each epoch.

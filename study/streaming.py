@@ -1,0 +1,169 @@
+"""Files streamed into the engine through Ray Data: the batch interface of the in-memory loader.
+
+Each epoch a rank takes its share of the epoch's order (the in-memory loader's: one seeded
+permutation per epoch, dealt round-robin to the ranks, equal shares for training), and Ray Data
+reads, decodes, crops and flips those files in its CPU workers, wherever in the cluster they
+run, `decode_cpus` CPUs a task. Batches reach the trial by `iter_torch_batches` and are
+normalised on the trial's device. Every image's view comes from (seed, epoch, index) and Ray Data
+keeps the order (`preserve_order`), so a resumed epoch sees the very batches an uninterrupted
+one would. Memory holds the file list and the blocks in flight (Ray Data's backpressure), not
+the dataset. A file that cannot be decoded is dropped from its batch and counted (`skipped`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sdkd_core.datasets import DatasetInfo
+from sdkd_core.errors import UserError
+from sdkd_core.file_data import FileSplits
+from sdkd_core.image_files import ImageListing
+from sdkd_core.image_views import decode_views
+from sdkd_core.loader import derive_seed
+
+FILES_PER_TASK = 64  # files a Ray Data task decodes at once
+STREAMED_INPUTS = ("index",)
+
+
+def ensure_ray() -> None:
+    """A local Ray for a streamed dataset read outside a sweep's Ray (a teacher trained before
+    the trials, `distill.py`): quiet, no dashboard. The sweep shuts it down before it starts
+    its own."""
+    import ray
+    import ray.data
+
+    # Ray Data's progress bars and per-dataset INFO lines would drown the epochs' lines.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def _decode_batch(batch: dict[str, np.ndarray], root: str, info: DatasetInfo, train: bool,
+                  seed: int, epoch: int) -> dict[str, np.ndarray]:
+    images, ok = decode_views(root, list(batch["path"]), batch["index"], info, train, seed,
+                              epoch)
+    return {"image": images, "label": batch["label"], "index": batch["index"], "ok": ok}
+
+
+class StreamedData:
+    """`FileSplits` whose loaders read through Ray Data; otherwise the same as `ImageData`."""
+
+    def __init__(self, splits: FileSplits, decode_cpus: float = 1.0):
+        self.splits, self.decode_cpus = splits, decode_cpus
+        self.name, self.info = splits.name, splits.info
+        self.skipped, self.ignored = 0, splits.ignored
+
+    def __getattr__(self, name: str):  # train_y, test_y, val_y, has_val, num_classes, ...
+        if name == "splits":
+            raise AttributeError(name)
+        return getattr(self.splits, name)
+
+    def loader(self, split: str, **options) -> StreamedLoader:
+        listing = {"train": self.splits.train, "val": self.splits.val,
+                   "test": self.splits.test}[split]
+        return StreamedLoader(listing, self.info, train=split == "train",
+                              decode_cpus=self.decode_cpus, **options)
+
+
+class StreamedLoader:
+    """Batches of (normalised float images, labels) from files, as `BatchLoader` gives them."""
+
+    def __init__(self, listing: ImageListing, info: DatasetInfo, batch_size: int,
+                 device: torch.device | str = "cpu", train: bool = False, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 inputs: tuple[str, ...] = (), decode_cpus: float = 1.0):
+        unknown = [k for k in inputs if k not in STREAMED_INPUTS]
+        if unknown:
+            raise UserError(f"a streamed dataset cannot give a method {', '.join(unknown)} "
+                            f"(it gives {', '.join(STREAMED_INPUTS)}); hold the dataset in "
+                            "memory (dataset.stream: false, crop: pad) for this method")
+        if batch_size < 1:
+            raise UserError(f"batch_size={batch_size} must be at least 1")
+        self.listing, self.info, self.batch_size, self.train = listing, info, batch_size, train
+        self.device, self.seed = torch.device(device), seed
+        self.rank, self.world_size = rank, world_size
+        self.channels_last, self.inputs, self.decode_cpus = channels_last, inputs, decode_cpus
+        self.labels = np.asarray(listing.labels, dtype=np.int64)
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(info.mean, device=self.device).view(shape) * 255
+        self.std = torch.tensor(info.std, device=self.device).view(shape) * 255
+        self.epoch, self.skipped = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard_size(self) -> int:
+        n = len(self.listing)
+        return n // self.world_size if self.train else len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        n = self._shard_size()
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        n = self._shard_size()
+        return len(self) * self.batch_size if self.train else n
+
+    def _indices(self) -> np.ndarray:
+        n = len(self.listing)
+        if not self.train:
+            return np.arange(n)[self.rank::self.world_size]
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0, "order"))
+        order = torch.randperm(n, generator=gen).numpy()
+        return order[self.rank::self.world_size][: len(self) * self.batch_size]
+
+    def dataset(self):
+        """This epoch's Ray Data pipeline for this rank: file list -> decoded views."""
+        import pandas as pd
+        import ray.data
+
+        ensure_ray()
+        idx = self._indices()
+        table = pd.DataFrame({"path": np.asarray(self.listing.paths, dtype=object)[idx],
+                              "label": self.labels[idx], "index": idx.astype(np.int64)})
+        # Blocks of a few tasks' files: small enough to spread, large enough to be cheap.
+        blocks = max(1, -(-len(idx) // (FILES_PER_TASK * 4)))
+        bounds = np.linspace(0, len(table), blocks + 1).astype(int)
+        parts = zip(bounds[:-1], bounds[1:], strict=True)
+        ds = ray.data.from_pandas([table.iloc[a:b] for a, b in parts])
+        ds.context.execution_options.preserve_order = True  # batches independent of timing
+        return ds.map_batches(
+            _decode_batch, batch_size=FILES_PER_TASK, batch_format="numpy",
+            num_cpus=self.decode_cpus,
+            fn_kwargs={"root": self.listing.root, "info": self.info, "train": self.train,
+                       "seed": self.seed, "epoch": self.epoch})
+
+    def normalise(self, x: Tensor) -> Tensor:
+        x = (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y, _ in self.batches():
+            yield x, y
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
+        """(images, labels, {"index": positions} when asked), batch by batch."""
+        self.skipped = 0
+        if len(self) == 0:
+            return
+        for batch in self.dataset().iter_torch_batches(batch_size=self.batch_size,
+                                                       drop_last=self.train):
+            ok = batch["ok"]
+            if not bool(ok.all()):
+                self.skipped += int((~ok).sum())
+                batch = {k: v[ok] for k, v in batch.items()}
+                if len(batch["label"]) == 0:
+                    continue
+            x = self.normalise(batch["image"].to(self.device, non_blocking=True))
+            y = batch["label"].to(self.device)
+            extras = {"index": batch["index"].to(self.device)} if "index" in self.inputs else {}
+            yield x, y, extras
