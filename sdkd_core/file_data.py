@@ -60,12 +60,17 @@ class FileSplits:
         return self.info.in_channels
 
 
-def files_info(base: DatasetInfo, files: FileDataset, image_size: int | None = None,
+def files_info(base: DatasetInfo, files: FileDataset | None, image_size: int | None = None,
                crop: str | None = None, pad: int | None = None) -> DatasetInfo:
-    """The dataset's info with its classes and counts from the files, and the section's
-    size, crop and padding over the dataset's defaults."""
-    info = dataclasses.replace(base, num_classes=len(files.classes), n_train=len(files.train),
-                               n_test=len(files.test))
+    """The dataset's info with its classes and counts from the files (None: the table's, for
+    a plan made without the files), and the size, crop and padding asked over its defaults."""
+    info = base
+    if files is not None:
+        if len(files.classes) < 2:
+            raise UserError(f"'{files.root}' has {len(files.classes)} class folder; a "
+                            "classifier needs at least two")
+        info = dataclasses.replace(base, num_classes=len(files.classes),
+                                   n_train=len(files.train), n_test=len(files.test))
     if image_size is not None:
         info = dataclasses.replace(info, image_size=image_size)
     if crop is not None:
@@ -77,9 +82,6 @@ def files_info(base: DatasetInfo, files: FileDataset, image_size: int | None = N
                                    eval_crop=1.0 if crop == "pad" else 0.875)
     if pad is not None:
         info = dataclasses.replace(info, pad=pad)
-    if len(files.classes) < 2:
-        raise UserError(f"'{files.root}' has {len(files.classes)} class folder; a classifier "
-                        "needs at least two")
     return info
 
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sdkd_core.data import DATASET_INFO, DATASETS
+from sdkd_core.data import DATASETS, DatasetInfo
 from sdkd_core.distillers import METHODS, Distiller, get_method, method_config
 from sdkd_core.distributed import split_batch
 from sdkd_core.errors import UserError, unknown_choice
@@ -28,6 +28,10 @@ def check_semantics(path: Path, space: StudyFile) -> None:
 
     if space.dataset.name not in DATASETS:
         raise fail(str(unknown_choice("dataset", space.dataset.name, DATASETS)))
+    try:  # a folder's classes (and a file dataset's options) are needed to build any network
+        space.dataset.info(listed=False)
+    except UserError as err:
+        raise fail(f"dataset: {err}") from None
     try:
         space.recipe_obj()
     except UserError as err:
@@ -105,7 +109,7 @@ def _check_checkpoints(fail, space: StudyFile) -> None:
     """Published teachers: a pair's teacher each, and each file fits its architecture."""
     if not space.teacher.checkpoints:
         return
-    info = DATASET_INFO[space.dataset.name]
+    info = space.dataset.info(listed=False)
     teachers = {p.teacher for p in space.pairs}
     for arch, file in space.teacher.checkpoints.items():
         where = f"teacher.checkpoints.{arch}"
@@ -172,14 +176,13 @@ def _check_pairs(fail, where: str, space: StudyFile, method: str, values: dict[s
             config = method_config(method, {**space.pair_settings(pair.teacher, pair.student,
                                                                    method), **values})
             if checks_pairs:  # otherwise no network needs building
-                cls.check_pair(config, *(_network(name, space.dataset.name)
+                cls.check_pair(config, *(_network(name, space.dataset.info(listed=False))
                                          for name in (pair.teacher, pair.student)))
         except UserError as err:
             raise fail(f"{where}: {err} ({label})") from None
 
 
 @lru_cache(maxsize=16)
-def _network(arch: str, dataset: str):
+def _network(arch: str, info: DatasetInfo):
     """A pair's network, built once for all the checks of a space (check_pair only reads it)."""
-    info = DATASET_INFO[dataset]
     return build_model(arch, info.num_classes, info.in_channels)

@@ -20,7 +20,7 @@ import torch
 
 from sdkd_core.cli import OneLineParser, check_output_folder, run_main
 from sdkd_core.config import parse_overrides
-from sdkd_core.data import DATASET_INFO, DatasetInfo
+from sdkd_core.data import DatasetInfo
 from sdkd_core.distillers import METHODS, Distiller, build_distiller
 from sdkd_core.engine import Engine
 from sdkd_core.errors import UserError
@@ -56,7 +56,7 @@ def prepare(trial: PlannedTrial, data: DatasetSection, recipe: Recipe,
             rank: int = 0, world_size: int = 1, wrap=None, compile: bool = False) -> Engine:
     """The engine of `trial` on `data` under `recipe`: images loaded, teacher from the cache
     (trained now if missing; None: the method needs no pretrained teacher)."""
-    method, network = build_method(trial, DATASET_INFO[data.name])  # fail fast on bad keys
+    method, network = build_method(trial, data.info())  # fail fast on bad keys
     images = data.load(trial.seed)
     if teacher is not None and method.needs_teacher and method.needs_teacher_weights:
         trained, card, cached = cache.get(teacher, device=device, log=log)
@@ -172,7 +172,7 @@ def check_teacher_checkpoint(args) -> None:
     if not Path(args.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {args.teacher_checkpoint}: not a file; give the "
                         "path of the teacher's checkpoint")
-    info = DATASET_INFO[args.dataset]
+    info = DatasetSection(name=args.dataset, root=args.data_root).info()
     try:
         load_teacher_checkpoint(args.teacher_checkpoint, args.teacher, info.num_classes,
                                 info.in_channels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from sdkd_core.data import DATASET_INFO, validation_count
+from sdkd_core.data import validation_count
 from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, teacher_flops, trial_flops
 from study.plan import compared_values, confirm_seeds
@@ -16,7 +16,7 @@ from study.teachers import TeacherCache
 
 def print_plan(study: Study, gpu_tflops: float) -> None:
     file, ds = study.file, study.file.dataset.name
-    info = DATASET_INFO[ds]
+    info = file.dataset.info(listed=False)  # a plan reads no image files but a folder's classes
     full_train, full_test = info.n_train, info.n_test
     split = file.dataset.val_split
     n_val = 0 if split is None else validation_count(split, full_train)
@@ -40,14 +40,14 @@ def print_plan(study: Study, gpu_tflops: float) -> None:
     other_seeds = confirm_seeds(file)
     top = file.search.confirm_top
     n_confirm = 0
-    flops = sum(trial_flops(t, ds, n_train, n_test, epochs) for t in study.baselines)
+    flops = sum(trial_flops(t, info, n_train, n_test, epochs) for t in study.baselines)
     for method, n in study.draws.items():
         # The best `top`, and the best of each value a claim compares (they may coincide).
         per_pair = top + len(compared_values(file, method)) if top else 0
         confirming = per_pair * len(file.pairs) * len(other_seeds) \
             if n and not study.limited else 0
         per_trial = statistics.mean(trial_flops(PlannedTrial(method, p.teacher, p.student),
-                                                ds, n_train, n_test, epochs)
+                                                info, n_train, n_test, epochs)
                                     for p in file.pairs)
         cost = (n + confirming) * per_trial
         flops, n_confirm = flops + cost, n_confirm + confirming
@@ -72,7 +72,7 @@ def print_plan(study: Study, gpu_tflops: float) -> None:
                   f"({'measured' if cached else 'to measure on the test images'})")
             continue
         if not cached:
-            flops += teacher_flops(arch, ds, teacher_train, full_test, spec.recipe.epochs)
+            flops += teacher_flops(arch, info, teacher_train, full_test, spec.recipe.epochs)
         print(f"teacher {arch}: {recipe_text(spec.recipe)} on {teacher_train} images "
               f"({'cached' if cached else 'to train'})")
     r = file.resources

@@ -14,7 +14,7 @@ from functools import cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdkd_core.data import DATASET_INFO
+from sdkd_core.datasets import DatasetInfo
 from sdkd_core.distillers import build_distiller
 from sdkd_core.distillers.vanilla import Vanilla
 from sdkd_core.loader import example_inputs
@@ -29,11 +29,10 @@ GPU_TFLOPS = 10.0
 
 
 @cache
-def step_flops(method: str, teacher: str, student: str, dataset: str,
+def step_flops(method: str, teacher: str, student: str, info: DatasetInfo,
                params: tuple = (), n_train: int = 2) -> float:
     """FLOPs of one training step on one image (forward and backward, teacher included), the
     method bound to `n_train` training images (a memory bank's size counts)."""
-    info = DATASET_INFO[dataset]
     size = info.image_size
     torch.manual_seed(0)
     s = build_model(student, info.num_classes, info.in_channels)
@@ -52,8 +51,7 @@ def step_flops(method: str, teacher: str, student: str, dataset: str,
 
 
 @cache
-def eval_flops(student: str, dataset: str) -> float:
-    info = DATASET_INFO[dataset]
+def eval_flops(student: str, info: DatasetInfo) -> float:
     model = build_model(student, info.num_classes, info.in_channels).eval()
     x = torch.randn(1, info.in_channels, info.image_size, info.image_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -61,15 +59,15 @@ def eval_flops(student: str, dataset: str) -> float:
     return counter.get_total_flops()
 
 
-def trial_flops(trial: PlannedTrial, dataset: str, n_train: int, n_test: int,
+def trial_flops(trial: PlannedTrial, info: DatasetInfo, n_train: int, n_test: int,
                 epochs: int) -> float:
     params = tuple(sorted(trial.params.items()))
-    per_epoch = (n_train * step_flops(trial.method, trial.teacher, trial.student, dataset,
+    per_epoch = (n_train * step_flops(trial.method, trial.teacher, trial.student, info,
                                       params, n_train)
-                 + n_test * eval_flops(trial.student, dataset))
+                 + n_test * eval_flops(trial.student, info))
     return epochs * per_epoch
 
 
-def teacher_flops(arch: str, dataset: str, n_train: int, n_test: int, epochs: int) -> float:
+def teacher_flops(arch: str, info: DatasetInfo, n_train: int, n_test: int, epochs: int) -> float:
     # A teacher trains as a vanilla student of its own architecture.
-    return trial_flops(PlannedTrial(Vanilla.name, arch, arch), dataset, n_train, n_test, epochs)
+    return trial_flops(PlannedTrial(Vanilla.name, arch, arch), info, n_train, n_test, epochs)

@@ -22,8 +22,8 @@ from pydantic import (
 )
 
 from sdkd_core.data import ImageData, load_dataset
-from sdkd_core.datasets import DATASET_INFO
-from sdkd_core.file_data import FileSplits
+from sdkd_core.datasets import DATASET_INFO, DatasetInfo
+from sdkd_core.file_data import FileSplits, files_info
 from sdkd_core.image_files import FileDataset, list_dataset
 from sdkd_core.recipe import MAX_SEED, TEACHER_EPOCHS, Recipe
 from study.streaming import StreamedData
@@ -65,6 +65,16 @@ class DatasetSection(Section):
         if self._files is None:
             self._files = list_dataset(info.layout, self.root)
         return self._files
+
+    def info(self, listed: bool = True) -> DatasetInfo:
+        """What the models and loaders need to know: the table's, with a file dataset's
+        classes and counts from its files (`listed=False`: the table's counts, for a plan that
+        must not read files) and its size, crop and padding as set here."""
+        base = DATASET_INFO[self.name]
+        if not base.from_files:
+            return base
+        files = self.files() if listed or base.layout == "imagefolder" else None
+        return files_info(base, files, self.image_size, self.crop, self.pad)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the images apart from where they are: a file dataset's classes and

@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.address:
             check_address(args.address)
-        check_data(study, args.space)
+        streamed = check_data(study, args.space)
         study.folder.check_writable()
         study.folder.write_space(study.file.model_dump(mode="json"))
         study.folder.write_study(study.record())
+        if streamed:  # Ray Data reads the teachers' images too: the sweep's Ray, started now
+            start_sweep_ray(study, args)
+            interruption.install()  # again: ray.init's core took SIGTERM
         pretrain_teachers(study)
         rows = run_experiments(study, args, interruption)
         print(summary(study, rows))
@@ -67,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return interruption.exit_code if interruption.signum else 130
 
 
-def check_data(study: Study, given: str | None) -> None:
-    """The images load (a bad folder or split is one line now, not in every trial)."""
+def check_data(study: Study, given: str | None) -> bool:
+    """The images load (a bad folder or split is one line now, not in every trial); whether
+    they stream."""
     file = study.file
     try:
         data = file.dataset.load(file.seeds[0])
@@ -78,8 +82,27 @@ def check_data(study: Study, given: str | None) -> None:
     print(f"{study.name}: {len(study.baselines)} baseline + {study.n_drawn} drawn trials on "
           f"{file.dataset.name} ({len(data.train_y)} train / {held}{len(data.test_y)} test "
           f"images, {study.epochs} epochs); run folder {study.folder.root}", flush=True)
+    if data.info.from_files:
+        how = "streamed through Ray Data" if hasattr(data, "splits") else "decoded into memory"
+        odd = [f"{n} {what}" for n, what in ((data.ignored, "files not images, left out"),
+                                             (data.skipped, "files not decodable, skipped"))
+               if n]
+        print(f"  {data.info.num_classes} classes at {data.info.image_size}x"
+              f"{data.info.image_size}, {data.info.crop} crop, {how}"
+              + (f"; {', '.join(odd)}" if odd else ""), flush=True)
     if study.first_rung_note:
         print(study.first_rung_note, flush=True)
+    return hasattr(data, "splits")
+
+
+def start_sweep_ray(study: Study, args) -> None:
+    """Start (or join) the sweep's Ray once: its log lines go to the run folder's ray.log."""
+    import ray
+
+    from study.ray_start import start_ray
+
+    if not ray.is_initialized():
+        start_ray(args.address, args.num_cpus, args.num_gpus, study.folder.root / "ray.log")
 
 
 def pretrain_teachers(study: Study) -> None:
@@ -103,12 +126,11 @@ def run_experiments(study: Study, args, interruption: Interruption) -> list[dict
     # (a bad space file is refused without it, tests/test_space.py).
     import ray
 
-    from study.ray_start import start_ray
     from study.search import settle_draws
     from study.tuner import fit, make_tuner
 
     folder = study.folder
-    start_ray(args.address, args.num_cpus, args.num_gpus, folder.root / "ray.log")
+    start_sweep_ray(study, args)
     interruption.install()  # again: ray.init's core took SIGTERM
     try:
         interruption.fitting = True
