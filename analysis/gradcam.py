@@ -40,9 +40,10 @@ from analysis.plots import save  # noqa: E402
 from analysis.run import Run, Skipped, method_label, method_order, pair_label  # noqa: E402
 from analysis.selection import chosen_trials, on_pair, selection_metric  # noqa: E402
 from sdkd_core.data import load_dataset  # noqa: E402
-from sdkd_core.datasets import DATASET_INFO  # noqa: E402
 from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
+from sdkd_core.file_data import FileSplits  # noqa: E402
 from sdkd_core.files import atomic_write  # noqa: E402
+from sdkd_core.image_views import load_views  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "boot")
@@ -160,15 +161,20 @@ def load_networks(run: Run, seed: int | None = None) -> Networks:
 
 def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(raw uint8, normalised float, labels) of n test images, balanced over the classes."""
-    d = run.space["dataset"]
-    data = load_dataset(d["name"], d.get("root"), d.get("n_train"), d.get("n_test"),
-                        seed=int(run.space["seeds"][0]))
+    d = dict(run.space["dataset"])
+    d.pop("decode_cpus", None)
+    data = load_dataset(**d, seed=int(run.space["seeds"][0]))
     info = data.info
     by_class = [torch.nonzero(data.test_y == c).flatten().tolist() for c in
                 range(info.num_classes)]
     # One image of each class in turn: the first of every class, then the second, ...
     picked = [i for turn in zip_longest(*by_class) for i in turn if i is not None][:n]
-    raw = data.test_x[picked]
+    if isinstance(data, FileSplits):  # streamed: decode just the picked files' eval views
+        views, ok = load_views(data.test.subset(picked), info)
+        picked = [i for i, good in zip(picked, ok, strict=True) if good]
+        raw = torch.from_numpy(views[ok])
+    else:
+        raw = data.test_x[picked]
     mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255
     std = torch.tensor(info.std).view(1, -1, 1, 1) * 255
     return raw, (raw.float() - mean) / std, data.test_y[picked]
@@ -246,8 +252,8 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     best = nets.best
     what = (f"{run.name}: {pair_label(best['teacher'], best['student'])}, seed {best['seed']}, "
             f"{run.label} trial {best['trial_id']}, {len(images)} test images")
-    classes = FASHION_CLASSES if run.dataset == "fashion_mnist" else \
-        [f"class {i}" for i in range(DATASET_INFO[run.dataset].num_classes)]
+    classes = FASHION_CLASSES if run.dataset == "fashion_mnist" else run.class_names or \
+        [f"class {i}" for i in range(run.info.num_classes)]
     paths = [out / "similarity.csv", out / "maps.npz"]
     paths += heatmap(sim, what, out)
     paths += overlay_grid(raw[:n_show], labels[:n_show], {k: v[:n_show] for k, v in maps.items()},

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sdkd_core.datasets import DATASET_INFO
+from sdkd_core.datasets import DATASET_INFO, DatasetInfo
 from sdkd_core.errors import UserError
 from sdkd_core.files import file_sha256
 from sdkd_core.plugins import load_plugins
@@ -58,6 +58,21 @@ class Run:
     @property
     def dataset(self) -> str:
         return str(self.space["dataset"]["name"])
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The dataset as the sweep saw it (a folder's classes, a file dataset's size), from
+        study.json; the table's for runs recorded before it kept one."""
+        recorded = self.record.get("dataset_info")
+        if recorded is None:
+            return DATASET_INFO[self.dataset]
+        return DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in recorded.items()})
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """A file dataset's class names (its folders), None for the other datasets."""
+        return self.record.get("classes")
 
     @property
     def n_epochs(self) -> int:
@@ -139,7 +154,7 @@ class Run:
                           "runs made before teachers were kept cannot show the teacher")
         if file_sha256(weights) != json.loads(card.read_text()).get("weights_sha256"):
             raise Skipped(f"teachers/{arch}.pt does not match the hash in its card")
-        info = DATASET_INFO[self.dataset]
+        info = self.info
         model = build_model(arch, info.num_classes, info.in_channels)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model.eval()
@@ -157,7 +172,7 @@ class Run:
             raise Skipped(f"trial {trial_id} left no params.json or checkpoint in "
                           f"{params_file.parent.parent.name}/")
         trial = PlannedTrial.from_config(json.loads(params_file.read_text()))
-        info = DATASET_INFO[self.dataset]
+        info = self.info
         student = build_model(trial.student, info.num_classes, info.in_channels)
         method = build_distiller(trial.method, student, teacher, trial.params)
         method.load_state_dict(load_checkpoint(checkpoint)["method"])

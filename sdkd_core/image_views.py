@@ -105,6 +105,15 @@ def decode_views(root: str, paths: Sequence[str], indices: Sequence[int], info: 
     return out, ok
 
 
+def decode_batch(batch: dict[str, np.ndarray], root: str, info: DatasetInfo, train: bool,
+                 seed: int, epoch: int) -> dict[str, np.ndarray]:
+    """A Ray Data batch of files (path, label, index) to its views and a mask of the decoded:
+    what the streamed path's decoding tasks run."""
+    images, ok = decode_views(root, list(batch["path"]), batch["index"], info, train, seed,
+                              epoch)
+    return {"image": images, "label": batch["label"], "index": batch["index"], "ok": ok}
+
+
 def load_views(listing: ImageListing, info: DatasetInfo, threads: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Every file of `listing` as its evaluation view (the in-memory path), decoded on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from pathlib import Path
 
 from sdkd_core.data import validation_count
 from sdkd_core.recipe import Recipe
@@ -66,6 +67,10 @@ def print_plan(study: Study, gpu_tflops: float) -> None:
     cache = TeacherCache(study.cache_dir)
     teacher_train = min(file.teacher.n_train or full_train, full_train)
     for arch, spec in study.teachers.items():
+        if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
+            print(f"teacher {arch}: published checkpoint {spec.checkpoint} (not on this "
+                  "machine: the sweep itself needs it)")
+            continue
         cached = cache.load(spec) is not None
         if spec.checkpoint is not None:
             print(f"teacher {arch}: published checkpoint {spec.checkpoint} "

@@ -24,11 +24,14 @@ MAX_ALIASES = 100  # YAML aliases can expand a small file into an enormous docum
 
 
 
-def load_study_file(path: str | Path, local_gpu_check: bool = True) -> StudyFile:
+def load_study_file(path: str | Path, local_gpu_check: bool = True,
+                    check_files: bool = True) -> StudyFile:
     """Read, parse and validate a study file; any problem is one UserError line.
 
     `local_gpu_check=False` skips checking that this machine has the GPUs the space asks
     for: a plan (--dry-run) or a remote cluster (--address) does not need them here.
+    `check_files=False` (a plan) reads no teacher checkpoint: the plan of an ImageNet study
+    prints on a machine that has neither its images nor its weights.
     """
     path = Path(path)
     raw = _read(path)
@@ -42,7 +45,7 @@ def load_study_file(path: str | Path, local_gpu_check: bool = True) -> StudyFile
     except UserError as err:
         raise UserError(f"{path}: plugins: {err}") from None
     space = _with_absolute_checkpoints(path, space)
-    check_semantics(path, space)
+    check_semantics(path, space, check_files)
     if local_gpu_check and space.resources.use_gpu and not torch.cuda.is_available():
         raise UserError(f"{path}: resources.use_gpu: true but no CUDA GPU is visible here; "
                         "set it to false, run on a GPU machine, or pass --address")

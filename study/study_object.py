@@ -6,6 +6,7 @@ the analysis reads instead of deriving anything again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,10 @@ class Study:
             "draws": dict(self.draws),
             "asha_first_rung": self.first_rung,
             "executor": self.executor,
+            # What a model of this study is built for and how its images are normalised; a
+            # file dataset's class names (the analysis reads no image folder to learn them).
+            "dataset_info": dataclasses.asdict(self.file.dataset.info()),
+            "classes": list(files.classes) if (files := self.file.dataset.files()) else None,
         }
 
 
@@ -179,7 +184,7 @@ def open_study(args) -> Study:
         return make_study(file, folder, args.cache_dir or default_cache_dir(), args.max_trials)
     if args.space is None:
         raise UserError("--space is required, e.g. --space ablations.yaml")
-    file = load_study_file(args.space, local_gpu_check=gpu_here)
+    file = load_study_file(args.space, local_gpu_check=gpu_here, check_files=not args.dry_run)
     folder = RunFolder(Path(args.output) if args.output else Path("runs") / file.name)
     if folder.space_yaml.exists() and not args.dry_run:
         held = load_study_file(folder.space_yaml, local_gpu_check=False)

@@ -26,6 +26,24 @@ def fmnist_small():
     return load_dataset("fashion_mnist", n_train=2000, n_test=1000, seed=0)
 
 
+# Real Fashion-MNIST images written as a JPEG image folder (3 channels, 32x32): the streamed
+# path's data in the tests. Written once per session, read only.
+FASHION_FOLDER = Path(tempfile.mkdtemp(prefix="sdkd-test-fashion-folder-")) / "fashion"
+atexit.register(shutil.rmtree, FASHION_FOLDER.parent, ignore_errors=True)
+
+
+def fashion_folder() -> Path:
+    """The session's Fashion-MNIST JPEG folder (train/ 2,000 images, val/ 500), written on
+    first use."""
+    if not (FASHION_FOLDER / "val").is_dir():
+        from study.fashion_folder import write_fashion_folder
+
+        tmp = FASHION_FOLDER.with_name("writing")
+        write_fashion_folder(tmp, n_train=2000, n_test=500, size=32)
+        tmp.rename(FASHION_FOLDER)
+    return FASHION_FOLDER
+
+
 @pytest.fixture(scope="session")
 def synthetic():
     from sdkd_core.data import load_dataset

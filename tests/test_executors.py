@@ -18,7 +18,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT, SWEEP_TEACHERS
+from conftest import ROOT, SWEEP_TEACHERS, fashion_folder
 from sweeps import read_csv, result_lines, sweep, sweep_killed_after_draw
 from test_faults import TableReader
 
@@ -29,11 +29,14 @@ EPOCHS = 3
 # something to stop from the first rung on. 1e30 diverges. Four draws: one diverges, and of
 # the three that train, those behind the others at a rung are stopped; two have ended at the
 # kill after the fourth draw.
+# The images are real Fashion-MNIST JPEGs in an image folder, streamed through Ray Data: the
+# edge cases hold for a streamed sweep too (ASHA, SIGKILL and --resume, both executors).
 EDGE_SPACE = """\
 name: edge-{executor}
-dataset: {{name: synthetic, n_train: 256, n_test: 128}}
+dataset: {{name: imagefolder, root: {root}, image_size: 32, crop: pad, stream: true,
+           decode_cpus: 0.5, n_train: 256, n_test: 128}}
 recipe: {{epochs: {epochs}, batch_size: 32}}
-teacher: {{epochs: 1}}
+teacher: {{epochs: 1, n_train: 256}}
 pairs:
   - {{teacher: resnet14, student: resnet8}}
 baselines: []
@@ -45,8 +48,9 @@ space:
 resources: {resources}
 """
 RESOURCES = {
-    "in_trial": "{max_concurrent: 2, executor: in_trial}",
-    "ray_train": "{max_concurrent: 2, executor: ray_train, num_workers: 2, cpus_per_worker: 0.5}",
+    # Ray Data's decoding tasks need CPUs the trials leave free.
+    "in_trial": "{max_concurrent: 2, executor: in_trial, cpus_per_worker: 0.5}",
+    "ray_train": "{max_concurrent: 2, executor: ray_train, num_workers: 2, cpus_per_worker: 0.25}",
 }
 TERMINAL = ("completed", "stopped", "diverged")
 
@@ -56,7 +60,7 @@ def edge_run(request, tmp_path_factory):
     executor = request.param
     tmp = tmp_path_factory.mktemp(f"edge-{executor}")
     space = tmp / "edge.yaml"
-    space.write_text(EDGE_SPACE.format(executor=executor, epochs=EPOCHS,
+    space.write_text(EDGE_SPACE.format(executor=executor, epochs=EPOCHS, root=fashion_folder(),
                                        resources=RESOURCES[executor]))
     run, cache = tmp / "run", SWEEP_TEACHERS
     sweep_killed_after_draw("kd-drawn-0004", space, run, cache)  # two at least have ended
@@ -120,6 +124,20 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
         assert after[:len(history) - 1] == history[:-1], trial_id
         assert [(r["epoch"], r["test_acc"]) for r in after[:len(history)]] == \
             [(r["epoch"], r["test_acc"]) for r in history], trial_id
+
+
+@pytest.mark.slow
+def test_a_streamed_sweep_reports_top1_and_top5_of_every_epoch(edge_run):
+    """The images streamed from the folder: every epoch's row and results.csv carry top-1 and
+    top-5, top-5 at least top-1, and every file decoded."""
+    out = edge_run.result.stdout
+    assert "streamed through Ray Data" in out, out[:2000]
+    trained = [r for r in edge_run.results.values() if r["status"] in ("completed", "stopped")]
+    assert trained
+    for r in trained:
+        assert 0 <= float(r["test_acc"]) <= float(r["test_top5"]) <= 100, r
+    assert any(float(r["test_top5"]) > 60 for r in trained)  # 10 classes: chance is 50%
+    assert all(e["files_skipped"] == "0" for e in edge_run.epochs)
 
 
 @pytest.mark.slow
