@@ -293,3 +293,48 @@ def test_in_memory_and_streamed_paths_reach_the_same_accuracy(ray_local):
     gap = abs(statistics.mean(accs["memory"]) - statistics.mean(accs["streamed"]))
     assert all(a > 50 for v in accs.values() for a in v), accs  # they learn (chance: 10%)
     assert gap <= max(spread, 2.0), (accs, gap, spread)
+
+
+def test_a_decoding_worker_killed_mid_epoch_loses_no_image(ray_local):
+    """SIGKILL every Ray Data decoding worker that starts a task, until one was killed
+    mid-epoch: Ray retries its task and the epoch is the very epoch of an undisturbed run."""
+    import signal
+    import threading
+
+    import psutil
+
+    from study.streaming import StreamedData
+
+    splits = load_dataset("imagefolder", fashion_folder(), image_size=32, crop="pad",
+                          stream=True, n_train=500)
+    data = StreamedData(splits, decode_cpus=0.5)
+
+    def epoch():
+        loader = data.loader("train", batch_size=50, seed=3, inputs=("index",))
+        batches = list(loader.batches())
+        return torch.cat([i["index"] for _, _, i in batches]), torch.cat([x for x, _, _ in
+                                                                          batches])
+
+    undisturbed = epoch()
+    killed, halt = [], threading.Event()
+
+    def killer():
+        while not halt.is_set() and len(killed) < 2:
+            for proc in psutil.process_iter(["cmdline"]):
+                if any("MapBatches(decode_batch)" in part for part in proc.info["cmdline"] or ()):
+                    try:
+                        proc.send_signal(signal.SIGKILL)
+                        killed.append(proc.pid)
+                    except psutil.Error:
+                        pass
+            halt.wait(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        disturbed = epoch()
+    finally:
+        halt.set()
+        thread.join()
+    assert killed, "no decoding worker was running to kill"
+    assert torch.equal(disturbed[0], undisturbed[0]) and torch.equal(disturbed[1], undisturbed[1])
