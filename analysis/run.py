@@ -33,6 +33,10 @@ class Skipped(Exception):
 
 
 METRICS = {"test_acc": "last epoch", "test_acc_best": "best epoch"}
+# Top-5 of the last epoch: a table of its own where the trials measured it (runs from before
+# top-5 was recorded have no column).
+TOP5 = {"test_top5": "top-5, last epoch"}
+TABLE_NAMES = {"test_acc": "last", "test_acc_best": "best", "test_top5": "top5"}
 
 
 @dataclass

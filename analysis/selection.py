@@ -16,7 +16,10 @@ from study.runfolder.trials import BASELINE, CONFIRMING, DRAWN
 def selection_metric(frame: pd.DataFrame, metric: str) -> str:
     """What picks the tuned configuration for a table of `metric`: its validation twin
     (val_acc for test_acc) wherever the trials measured one, so the test set only reports."""
-    twin = metric.replace("test_", "val_", 1)
+    # Top-5 is reported of the configuration top-1 chose: one choice, several reports.
+    twin = "val_acc" if metric == "test_top5" else metric.replace("test_", "val_", 1)
+    if metric == "test_top5" and twin not in frame.columns:
+        twin = "test_acc"
     if twin in frame.columns and frame[twin].notna().all():
         return twin
     return metric

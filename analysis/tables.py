@@ -26,7 +26,7 @@ import pandas as pd
 from analysis.cli import analysis_main
 from analysis.convergence import MARK, RULE, cell_trend
 from analysis.published import TEACHER, published_number
-from analysis.run import METRICS, Run, method_label, method_order, pair_label
+from analysis.run import METRICS, TABLE_NAMES, TOP5, Run, method_label, method_order, pair_label
 from analysis.selection import on_pair, selection_metric, tuned_trials
 from analysis.significance import compare, lookup, stars
 from sdkd_core.files import atomic_write, write_text
@@ -182,14 +182,16 @@ def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -
 
 
 def write_tables(run: Run, out: Path | None = None) -> list[Path]:
-    """comparison_{last,best}.{md,tex,csv} and every test, tests_{last,best}.csv, under
-    report/tables/; returns the paths."""
+    """comparison_{last,best,top5}.{md,tex,csv} and every test, tests_{last,best,top5}.csv,
+    under report/tables/ (top5 where the trials measured it); returns the paths."""
     out = out or run.folder.report_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for metric, what in METRICS.items():
+    top5 = TOP5 if "test_top5" in run.completed.columns and \
+        run.completed["test_top5"].notna().any() else {}
+    for metric, what in {**METRICS, **top5}.items():
         long, tests = comparison(run, metric)
-        kind = "last" if metric == "test_acc" else "best"
+        kind = TABLE_NAMES[metric]
         stem = out / f"comparison_{kind}"
         note = caption(run, long, what)
         atomic_write(stem.with_suffix(".csv"), lambda tmp, t=long: t.to_csv(tmp, index=False))

@@ -200,10 +200,12 @@ def published_teacher(spec: TeacherSpec, data, device="auto", log=print):
     log(f"measuring published teacher {spec.arch} ({spec.checkpoint}) on {len(data.test_y)} "
         f"{spec.dataset} test images")
     engine = Engine(Vanilla(model), data, spec.recipe, device=device, seed=spec.seed)
-    acc = engine.evaluate()["test_acc"]
+    scores = engine.evaluate()
+    acc = scores["test_acc"]
     card = {"arch": spec.arch, "dataset": spec.dataset, "num_classes": data.num_classes,
             "in_channels": data.in_channels, "n_test": len(data.test_y),
             "checkpoint": str(spec.checkpoint), "test_acc": acc, "test_acc_best": acc,
+            "test_top5": scores["test_top5"],
             "history": [], "train_s": 0.0, "torch": torch.__version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds")}
     return model.cpu().eval().requires_grad_(False), card
@@ -230,6 +232,7 @@ def train_teacher(spec: TeacherSpec, data, device="auto", log=print):
         "recipe": spec.recipe.to_dict(),
         "test_acc": last["test_acc"],
         "test_acc_best": last["test_acc_best"],
+        "test_top5": last["test_top5"],
         "history": engine.history,
         "train_s": round(time.perf_counter() - start, 1),
         "device": str(engine.device),
