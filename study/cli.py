@@ -25,11 +25,21 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None) -> None:
     p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), cifar10, cifar100, synthetic or "
-                        "synthetic_cifar100 (generated, CIFAR-100-shaped)")
+                   help="fashion_mnist (default), cifar10, cifar100, synthetic, "
+                        "synthetic_cifar100 (generated, CIFAR-100-shaped), or image files: "
+                        "imagenet, tiny_imagenet, imagefolder (docs/data.md)")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (default: Debian package folder, "
-                        "then $SDKD_DATA or ~/.cache/sdkd/data)")
+                        "then $SDKD_DATA or ~/.cache/sdkd/data); image files: the folder "
+                        "holding train/ and val/")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="image files: the side of the square views (default: the dataset's)")
+    p.add_argument("--crop", choices=["pad", "resized"], default=None,
+                   help="image files: training crop, pad (pad and crop, as CIFAR) or resized "
+                        "(RandomResizedCrop, as ImageNet) (default: the dataset's)")
+    p.add_argument("--stream", choices=["auto", "true", "false"], default="auto",
+                   help="image files: stream through Ray Data (true), decode into memory "
+                        "(false), or the rule of docs/data.md (auto, the default)")
     what = "all of it" if n_train_default is None else str(n_train_default)
     p.add_argument("--n-train", type=int, default=n_train_default,
                    help=f"stratified subset of the training set, a positive count "
@@ -38,6 +48,24 @@ def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None
                    help="stratified subset of the test set, a positive count (default: all)")
     p.add_argument("--seed", type=int, default=0,
                    help=f"seed for weights, subsets and batches, 0..{MAX_SEED} (default 0)")
+
+
+def data_section(args, **fields):
+    """The dataset section the data flags describe (`fields` over them)."""
+    from pydantic import ValidationError
+
+    from study.sections import DatasetSection  # pydantic and Ray Data's adapter: when used
+
+    stream = {"auto": None, "true": True, "false": False}[args.stream]
+    try:
+        return DatasetSection(**{"name": args.dataset, "root": args.data_root,
+                                 "n_train": args.n_train, "n_test": args.n_test,
+                                 "image_size": args.image_size, "crop": args.crop,
+                                 "stream": stream, **fields})
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        raise UserError(f"{flag}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from study.cli import (
     add_recipe_args,
     add_runtime_args,
     check_common,
+    data_section,
     progress_line,
     recipe_from_args,
 )
@@ -140,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             check_teacher_checkpoint(args)
         trial = PlannedTrial(args.method, args.teacher, args.student, args.seed,
                              parse_overrides(args.set))
-        data = DatasetSection(name=args.dataset, root=args.data_root, n_train=args.n_train,
-                              n_test=args.n_test, val_split=args.val_split)
+        data = data_section(args, val_split=args.val_split)
         teacher = TeacherSpec(data.model_copy(update={"n_train": args.teacher_n_train}),
                               args.teacher, Recipe(epochs=args.teacher_epochs),
                               checkpoint=args.teacher_checkpoint)
@@ -172,7 +172,7 @@ def check_teacher_checkpoint(args) -> None:
     if not Path(args.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {args.teacher_checkpoint}: not a file; give the "
                         "path of the teacher's checkpoint")
-    info = DatasetSection(name=args.dataset, root=args.data_root).info()
+    info = data_section(args).info()
     try:
         load_teacher_checkpoint(args.teacher_checkpoint, args.teacher, info.num_classes,
                                 info.in_channels)

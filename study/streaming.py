@@ -43,7 +43,14 @@ def ensure_ray() -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # Ray's start-up notices (its token notice, ...) are not this command's output.
+        ray_logger = logging.getLogger("ray")
+        level = ray_logger.level
+        ray_logger.setLevel(logging.ERROR)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        finally:
+            ray_logger.setLevel(level)
 
 
 class StreamedData:

@@ -41,6 +41,7 @@ from study.cli import (
     add_recipe_args,
     add_runtime_args,
     check_common,
+    data_section,
     progress_line,
     recipe_from_args,
 )
@@ -262,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         check_common(args)
         recipe = recipe_from_args(args)
-        data = DatasetSection(name=args.dataset, root=args.data_root, n_train=args.n_train,
-                              n_test=args.n_test)
+        data = data_section(args)
         spec = TeacherSpec(data, args.arch, recipe, args.seed)
         cache = TeacherCache(args.cache_dir)
         if args.retrain:
