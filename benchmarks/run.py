@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # all sections, into docs/benchmarks.md
     python benchmarks/run.py --quick         # a smoke run of all of them, into runs/
     python benchmarks/run.py --only step_cost,data_path
+    python benchmarks/run.py --only image_stream
 
 Each section replaces its own block of the document (between `<!-- bench:NAME -->` markers) and
 leaves every other block, and the hand-written text around them, as it was; the targets table at
@@ -63,6 +64,10 @@ SECTIONS: dict[str, Section] = {
                            quick=("--seconds", "20")),
     "cifar_epoch": CifarSection("CIFAR-100 resnet32x4 -> resnet8x4 SDKD epoch", "cifar_epoch",
                                 quick=("--images", "640"), full=("--variants",)),
+    "image_stream": Section("Image files: decode path, streamed loader, peak memory",
+                            "image_stream",
+                            quick=("--images", "256", "--rss-images", "128", "--epochs", "1",
+                                   "--decode-files", "6", "--rounds", "1")),
 }
 BLOCK = re.compile(r"<!-- bench:(?P<name>\w+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->\n",
                    re.S)
