@@ -43,8 +43,11 @@ class ProxyStatistics(nn.Module):
 
     def __init__(self, body: StagedNet | None = None, first: int = 0):
         super().__init__()
+        # A stage's buffer names start with its path in the body's module tree: `stages.k` for
+        # most, torchvision's `layerK` for the ImageNet ResNets (whose `stages` is a view).
+        paths = {} if body is None else {m: name for name, m in body.named_modules()}
         parts = [] if body is None else [
-            *((f"stages.{k}", body.stages[k]) for k in range(first, body.num_stages)),
+            *((paths[body.stages[k]], body.stages[k]) for k in range(first, body.num_stages)),
             ("closing", body._modules.get("closing") or nn.Identity())]
         found = [(f"{prefix}.{name}".rstrip("."), m) for prefix, part in parts
                  for name, m in part.named_modules()

@@ -1,8 +1,10 @@
 """Published RepDistiller/mdistiller teachers load into the zoo and compute the same logits.
 
 The reference networks below re-implement RepDistiller's module names and forward passes
-(HobbitLong/RepDistiller models/resnet.py, wrn.py, vgg.py, mobilenetv2.py, ShuffleNetv2.py),
-written for this test; nothing is imported from the reference repository.
+(HobbitLong/RepDistiller models/resnet.py, wrn.py, vgg.py, mobilenetv2.py, ShuffleNetv2.py) and
+mdistiller's ImageNet MobileNetV1 (mdistiller/models/imagenet/mobilenetv1.py), written for this
+test; nothing is imported from the reference repositories. The ImageNet ResNets' reference is
+torchvision's own model, whose state dict they load as it is.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from sdkd_core.models import MODEL_NAMES
@@ -205,6 +208,23 @@ class RefShuffleV2(nn.Module):  # ShuffleNetv2.py ShuffleV2 = ShuffleNetV2(net_s
         return self.linear(out.view(out.size(0), -1))
 
 
+class RefMobileNetV1(nn.Module):  # mdistiller imagenet/mobilenetv1.py MobileNetV1
+    WIDTHS = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1),
+              (256, 512, 2), *[(512, 512, 1)] * 5, (512, 1024, 2), (1024, 1024, 1)]
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        blocks = [nn.Sequential(conv(3, 32, 3, 2), nn.BatchNorm2d(32), nn.ReLU())]
+        blocks += [nn.Sequential(conv(cin, cin, 3, s, cin), nn.BatchNorm2d(cin), nn.ReLU(),
+                                 conv(cin, cout, 1), nn.BatchNorm2d(cout), nn.ReLU())
+                   for cin, cout, s in self.WIDTHS]
+        self.model = nn.Sequential(*blocks)
+        self.fc = nn.Linear(1024, num_classes)  # mdistiller's is fixed at 1000 outputs
+
+    def forward(self, x):  # mdistiller's AvgPool2d(7) fits 224 inputs only: pool globally
+        return self.fc(F.adaptive_avg_pool2d(self.model(x), 1).flatten(1))
+
+
 NARROW, WIDE = [16, 16, 32, 64], [32, 64, 128, 256]
 REFERENCES = {
     **{f"resnet{d}": (lambda nc, d=d: RefResNet(d, NARROW, nc)) for d in (8, 14, 20, 32, 56, 110)},
@@ -216,6 +236,9 @@ REFERENCES = {
     "vgg13": lambda nc: RefVGG([[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]], nc),
     "MobileNetV2": RefMobileHalf,
     "ShuffleV2": RefShuffleV2,
+    **{f"resnet{d}": (lambda nc, d=d: getattr(torchvision.models, f"resnet{d}")(num_classes=nc))
+       for d in (18, 34, 50)},
+    "MobileNetV1": RefMobileNetV1,
 }
 
 

@@ -126,17 +126,24 @@ def test_shufflev2_stem_is_a_1x1_conv_bn_relu_at_full_resolution():
     assert model.stage_channels == [24, 116, 232, 1024]
 
 
+IMAGENET_SCALE = {"resnet18", "resnet34", "resnet50", "MobileNetV1"}
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_still_runs_on_fashion_mnist_sized_inputs(name):
     model = build_model(name, 10, 1).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 1, 28, 28))
     assert out.logits.shape == (2, 10) and torch.isfinite(out.logits).all()
-    assert min(f.shape[-1] for f in out.feats) >= 2
+    # The ImageNet-scale models (a stride-2 stem, the ResNets' also a max-pool) end at 1x1.
+    assert min(f.shape[-1] for f in out.feats) >= (1 if name in IMAGENET_SCALE else 2)
     if name == "MobileNetV2":
         assert [f.shape[-1] for f in out.feats] == [14, 14, 7, 4, 2]
     if name.startswith("vgg"):
         assert [f.shape[-1] for f in out.feats] == [28, 14, 7, 3, 3]
+    if name in IMAGENET_SCALE:
+        first = 14 if name == "MobileNetV1" else 7  # the ResNets' max-pool halves once more
+        assert [f.shape[-1] for f in out.feats] == [first, 7, 4, 2, 1]
 
 
 # --- FitNet: ConvReg (models/util.py), hint_layer 2 and -b 100 (train_student.py, the README's

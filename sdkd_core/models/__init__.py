@@ -1,4 +1,5 @@
-"""CIFAR-style model zoo whose forward pass also returns per-stage feature maps."""
+"""Model zoo (CIFAR-style networks, ImageNet ResNet-18/34/50 and MobileNet-V1) whose forward
+pass also returns per-stage feature maps."""
 
 from sdkd_core.models.base import ModelOutput, StagedNet
 from sdkd_core.models.registry import MODEL_NAMES, UnknownModelError, build_model

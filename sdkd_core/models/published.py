@@ -1,9 +1,12 @@
-"""Load published CIFAR teachers (CRD/RepDistiller's, also shipped by mdistiller) into the zoo.
+"""Load published teachers into the zoo: CIFAR ones (CRD/RepDistiller's, also shipped by
+mdistiller), torchvision's ImageNet ResNets and mdistiller's ImageNet MobileNetV1.
 
 RepDistiller (HobbitLong/RepDistiller, models/) saves `{'model': state_dict, ...}` from its own
 classes; ours compute the same function on 32x32 inputs under other module names. Each family
 gets an explicit rule from our parameter names to RepDistiller's, so a checkpoint of another
 depth, width or class count fails on a name or a shape instead of loading shifted weights.
+The ImageNet ResNets' names are torchvision's own (a plain state dict, e.g. torchvision's
+downloaded `.pth` files); MobileNetV1's map onto mdistiller's `model.N.M` / `fc`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from torch import Tensor
 
 from sdkd_core.errors import UserError
 from sdkd_core.models.base import StagedNet
+from sdkd_core.models.imagenet_resnet import ImageNetResNet
+from sdkd_core.models.mobilenetv1 import STAGES as V1_STAGES
+from sdkd_core.models.mobilenetv1 import MobileNetV1
 from sdkd_core.models.mobilenetv2 import SETTINGS, STAGE_ROWS, MobileNetV2
 from sdkd_core.models.registry import MODEL_NAMES, build_model
 from sdkd_core.models.resnet import CifarResNet
@@ -106,14 +112,32 @@ def _shuffle_rule(path: str) -> str | None:
     return {"stem.0": "conv1", "stem.1": "bn1", "classifier": "linear"}.get(path)
 
 
-_RULES: dict[type[StagedNet], Rule] = {
-    CifarResNet: _resnet_rule, WideResNet: _wrn_rule, VGG: _vgg_rule,
-    MobileNetV2: _mobilenet_rule, ShuffleV2: _shuffle_rule,
-}
+def _mobilenetv1_rule(path: str) -> str | None:
+    # mdistiller's `model` Sequential: the stem at 0, then the 13 conv_dw blocks in order.
+    if m := re.fullmatch(r"stages\.(\d+)\.(\d+)\.(\d+)", path):
+        s, b, i = map(int, m.groups())
+        return f"model.{1 + sum(map(len, V1_STAGES[:s])) + b}.{i}"
+    return {"stem.0": "model.0.0", "stem.1": "model.0.1", "classifier": "fc"}.get(path)
 
 
 def _ours(path: str) -> str:
     return path
+
+
+_RULES: dict[type[StagedNet], Rule] = {
+    CifarResNet: _resnet_rule, WideResNet: _wrn_rule, VGG: _vgg_rule,
+    MobileNetV2: _mobilenet_rule, ShuffleV2: _shuffle_rule,
+    ImageNetResNet: _ours,  # its module names are torchvision's
+    MobileNetV1: _mobilenetv1_rule,
+}
+# Whose names a family's published checkpoints use (RepDistiller's unless listed).
+_SOURCES: dict[type[StagedNet], str] = {ImageNetResNet: "torchvision's",
+                                        MobileNetV1: "mdistiller's"}
+
+
+def _head_key(model: StagedNet) -> str:
+    """Our state_dict key of the classifier's weight (`fc.weight` for torchvision's names)."""
+    return next(f"{name}.weight" for name, m in model.named_modules() if m is model.classifier)
 
 
 def _expected(model: StagedNet, repdistiller: bool) -> dict[str, tuple[str, torch.Size]]:
@@ -206,10 +230,12 @@ def _guess(state: dict[str, Tensor], repdistiller: bool) -> str:
     """'a <arch> checkpoint for ...' when a zoo architecture fits the file's names and shapes."""
     for name in MODEL_NAMES:
         with torch.device("meta"):  # names and shapes only: no memory, no init cost
-            expected = _expected(build_model(name, 10), repdistiller)
+            model = build_model(name, 10)
+        expected = _expected(model, repdistiller)
         if _key_mismatch(state, expected):
             continue
-        head = next(k for k, (ours, _) in expected.items() if ours == "classifier.weight")
+        head_key = _head_key(model)
+        head = next(k for k, (ours, _) in expected.items() if ours == head_key)
         stem = next(iter(expected))  # every zoo model's first weight is the stem conv's
         if state[head].dim() != 2 or state[stem].dim() != 4 or state[head].shape[0] < 2:
             continue
@@ -221,13 +247,30 @@ def _guess(state: dict[str, Tensor], repdistiller: bool) -> str:
     return ""
 
 
+def _check_torchvision_head(path: Path, arch: str, state: dict[str, Tensor],
+                            num_classes: int) -> None:
+    """A torchvision ResNet checkpoint with the right layers but another class count (most
+    often ImageNet's 1000 on a smaller dataset): one line saying both counts and what to do."""
+    head = state.get("fc.weight")
+    if head is None or head.dim() != 2 or head.shape[0] == num_classes:
+        return
+    classes = head.shape[0]
+    where = " (imagenet)" if classes == 1000 else ""
+    raise UserError(
+        f"{path}: this {arch} checkpoint classifies {classes} classes (fc.weight "
+        f"{_shape(head.shape)}) but the dataset has {num_classes}; use it as a teacher on a "
+        f"{classes}-class dataset{where}, or give no checkpoint so that a {arch} teacher is "
+        f"trained on this dataset (or give one fine-tuned to its {num_classes} classes)")
+
+
 def load_teacher_checkpoint(
     path: str | os.PathLike[str], arch: str, num_classes: int, in_channels: int
 ) -> StagedNet:
     """Zoo model `arch` holding a checkpoint's weights, in eval mode and frozen.
 
-    Reads this project's format (our model's plain state_dict, as study/teachers.py saves) and
-    RepDistiller/mdistiller's (`{'model': state_dict}` of their classes, 'module.' allowed).
+    Reads this project's format (our model's plain state_dict, as study/teachers.py saves),
+    RepDistiller/mdistiller's (`{'model': state_dict}` of their classes, 'module.' allowed) and,
+    for resnet18/34/50, torchvision's plain state dict (its downloaded weights) as it is.
     Every entry must match a weight of the model and fill it; anything else is a UserError
     whose one line names the file and the problem.
     """
@@ -242,7 +285,9 @@ def load_teacher_checkpoint(
     expected = _expected(model, not ours)
     problem = _mismatch(state, expected, arch)
     if problem:
-        naming = "this project's" if ours else "RepDistiller's"
+        if isinstance(model, ImageNetResNet) and not _key_mismatch(state, expected):
+            _check_torchvision_head(path, arch, state, num_classes)
+        naming = "this project's" if ours else _SOURCES.get(type(model), "RepDistiller's")
         guess = _guess(state, not ours)
         fix = (f"it is {guess}: give a {arch} one, or use it where that fits" if guess
                else "give the checkpoint of that architecture")

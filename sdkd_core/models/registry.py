@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sdkd_core.errors import UserError, unknown_choice
-from sdkd_core.models import resnet, vgg, wrn
+from sdkd_core.models import imagenet_resnet, resnet, vgg, wrn
 from sdkd_core.models.base import StagedNet
+from sdkd_core.models.mobilenetv1 import MobileNetV1
 from sdkd_core.models.mobilenetv2 import MobileNetV2
 from sdkd_core.models.shufflenetv2 import ShuffleV2
 
@@ -27,6 +28,11 @@ _BUILDERS: dict[str, Builder] = {
     "vgg13": vgg.vgg13,
     "ShuffleV2": ShuffleV2,
     "MobileNetV2": MobileNetV2,
+    # ImageNet-scale: a stride-2 stem (ResNets: and a max-pool), so 32x32 inputs end at 1x1.
+    "resnet18": imagenet_resnet.resnet18,
+    "resnet34": imagenet_resnet.resnet34,
+    "resnet50": imagenet_resnet.resnet50,
+    "MobileNetV1": MobileNetV1,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
