@@ -112,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-n-train", type=int, default=None,
                    help="training images of the teacher, a positive count (default: all)")
     p.add_argument("--teacher-checkpoint", default=None, metavar="PATH",
-                   help="a published teacher instead of training one: this project's weights "
-                        "or a RepDistiller/mdistiller checkpoint (a dict with key 'model') of "
-                        "the --teacher architecture")
+                   help="a published teacher instead of training one: this project's weights, "
+                        "a RepDistiller/mdistiller checkpoint (a dict with key 'model'), or "
+                        "torchvision's weights (resnet18/34/50) of the --teacher architecture")
     p.add_argument("--val-split", type=fraction_or_count, default=None, metavar="F|N",
                    help="hold out validation images from the training images: a fraction in "
                         "(0, 1) or a count; each epoch then reports val_acc too")

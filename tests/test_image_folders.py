@@ -338,3 +338,23 @@ def test_a_decoding_worker_killed_mid_epoch_loses_no_image(ray_local):
         thread.join()
     assert killed, "no decoding worker was running to kill"
     assert torch.equal(disturbed[0], undisturbed[0]) and torch.equal(disturbed[1], undisturbed[1])
+
+
+# ------------------------------------------------------------------ ImageNet's plan
+
+
+def test_the_imagenet_plan_prints_its_gpu_hours_without_its_files(tmp_path):
+    """study/spaces/imagenet.yaml names images and torchvision weights this machine lacks: its
+    plan still prints (pairs, trials, GPU-hours) and reads and writes nothing."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    result = run_cli("study/sweep.py", "--space", "study/spaces/imagenet.yaml", "--dry-run",
+                     "--output", str(run))
+    out = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "imagenet (1256167 train / 25000 validation / 50000 test images)" in out, out
+    assert "pair resnet50->MobileNetV1: kd.temperature=1" in out
+    assert "8 worker(s) per trial" in out and "GPU-hours" in out
+    assert out.count("not on this machine") == 2
+    assert not run.exists()
