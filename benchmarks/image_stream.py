@@ -37,205 +37,27 @@ training files average about 110 KB).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from common import ROOT, Result, Target, machine
-from PIL import Image
+from common import Result, Target, machine
+from image_decode import measure_decode, write_folder
+from image_memory import loader_epoch, rss_of, start_ray, streamed_epoch
 
 from sdkd_core.data import load_dataset
-from sdkd_core.datasets import DATASET_INFO
 from sdkd_core.errors import UserError
-from sdkd_core.image_files import decode_image
-from sdkd_core.image_views import eval_view, train_view
 
 RSS_GOAL = 1.10  # peak RSS at 2N images / at N
-NOISE = 18  # pixel noise (std) of the generated images: ~0.5 bytes per pixel at quality 90
-INFO = DATASET_INFO["imagenet"]  # 224 crops, resize 256 + centre crop 224 for evaluation
-DRAFT = round(INFO.image_size / INFO.eval_crop)  # 256: what the evaluation view needs
 
 
-# ----------------------------------------------------------------- generated JPEGs
-
-
-def photo_like(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [h, w, 3]: smooth random colour fields at four scales and pixel noise."""
-    acc = np.zeros((h, w, 3), np.float32)
-    for cells, weight in ((3, 1.0), (12, 0.5), (48, 0.25), (160, 0.12)):
-        small = rng.integers(0, 256, (max(2, cells * h // w), cells, 3), dtype=np.uint8)
-        acc += weight * np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC),
-                                   np.float32)
-    acc *= 1 / 1.87
-    acc += NOISE * rng.standard_normal((h, w, 3), dtype=np.float32)
-    return np.clip(acc, 0, 255).astype(np.uint8)
-
-
-def write_jpegs(paths: list[Path], w: int, h: int, seed: int = 0, bases: int = 8) -> float:
-    """Each path a distinct w x h JPEG (a random crop of one of `bases` larger images, flipped
-    at random); returns the mean file size in KB."""
-    rng = np.random.default_rng(seed)
-    big = [photo_like(w * 3 // 2, h * 3 // 2, rng) for _ in range(min(bases, len(paths)))]
-    total = 0
-    for k, path in enumerate(paths):
-        base = big[k % len(big)]
-        top, left = rng.integers(0, h // 2 + 1), rng.integers(0, w // 2 + 1)
-        arr = base[top:top + h, left:left + w]
-        if rng.random() < 0.5:
-            arr = arr[:, ::-1]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(arr)).save(path, "JPEG", quality=90)
-        total += path.stat().st_size
-    return total / len(paths) / 1024
-
-
-def write_folder(root: Path, n_train: int, w: int, h: int, classes: int = 10,
-                 n_val_per_class: int = 2) -> float:
-    """An `imagefolder` dataset: root/train/<class>/*.jpg (n_train) and root/val/<class>/*.jpg."""
-    paths = [root / "train" / f"c{k % classes:03d}" / f"{k:06d}.jpg" for k in range(n_train)]
-    paths += [root / "val" / f"c{k % classes:03d}" / f"{k:06d}.jpg"
-              for k in range(classes * n_val_per_class)]
-    return write_jpegs(paths, w, h)
-
-
-# ----------------------------------------------------------------- 1. the decode path
-
-
-def _tv_decode(path: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    return decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
-
-
-def _tv_eval(img: torch.Tensor) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as F
-
-    return F.center_crop(F.resize(img, DRAFT, antialias=True), INFO.image_size)
-
-
-def _tv_train():
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.RandomResizedCrop(INFO.image_size, antialias=True),
-                       v2.RandomHorizontalFlip()])
-
-
-def decode_paths() -> dict[str, tuple[str, bool, object]]:
-    """{name: (view, the code's own path, fn(path, rng) -> uint8 [3, 224, 224])}, in the
-    table's order."""
-    tv_train = _tv_train()
-
-    def tv_hwc(p):
-        return _tv_decode(p).permute(1, 2, 0).numpy()
-
-    return {
-        "PIL: open + convert RGB, full decode": (
-            "eval", False, lambda p, rng: eval_view(decode_image(p, 3), INFO)),
-        f"PIL draft mode to {DRAFT} (`decode_image(path, 3, {DRAFT})`)": (
-            "eval", True, lambda p, rng: eval_view(decode_image(p, 3, DRAFT), INFO)),
-        "torchvision read_file + decode_jpeg (CPU), same PIL resize": (
-            "eval", False, lambda p, rng: eval_view(tv_hwc(p), INFO)),
-        "torchvision read_file + decode_jpeg (CPU), tensor resize (v2, antialias)": (
-            "eval", False, lambda p, rng: _tv_eval(_tv_decode(p))),
-        "PIL full decode + `train_view`": (
-            "train", True, lambda p, rng: train_view(decode_image(p, 3), INFO, rng)),
-        "torchvision read_file + decode_jpeg (CPU) + `train_view`": (
-            "train", False, lambda p, rng: train_view(tv_hwc(p), INFO, rng)),
-        "torchvision read_file + decode_jpeg (CPU) + v2 RandomResizedCrop + flip on the tensor": (
-            "train", False, lambda p, rng: tv_train(_tv_decode(p))),
-    }
-
-
-def decode_rates(files: list[str], rounds: int) -> dict[str, float]:
-    """images/s of each path on one thread. Paths take turns file by file, so a machine's
-    other load falls on them alike; the first round warms up (imports, page cache)."""
-    paths = decode_paths()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    seconds = dict.fromkeys(paths, 0.0)
-    try:
-        for r in range(rounds + 1):
-            rngs = {name: np.random.default_rng(r) for name in paths}
-            for f in files:
-                for name, (_, _, fn) in paths.items():
-                    start = time.perf_counter()
-                    out = fn(f, rngs[name])
-                    if r:
-                        seconds[name] += time.perf_counter() - start
-                    assert tuple(out.shape) == (3, INFO.image_size, INFO.image_size), out.shape
-    finally:
-        torch.set_num_threads(threads)
-    return {name: rounds * len(files) / s for name, s in seconds.items()}
-
-
-def measure_decode(args, work: Path) -> tuple[list[str], dict]:
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.decode_sizes.split(",") if s]
-    table: dict[tuple[int, int], dict[str, float]] = {}
-    kb = {}
-    for w, h in sizes:
-        files = [work / f"decode-{w}x{h}" / f"{k:03d}.jpg" for k in range(args.decode_files)]
-        kb[(w, h)] = write_jpegs(files, w, h, seed=w)
-        print(f"image_stream: decode paths at {w}x{h}", flush=True)
-        table[(w, h)] = decode_rates([str(f) for f in files], args.rounds)
-    paths = decode_paths()
-    head = " | ".join(f"{w}x{h} ({kb[(w, h)]:.0f} KB)" for w, h in sizes)
-    lines = [f"**Decode path**, one process, one thread (images/s per core; {args.decode_files} "
-             f"files per size, {args.rounds} rounds, paths taking turns file by file; the "
-             "code's own path in bold):",
-             "", f"| view | path | {head} |", "|---|---|" + "---|" * len(sizes)]
-    for name, (view, own, _) in paths.items():
-        cells = " | ".join(f"{table[s][name]:,.0f}" for s in sizes)
-        lines.append(f"| {view} | {f'**{name}**' if own else name} | {cells} |")
-    lines.append("")
-    for view in ("eval", "train"):
-        names = [n for n, (v, _, _) in paths.items() if v == view]
-        own = next(n for n in names if paths[n][1])
-        for s in sizes:
-            best = max(names, key=lambda n, s=s: table[s][n])
-            lines.append(f"- fastest {view} path at {s[0]}x{s[1]}: {best}, "
-                         f"{table[s][best]:,.0f} images/s, "
-                         f"{table[s][best] / table[s][own]:.2f}x the code's path.")
-    lines.append("")
-    lines.append(f"Draft mode decodes at 1/2, 1/4 or 1/8 scale only when the short side is at "
-                 f"least twice {DRAFT}: at 500x375 it decodes the full image, like PIL's plain "
-                 "path. The training view (RandomResizedCrop from 8% of the area) decodes in "
-                 "full.")
-    return lines, table
 
 
 # ----------------------------------------------------------------- 2. streamed vs ImageFolder
-
-
-def start_ray(cpus: int) -> None:
-    import ray
-
-    # Ray's workers import study.streaming and sdkd_core: they inherit this environment.
-    path = os.environ.get("PYTHONPATH", "")
-    if str(ROOT) not in path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, logging_level="ERROR")
-
-
-def streamed_epoch(loader, epoch: int) -> tuple[int, float]:
-    loader.set_epoch(epoch)
-    return loader_epoch(loader)
-
-
-def loader_epoch(batches) -> tuple[int, float]:
-    """(images, seconds) of one pass over `batches` of (images, labels)."""
-    seen, start = 0, time.perf_counter()
-    for x, _ in batches:
-        seen += len(x)
-    return seen, time.perf_counter() - start
 
 
 def tree_cpu_seconds() -> dict[int, float]:
@@ -360,74 +182,6 @@ def measure_stream(args, root: Path) -> tuple[list[str], float]:
 # ----------------------------------------------------------------- 3. peak memory, N and 2N
 
 
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def rss_child(args) -> None:
-    """One streamed epoch over `args.rss_child[1]` files; prints the peaks as JSON."""
-    import resource
-
-    import psutil
-
-    from study.streaming import StreamedLoader
-
-    root, n = Path(args.rss_child[0]), int(args.rss_child[1])
-    splits = load_dataset("imagefolder", root=root, n_train=n, stream=True)
-    start_ray(args.cpus)
-    me = psutil.Process()
-    workers: dict[int, int] = {}  # Ray worker pid -> its peak RSS (KiB), kept after it exits
-    total_peak, stop = 0, threading.Event()
-
-    def sample():
-        nonlocal total_peak
-        while not stop.is_set():
-            total = me.memory_info().rss
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                    if child.name().startswith("ray::") or "default_worker" in " ".join(
-                            child.cmdline()):
-                        workers[child.pid] = max(workers.get(child.pid, 0),
-                                                 _vm_hwm_kib(child.pid))
-                except psutil.Error:
-                    continue
-            total_peak = max(total_peak, total)
-            stop.wait(0.2)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    loader = StreamedLoader(splits.train, splits.info, args.batch_size, device="cpu",
-                            train=True, decode_cpus=1)
-    seen, seconds = streamed_epoch(loader, 0)
-    stop.set()
-    thread.join()
-    for pid in list(workers):  # the last word on each worker alive now
-        workers[pid] = max(workers[pid], _vm_hwm_kib(pid))
-    import ray
-
-    ray.shutdown()
-    driver_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"images": seen, "seconds": seconds, "driver_mib": driver_kib / 1024,
-                      "workers_mib": sum(workers.values()) / 1024, "workers": len(workers),
-                      "total_sampled_mib": total_peak / 2**20}))
-
-
-def rss_of(args, root: Path, n: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(root), str(n),
-           "--cpus", str(args.cpus), "--batch-size", str(args.batch_size)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def measure_rss(args, root: Path) -> tuple[list[str], float]:
     n = args.rss_images
     print(f"image_stream: peak RSS of a streamed epoch at {n} and {2 * n} images", flush=True)
@@ -535,7 +289,6 @@ def parse(argv=None):
     p.add_argument("--student", default="resnet18")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: "
                    "decode,stream,rss,gpu")
-    p.add_argument("--rss-child", nargs=2, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -571,9 +324,6 @@ def measure(args) -> Result:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    if args.rss_child:
-        rss_child(args)
-        return 0
     print(measure(args).markdown)
     return 0
 

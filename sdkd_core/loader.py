@@ -100,36 +100,21 @@ def rand_augment(x: Tensor, num_ops: int = STRONG_OPS, magnitude: int = STRONG_M
     return x
 
 
-class BatchLoader:
-    """Batches of (normalised float images, labels) from uint8 tensors kept on `device`.
-
-    Training order and augmentation depend only on (seed, epoch, rank), so a resumed run sees
-    exactly the batches an uninterrupted one would. With world_size > 1 each rank gets a
-    disjoint shard; training shards have equal length so DDP ranks step together. `batch_size`
-    is this rank's: with a global batch B split as B // world_size, the ranks' i-th batches
-    together hold exactly the images of one rank's i-th batch of size B (the order is shared
-    and dealt round-robin), so one and several ranks take the same steps over the same images.
+class EpochLoader:
+    """What every loader shares: one seeded order per epoch dealt round-robin to the ranks
+    (equal shares for training, whose last partial batch is dropped: a batch of one would break
+    BatchNorm), the batch count, and normalisation on the device. A subclass yields batches of
+    `epoch_indices()` from its own store (tensors here; files in the study's StreamedLoader).
     """
 
-    def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        info: DatasetInfo,
-        batch_size: int,
-        device: torch.device | str = "cpu",
-        train: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        channels_last: bool = False,
-        inputs: tuple[str, ...] = (),
-    ):
+    def __init__(self, n: int, info: DatasetInfo, batch_size: int,
+                 device: torch.device | str = "cpu", train: bool = False, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 inputs: tuple[str, ...] = ()):
         if batch_size < 1:
             raise UserError(f"batch_size={batch_size} must be at least 1")
+        self.n, self.info, self.batch_size, self.train = n, info, batch_size, train
         self.device = torch.device(device)
-        self.x, self.y = x.to(self.device), y.to(self.device)
-        self.info, self.batch_size, self.train = info, batch_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.channels_last, self.inputs = channels_last, tuple(inputs)
         shape = (1, -1, 1, 1)
@@ -141,23 +126,19 @@ class BatchLoader:
         self.epoch = epoch
 
     def _shard_size(self) -> int:
-        n = len(self.y)
+        n = self.n
         return n // self.world_size if self.train else len(range(self.rank, n, self.world_size))
 
-    def _indices(self) -> Tensor:
-        n = len(self.y)
+    def epoch_indices(self) -> Tensor:
+        """This rank's images of this epoch, in order (training: whole batches only)."""
         if not self.train:
-            return torch.arange(n)[self.rank :: self.world_size]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self._seed("order")))
-        return order[self.rank :: self.world_size][: self._shard_size()]
-
-    def _seed(self, stream: str, *more: object) -> int:
-        rank = self.rank if stream != "order" else 0  # the order is shared by all ranks
-        return derive_seed(self.seed, self.epoch, rank, stream, *more)
+            return torch.arange(self.n)[self.rank :: self.world_size]
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0, "order"))
+        order = torch.randperm(self.n, generator=gen)  # shared by all ranks
+        return order[self.rank :: self.world_size][: len(self) * self.batch_size]
 
     def __len__(self) -> int:
         n = self._shard_size()
-        # Training drops the last partial batch: a batch of one would break BatchNorm.
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     @property
@@ -169,6 +150,33 @@ class BatchLoader:
     def normalise(self, x: Tensor) -> Tensor:
         x = (x.float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y, _ in self.batches():
+            yield x, y
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
+        raise NotImplementedError
+
+
+class BatchLoader(EpochLoader):
+    """Batches of (normalised float images, labels) from uint8 tensors kept on `device`.
+
+    Training order and augmentation depend only on (seed, epoch, rank), so a resumed run sees
+    exactly the batches an uninterrupted one would. With world_size > 1 each rank gets a
+    disjoint shard; training shards have equal length so DDP ranks step together. `batch_size`
+    is this rank's: with a global batch B split as B // world_size, the ranks' i-th batches
+    together hold exactly the images of one rank's i-th batch of size B (the order is shared
+    and dealt round-robin), so one and several ranks take the same steps over the same images.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, info: DatasetInfo, batch_size: int,
+                 device: torch.device | str = "cpu", **options):
+        super().__init__(len(y), info, batch_size, device, **options)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+
+    def _seed(self, stream: str, *more: object) -> int:
+        return derive_seed(self.seed, self.epoch, self.rank, stream, *more)
 
     def strong_view(self, x: Tensor, start: int) -> Tensor:
         """A strong view of uint8 images x (the chunk at `start` of this epoch's order): a crop
@@ -189,14 +197,10 @@ class BatchLoader:
             torch.set_num_threads(threads)
         return x.to(self.device)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y, _ in self.batches():
-            yield x, y
-
     def batches(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
         """(images, labels, {name: tensor} for each of `inputs`), batch by batch."""
         # One host-to-device copy per epoch; training drops the last partial batch.
-        idx = self._indices()[: len(self) * self.batch_size].to(self.device)
+        idx = self.epoch_indices().to(self.device)
         augment = self.train and (self.info.pad or self.info.flip)
         gen = None
         if augment:

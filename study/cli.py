@@ -52,9 +52,10 @@ def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None
 
 def data_section(args, **fields):
     """The dataset section the data flags describe (`fields` over them)."""
+    # pydantic and the dataset schema load only for the commands that build a section.
     from pydantic import ValidationError
 
-    from study.sections import DatasetSection  # pydantic and Ray Data's adapter: when used
+    from study.sections import DatasetSection
 
     stream = {"auto": None, "true": True, "false": False}[args.stream]
     try:

@@ -24,7 +24,7 @@ from sdkd_core.errors import UserError
 from sdkd_core.file_data import FileSplits
 from sdkd_core.image_files import ImageListing
 from sdkd_core.image_views import decode_batch
-from sdkd_core.loader import derive_seed
+from sdkd_core.loader import EpochLoader
 
 FILES_PER_TASK = 64  # files a Ray Data task decodes at once
 STREAMED_INPUTS = ("index",)
@@ -34,6 +34,8 @@ def ensure_ray() -> None:
     """A local Ray for a streamed dataset read outside a sweep's Ray (a teacher trained before
     the trials, `distill.py`): quiet, no dashboard. The sweep shuts it down before it starts
     its own."""
+    # Ray (a second to import) loads only when images stream: study.sections imports this
+    # module, and a bad space file is refused without Ray.
     import ray
     import ray.data
 
@@ -73,61 +75,29 @@ class StreamedData:
                               decode_cpus=self.decode_cpus, **options)
 
 
-class StreamedLoader:
-    """Batches of (normalised float images, labels) from files, as `BatchLoader` gives them."""
+class StreamedLoader(EpochLoader):
+    """Batches of (normalised float images, labels) from files, as `BatchLoader` gives them:
+    the same order per (seed, epoch, rank), the same batch count."""
 
     def __init__(self, listing: ImageListing, info: DatasetInfo, batch_size: int,
-                 device: torch.device | str = "cpu", train: bool = False, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False,
-                 inputs: tuple[str, ...] = (), decode_cpus: float = 1.0):
-        unknown = [k for k in inputs if k not in STREAMED_INPUTS]
+                 device: torch.device | str = "cpu", decode_cpus: float = 1.0, **options):
+        unknown = [k for k in options.get("inputs", ()) if k not in STREAMED_INPUTS]
         if unknown:
             raise UserError(f"a streamed dataset cannot give a method {', '.join(unknown)} "
                             f"(it gives {', '.join(STREAMED_INPUTS)}); hold the dataset in "
                             "memory (dataset.stream: false, crop: pad) for this method")
-        if batch_size < 1:
-            raise UserError(f"batch_size={batch_size} must be at least 1")
-        self.listing, self.info, self.batch_size, self.train = listing, info, batch_size, train
-        self.device, self.seed = torch.device(device), seed
-        self.rank, self.world_size = rank, world_size
-        self.channels_last, self.inputs, self.decode_cpus = channels_last, inputs, decode_cpus
+        super().__init__(len(listing), info, batch_size, device, **options)
+        self.listing, self.decode_cpus = listing, decode_cpus
         self.labels = np.asarray(listing.labels, dtype=np.int64)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(info.mean, device=self.device).view(shape) * 255
-        self.std = torch.tensor(info.std, device=self.device).view(shape) * 255
-        self.epoch, self.skipped = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _shard_size(self) -> int:
-        n = len(self.listing)
-        return n // self.world_size if self.train else len(range(self.rank, n, self.world_size))
-
-    def __len__(self) -> int:
-        n = self._shard_size()
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
-
-    @property
-    def num_images(self) -> int:
-        n = self._shard_size()
-        return len(self) * self.batch_size if self.train else n
-
-    def _indices(self) -> np.ndarray:
-        n = len(self.listing)
-        if not self.train:
-            return np.arange(n)[self.rank::self.world_size]
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0, "order"))
-        order = torch.randperm(n, generator=gen).numpy()
-        return order[self.rank::self.world_size][: len(self) * self.batch_size]
+        self.skipped = 0  # files of this epoch that could not be decoded
 
     def dataset(self):
         """This epoch's Ray Data pipeline for this rank: file list -> decoded views."""
-        import pandas as pd
+        import pandas as pd  # as Ray itself: only once images stream (see ensure_ray)
         import ray.data
 
         ensure_ray()
-        idx = self._indices()
+        idx = self.epoch_indices().numpy()
         table = pd.DataFrame({"path": np.asarray(self.listing.paths, dtype=object)[idx],
                               "label": self.labels[idx], "index": idx.astype(np.int64)})
         # Blocks of a few tasks' files: small enough to spread, large enough to be cheap.
@@ -143,14 +113,6 @@ class StreamedLoader:
             num_cpus=self.decode_cpus,
             fn_kwargs={"root": self.listing.root, "info": self.info, "train": self.train,
                        "seed": self.seed, "epoch": self.epoch})
-
-    def normalise(self, x: Tensor) -> Tensor:
-        x = (x.float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y, _ in self.batches():
-            yield x, y
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
         """(images, labels, {"index": positions} when asked), batch by batch."""

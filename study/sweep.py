@@ -97,6 +97,7 @@ def check_data(study: Study, given: str | None) -> bool:
 
 def start_sweep_ray(study: Study, args) -> None:
     """Start (or join) the sweep's Ray once: its log lines go to the run folder's ray.log."""
+    # Ray takes about a second to import: only once the study and its data are found good.
     import ray
 
     from study.ray_start import start_ray

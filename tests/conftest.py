@@ -44,6 +44,18 @@ def fashion_folder() -> Path:
     return FASHION_FOLDER
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: tiny batches gain nothing from a second, and on a busy
+    machine its synchronisation made such tests up to 100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def synthetic():
     from sdkd_core.data import load_dataset

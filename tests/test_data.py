@@ -137,10 +137,12 @@ def test_rank_shards_are_disjoint_and_even(synthetic):
         loader = BatchLoader(torch.arange(n).view(n, 1, 1, 1).to(torch.uint8).repeat(1, 1, 1, 1),
                              synthetic.train_y, synthetic.info, 7, train=train, seed=3,
                              rank=rank, world_size=world)
-        return loader._indices().tolist(), len(loader)
+        return loader.epoch_indices().tolist(), len(loader)
 
+    # Training: equal shares of whole batches (the last partial batch dropped on every rank).
     (r0, len0), (r1, len1) = seen(0, 2, True), seen(1, 2, True)
-    assert not set(r0) & set(r1) and len(r0) == len(r1) == n // 2 and len0 == len1
+    assert not set(r0) & set(r1) and len0 == len1 == (n // 2) // 7
+    assert len(r0) == len(r1) == len0 * 7
     e = [seen(r, 3, False)[0] for r in range(3)]
     assert sorted(sum(e, [])) == list(range(n))  # evaluation covers every test image once
 

@@ -43,13 +43,8 @@ V1_BLOCKS = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256,
 V1_FEATS = (3, 5, 11, 13)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Batch 1-2 convolutions: a second thread gains nothing and slows a busy machine down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Batch 1-2 convolutions: a second thread gains nothing and slows a busy machine down.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def count(model: nn.Module) -> int:

@@ -258,14 +258,8 @@ def reference(arch: str, num_classes: int, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Batch-2 convolutions: a second thread gains nothing and, on a busy machine, its
-    # synchronisation made these tests up to 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Batch 1-2 convolutions: a second thread gains nothing and slows a busy machine down.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_zoo_architecture_has_a_reference():
