@@ -28,11 +28,30 @@ CPU_GFLOPS_PER_CORE = 50.0
 GPU_TFLOPS = 10.0
 
 
+def shapes_only(info: DatasetInfo, count):
+    """`count()` on the meta device (shapes without data) for ImageNet-sized images, whose CPU
+    passes and weight initialisations take seconds a plan does not need; on the CPU for small
+    images, or where a method's step reads values (`.item()`, a memory bank's sampling)."""
+    if info.image_size > 64:
+        try:
+            with torch.device("meta"):
+                return count()
+        except (RuntimeError, NotImplementedError):
+            pass
+    return count()
+
+
 @cache
 def step_flops(method: str, teacher: str, student: str, info: DatasetInfo,
                params: tuple = (), n_train: int = 2) -> float:
     """FLOPs of one training step on one image (forward and backward, teacher included), the
     method bound to `n_train` training images (a memory bank's size counts)."""
+    return shapes_only(info, lambda: _step_flops(method, teacher, student, info, params,
+                                                 n_train))
+
+
+def _step_flops(method: str, teacher: str, student: str, info: DatasetInfo, params: tuple,
+                n_train: int) -> float:
     size = info.image_size
     torch.manual_seed(0)
     s = build_model(student, info.num_classes, info.in_channels)
@@ -52,6 +71,10 @@ def step_flops(method: str, teacher: str, student: str, info: DatasetInfo,
 
 @cache
 def eval_flops(student: str, info: DatasetInfo) -> float:
+    return shapes_only(info, lambda: _eval_flops(student, info))
+
+
+def _eval_flops(student: str, info: DatasetInfo) -> float:
     model = build_model(student, info.num_classes, info.in_channels).eval()
     x = torch.randn(1, info.in_channels, info.image_size, info.image_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

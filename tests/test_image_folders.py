@@ -267,7 +267,7 @@ def _accuracy(data, seed: int) -> float:
     torch.manual_seed(seed)
     method = build_distiller("vanilla", build_model("resnet8", 10, 3),
                              build_model("resnet8", 10, 3), {})
-    engine = Engine(method, data, Recipe(epochs=3, batch_size=64, lr=0.05), device="cpu",
+    engine = Engine(method, data, Recipe(epochs=3, batch_size=50, lr=0.05), device="cpu",
                     seed=seed)
     return engine.fit()[-1]["test_acc"]
 
@@ -281,7 +281,7 @@ def test_in_memory_and_streamed_paths_reach_the_same_accuracy(ray_local):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # Ray Data's decoding needs the other core
     try:
-        kwargs = dict(image_size=32, crop="pad", n_train=1600)
+        kwargs = dict(image_size=28, crop="pad", n_train=1000)
         memory = load_dataset("imagefolder", fashion_folder(), stream=False, **kwargs)
         streamed = StreamedData(load_dataset("imagefolder", fashion_folder(), stream=True,
                                              **kwargs), decode_cpus=0.5)
@@ -291,7 +291,8 @@ def test_in_memory_and_streamed_paths_reach_the_same_accuracy(ray_local):
         torch.set_num_threads(threads)
     spread = max(max(a) - min(a) for a in accs.values())
     gap = abs(statistics.mean(accs["memory"]) - statistics.mean(accs["streamed"]))
-    assert all(a > 50 for v in accs.values() for a in v), accs  # they learn (chance: 10%)
+    print(f"top-1 after 3 epochs: {accs}; gap of the means {gap:.2f}, spread {spread:.2f}")
+    assert all(a > 40 for v in accs.values() for a in v), accs  # they learn (chance: 10%)
     assert gap <= max(spread, 2.0), (accs, gap, spread)
 
 
