@@ -7,11 +7,13 @@ import argparse
 
 import pytest
 import torch
-from test_published_teachers import one_thread, reference  # noqa: F401 (autouse fixture)
+from test_published_teachers import reference
 
 from sdkd_core.errors import UserError
 from sdkd_core.models import build_model
 from sdkd_core.models.published import load_teacher_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # batch-2 convolutions
 
 
 def logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
