@@ -152,11 +152,8 @@ def _from_files(name: str, info: DatasetInfo, files: FileDataset, n_train, n_tes
 
 
 def _subset_files(listing: ImageListing, n: int | None, what: str, name: str, seed: int):
-    if n is None or n == len(listing):
-        return listing
-    labels = torch.tensor(listing.labels, dtype=torch.long)
-    _subset(labels, labels, n, what, name, seed)  # the same checks as the in-memory sets
-    return listing.subset(stratified_indices(labels, n, seed))
+    idx = _subset_indices(torch.tensor(listing.labels, dtype=torch.long), n, what, name, seed)
+    return listing if idx is None else listing.subset(idx)
 
 
 def validation_count(val_split: float | int, n: int) -> int:
@@ -185,8 +182,15 @@ def validation_indices(labels: Tensor, val_split: float | int, name: str,
 
 
 def _subset(x: Tensor, y: Tensor, n: int | None, what: str, name: str, seed: int):
+    idx = _subset_indices(y, n, what, name, seed)
+    return (x, y) if idx is None else (x[idx].contiguous(), y[idx].contiguous())
+
+
+def _subset_indices(y: Tensor, n: int | None, what: str, name: str, seed: int
+                    ) -> Tensor | None:
+    """The stratified subset of n of the labels `y` (None: all of them), n checked first."""
     if n is None or n == len(y):
-        return x, y
+        return None
     if n <= 0:
         raise UserError(f"{what}={n} must be a positive number of images")
     if n > len(y):
@@ -194,8 +198,7 @@ def _subset(x: Tensor, y: Tensor, n: int | None, what: str, name: str, seed: int
             f"{what}={n} is larger than the {len(y)} images {name} has; "
             f"use at most {len(y)} or leave {what} out for all of them"
         )
-    idx = stratified_indices(y, n, seed)
-    return x[idx].contiguous(), y[idx].contiguous()
+    return stratified_indices(y, n, seed)
 
 
 def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:

@@ -154,9 +154,9 @@ class Engine:
     def _files_skipped(self) -> int:
         """Files of a file dataset that could not be decoded: all of them in memory (decoded
         once), this epoch's on every rank when streamed."""
-        loaders = [x for x in (self.train_loader, self.val_loader, self.test_loader) if x]
         if not hasattr(self.train_loader, "skipped"):
             return int(getattr(self.data, "skipped", 0))
+        loaders = [x for x in (self.train_loader, self.val_loader, self.test_loader) if x]
         count = torch.tensor(float(sum(x.skipped for x in loaders)), device=self.device)
         return int(sum_across_ranks(count).item())
 

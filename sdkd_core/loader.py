@@ -8,6 +8,7 @@ faster than a per-sample PIL pipeline and faithful to the test images (no grey b
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import torch
@@ -100,7 +101,7 @@ def rand_augment(x: Tensor, num_ops: int = STRONG_OPS, magnitude: int = STRONG_M
     return x
 
 
-class EpochLoader:
+class EpochLoader(ABC):
     """What every loader shares: one seeded order per epoch dealt round-robin to the ranks
     (equal shares for training, whose last partial batch is dropped: a batch of one would break
     BatchNorm), the batch count, and normalisation on the device. A subclass yields batches of
@@ -155,8 +156,9 @@ class EpochLoader:
         for x, y, _ in self.batches():
             yield x, y
 
+    @abstractmethod
     def batches(self) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
-        raise NotImplementedError
+        """(images, labels, {name: tensor} for each of `inputs`), batch by batch."""
 
 
 class BatchLoader(EpochLoader):

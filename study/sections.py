@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from typing import Annotated, Any, Literal, get_type_hints
 
@@ -85,8 +83,7 @@ class DatasetSection(Section):
                 del fields[key]
         files = self.files()
         if files is not None:
-            listed = json.dumps([files.classes, files.train.paths, files.test.paths]).encode()
-            fields["files_sha256"] = hashlib.sha256(listed).hexdigest()
+            fields["files_sha256"] = files.sha256
         return fields
 
     def load(self, seed: int) -> ImageData | StreamedData:
