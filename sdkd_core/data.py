@@ -20,6 +20,7 @@ from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.file_data import FileSplits, files_info, into_memory, streams
 from sdkd_core.image_files import FILE_LAYOUTS, FileDataset, ImageListing, list_dataset
 from sdkd_core.loader import BatchLoader
+from sdkd_core.scenes import fashion_scenes
 from sdkd_core.synthetic import synthetic_images
 
 VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's seed
@@ -27,7 +28,8 @@ VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's 
 
 @dataclass
 class ImageData:
-    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels [N]. `val_x`,
+    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels [N] (a dense
+    task's: a map per image [N, H, W], class ids as uint8 or depths as float). `val_x`,
     `val_y`: the validation images, held out of the training images (empty without a split).
     """
 
@@ -114,6 +116,8 @@ def load_dataset(
         "cifar100": read_cifar,
         "synthetic": _synthetic,
         "synthetic_cifar100": _synthetic,
+        "fashion_scenes": _scenes,
+        "fashion_depth": _scenes,
     }
     train_x, train_y, test_x, test_y = loaders[name](name, root, download)
     data = ImageData(name, DATASET_INFO[name], train_x, train_y, test_x, test_y)
@@ -171,6 +175,8 @@ def validation_indices(labels: Tensor, val_split: float | int, name: str,
     if not 0 < count < n:
         raise UserError(f"{given} must leave images on both sides of {name}'s {n} training "
                         "images; give a fraction in (0, 1) or a count below that")
+    if labels.dim() > 1:  # maps: a seeded draw of whole images
+        return random_indices(n, count, VAL_SEED)
     idx = stratified_indices(labels, count, VAL_SEED)
     missing = num_classes - len(labels[idx].unique())
     if missing:
@@ -198,7 +204,14 @@ def _subset_indices(y: Tensor, n: int | None, what: str, name: str, seed: int
             f"{what}={n} is larger than the {len(y)} images {name} has; "
             f"use at most {len(y)} or leave {what} out for all of them"
         )
-    return stratified_indices(y, n, seed)
+    return stratified_indices(y, n, seed) if y.dim() == 1 else random_indices(len(y), n, seed)
+
+
+def random_indices(total: int, n: int, seed: int) -> Tensor:
+    """n of `total` indices drawn by `seed`, sorted: the subsets of datasets whose labels are
+    maps, which have no one class per image to stratify by."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=gen)[:n].sort().values
 
 
 def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
@@ -219,3 +232,13 @@ def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
 
 def _synthetic(name: str, root, download: bool):
     return synthetic_images(DATASET_INFO[name])
+
+
+def _scenes(name: str, root, download: bool):
+    """Fashion-MNIST scenes from the real items (`sdkd_core.scenes`); the dataset's task picks
+    the class maps or the depth maps."""
+    info = DATASET_INFO[name]
+    items = read_fashion_mnist("fashion_mnist", root, download)
+    train, test = fashion_scenes(*items, info.n_train, info.n_test)
+    pick = 1 if info.task == "segmentation" else 2
+    return train[0], train[pick], test[0], test[pick]

@@ -30,10 +30,24 @@ class DatasetInfo:
     # Evaluation: resize the short side to image_size / eval_crop, then centre-crop image_size
     # (ImageNet's Resize(256) + CenterCrop(224) is 0.875). Files only: tensors are at size.
     eval_crop: float = 1.0
+    # What the labels are (a key of sdkd_core.tasks.TASKS): one class per image, or a map per
+    # image (segmentation: [H, W] class ids; depth: [H, W] depths, 0 = none).
+    task: str = "classification"
+    # Dense tasks: the training images' random scale range (joint scale, crop and flip).
+    scale: tuple[float, float] = (1.0, 1.0)
 
     @property
     def from_files(self) -> bool:
         return self.layout is not None
+
+    @property
+    def dense(self) -> bool:
+        """Whether each image's label is a map (segmentation, depth) rather than a class."""
+        return self.task != "classification"
+
+    @property
+    def augments(self) -> bool:
+        return bool(self.pad or self.flip or self.scale != (1.0, 1.0))
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -67,4 +81,13 @@ DATASET_INFO: dict[str, DatasetInfo] = {
                                n_train=0, n_test=0, layout="imagefolder", crop="resized",
                                eval_crop=0.875),
 }
+# Fashion-MNIST scenes (sdkd_core.scenes): 2-4 real items on a 64x64 canvas, per-pixel labels.
+# Segmentation: background + the 10 classes; depth: one output channel.
+SCENES_MEAN, SCENES_STD = (0.1359,), (0.2826,)
+DATASET_INFO["fashion_scenes"] = DatasetInfo(
+    11, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
+    task="segmentation", scale=(0.75, 1.25))
+DATASET_INFO["fashion_depth"] = DatasetInfo(
+    1, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
+    task="depth", scale=(0.75, 1.25))
 DATASETS = tuple(DATASET_INFO)

@@ -13,6 +13,7 @@ from sdkd_core.data import DATASETS
 from sdkd_core.engine import select_device
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.recipe import MAX_SEED, PRECISIONS, RECIPE_RULES, Recipe
+from sdkd_core.tasks import task_of
 
 
 def fraction_list(text: str) -> tuple[float, ...]:
@@ -145,15 +146,17 @@ def check_common(args: argparse.Namespace) -> None:
 
 def progress_line(row: dict[str, float], epochs: int, start: float,
                   method_metrics: tuple[str, ...] = ()) -> str:
-    """One epoch's line: losses, accuracies (each head's too), the method's own per-epoch
+    """One epoch's line: losses, the task's metric (each head's too), the method's own per-epoch
     values (`Distiller.epoch_metrics`, e.g. SDKD's phase flag k), speed and ETA."""
     done = int(row["epoch"])
     elapsed = time.perf_counter() - start
     eta = elapsed / done * (epochs - done)
-    extra = "".join(f"  {k.removeprefix('test_acc_')} {v:5.2f}%" for k, v in row.items()
-                    if k.startswith("test_acc_") and k != "test_acc_best")
+    task = task_of(row)
+    m, show = task.metric, task.show
+    extra = "".join(f"  {k.removeprefix(f'test_{m}_')} {show(v)}" for k, v in row.items()
+                    if k.startswith(f"test_{m}_") and k != f"test_{m}_best")
     extra += "".join(f"  {k} {row[k]:.4g}" for k in method_metrics if k in row)
-    val = f"  val {row['val_acc']:5.2f}%" if "val_acc" in row else ""
+    val = f"  val {show(row[f'val_{m}'])}" if f"val_{m}" in row else ""
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"train {row['train_acc']:5.2f}%{val}  test {row['test_acc']:5.2f}%{extra}  "
+            f"train {show(row[f'train_{m}'])}{val}  test {show(row[f'test_{m}'])}{extra}  "
             f"{row['images_per_s']:7.0f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")

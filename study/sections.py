@@ -172,10 +172,11 @@ class SearchSection(Section):
     seed: Seed | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8
-    # What Optuna and ASHA maximise: val_acc where the data holds a validation split, else
-    # test_acc (None: that default).
-    metric: Literal["val_acc", "val_acc_best", "test_acc", "test_acc_best"] | None = None
-    mode: Literal["max", "min"] = "max"
+    # What Optuna and ASHA optimise: the task's metric (top-1, mIoU, RMSE) on the validation
+    # images where the data holds a split, else on the test images (None: that default). Any
+    # `<val|test>_<metric>[_best]` of the task's metrics may be named.
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None  # None: the way the task's metric is better
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: Annotated[int, Field(gt=0)] = 2
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0

@@ -30,7 +30,7 @@ from study.runfolder.tables import write_tables
 from study.study_object import Study, open_study
 from study.summary import summary
 from study.sweep_args import PROG, build_parser, check_flags
-from study.teachers import TeacherCache
+from study.teachers import TeacherCache, card_score
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,8 +115,8 @@ def pretrain_teachers(study: Study) -> None:
             f"  teacher {a}: {line}", flush=True))
         how = "cached" if cached else "published, measured now" if spec.checkpoint \
             else f"trained in {time.perf_counter() - start:.0f} s"
-        print(f"teacher {arch}: {card['test_acc']:.2f}% on {card['n_test']} test images "
-              f"({how})", flush=True)
+        print(f"teacher {arch}: {card_score(card)} on {card['n_test']} test images ({how})",
+              flush=True)
         study.folder.keep_teacher(arch, cache.paths(spec)[0], card)
 
 
