@@ -26,15 +26,14 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None) -> None:
     p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), cifar10, cifar100, synthetic, "
-                        "synthetic_cifar100 (generated, CIFAR-100-shaped), or image files: "
-                        "imagenet, tiny_imagenet, imagefolder (docs/data.md)")
+                   help=f"one of {', '.join(DATASETS)} (default fashion_mnist; docs/data.md)")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (default: Debian package folder, "
                         "then $SDKD_DATA or ~/.cache/sdkd/data); image files: the folder "
                         "holding train/ and val/")
     p.add_argument("--image-size", type=int, default=None,
-                   help="image files: the side of the square views (default: the dataset's)")
+                   help="image files: the side of the square views; dense datasets: the "
+                        "views' height (default: the dataset's)")
     p.add_argument("--crop", choices=["pad", "resized"], default=None,
                    help="image files: training crop, pad (pad and crop, as CIFAR) or resized "
                         "(RandomResizedCrop, as ImageNet) (default: the dataset's)")

@@ -80,7 +80,8 @@ def run(trial: PlannedTrial, data: DatasetSection, recipe: Recipe, teacher: Teac
                 "student": trial.student, "seed": trial.seed, **trial.params}
     log(f"{trial.method}: {trial.pair} on {data.name} "
         f"({len(engine.data.train_y)} train / {len(engine.data.test_y)} test images, "
-        f"{recipe.epochs} epochs, {engine.device})")
+        f"{recipe.epochs} epochs, {engine.device})"
+        + "".join(f"; {note}" for note in getattr(engine.data, "notes", ())))
     rows: list[dict[str, Any]] = []
     own_metrics = tuple(engine.method.epoch_metrics())
     start = time.perf_counter()
