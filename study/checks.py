@@ -8,13 +8,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sdkd_core.data import DATASETS, DatasetInfo
 from sdkd_core.distillers import METHODS, Distiller, get_method, method_config
 from sdkd_core.distributed import split_batch
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
-from sdkd_core.models.registry import is_dense_model
 from sdkd_core.models.published import load_teacher_checkpoint
+from sdkd_core.models.registry import is_dense_model
 from sdkd_core.recipe import Recipe
 from study.plan import method_trial_count
 from study.sections import Choice, IntRange, overrides_of
@@ -47,11 +49,15 @@ def check_semantics(path: Path, space: StudyFile, check_files: bool = True) -> N
             name = getattr(pair, role)
             if name not in MODEL_NAMES:
                 raise fail(f"pairs[{i}].{role}: {unknown_choice('model', name, MODEL_NAMES)}")
-            if is_dense_model(name) != ("dense" in task.provides):
-                fits = [m for m in MODEL_NAMES if is_dense_model(m) == ("dense" in task.provides)
-                        and _builds(m, space.dataset.info(listed=False))]
+            info = space.dataset.info(listed=False)
+            if is_dense_model(name) != ("dense" in task.provides) or not _builds(name, info):
+                # The same backbone's fitting model first: resnet8 -> deeplabv3_resnet8.
+                fits = sorted((m for m in MODEL_NAMES if is_dense_model(m) ==
+                               ("dense" in task.provides) and _builds(m, info)),
+                              key=lambda m: not m.endswith(f"_{name.rpartition('_')[2]}"))
                 raise fail(f"pairs[{i}].{role}: {name} does not fit {space.dataset.name}'s "
-                           f"task ({task.label}); use a model such as {', '.join(fits[:4])}")
+                           f"task ({task.label}, {info.num_classes} output channel(s)); use a "
+                           f"model such as {', '.join(fits[:4])}")
     for method in space.baselines:
         if method not in METHODS:
             raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
@@ -192,9 +198,11 @@ def _check_pairs(fail, where: str, space: StudyFile, method: str, values: dict[s
 
 
 def _builds(arch: str, info: DatasetInfo) -> bool:
-    """Whether `arch` can be built for the dataset's outputs (depth's one channel, say)."""
+    """Whether `arch` can be built for the dataset's outputs (depth's one channel, say); on
+    the meta device: shapes only, no memory, no time."""
     try:
-        _network(arch, info)
+        with torch.device("meta"):
+            build_model(arch, info.num_classes, info.in_channels)
     except UserError:
         return False
     return True

@@ -80,8 +80,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help=f"0 or more (default {d.weight_decay})")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"at least 2 (default {d.batch_size})")
-    p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
-                   help="learning-rate decay: cosine (default) or step (at --milestones)")
+    p.add_argument("--schedule", choices=["step", "cosine", "poly"], default=d.schedule,
+                   help="learning-rate decay: cosine (default), step (at --milestones) or poly "
+                        "((1 - progress)^0.9, the segmentation recipe)")
     p.add_argument("--milestones", type=fraction_list, default=d.milestones,
                    help="step decay points: increasing fractions of the epochs in (0, 1), "
                         "each once (default 0.5,0.75)")

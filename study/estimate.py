@@ -55,9 +55,9 @@ def _step_flops(method: str, teacher: str, student: str, info: DatasetInfo, para
     torch.manual_seed(0)
     s = build_model(student, info.num_classes, info.in_channels)
     t = build_model(teacher, info.num_classes, info.in_channels)
-    distiller = build_distiller(method, s, t, dict(params))
+    distiller = build_distiller(method, s, t, dict(params), task=info.task)
     distiller.begin_epoch(10**6, 10**6 + 1, 1)  # late in training: every term is on
-    labels = torch.arange(max(n_train, 2)) % info.num_classes
+    labels = distiller.task.example_targets(max(n_train, 2), info.view_shape, info.num_classes)
     distiller.bind_data(labels)
     index = torch.arange(2)
     x, y = torch.randn(2, info.in_channels, *info.view_shape), labels[index]

@@ -177,3 +177,56 @@ def test_kd_logit_standardisation_needs_a_classifier():
     s, t = build_model("resnet8", 10, 1), build_model("resnet14", 10, 1)
     with pytest.raises(UserError, match="kd.logit_standardize"):
         build_distiller("kd", s, t, {"kd.logit_standardize": True}, task="segmentation")
+
+
+DENSE_SPACE = """\
+name: dense-check
+dataset: {{name: {dataset}, n_train: 256, n_test: 64{extra}}}
+pairs:
+  - {{teacher: {teacher}, student: {student}}}
+baselines: [{method}]
+{search}
+"""
+DENSE_CASES = [
+    ("fashion_depth", "depthnet_resnet14", "depthnet_resnet8", "dkd", "", "",
+     "baselines: method 'dkd' cannot run on depth estimation"),
+    ("fashion_scenes", "deeplabv3_resnet14", "deeplabv3_resnet8", "shake", "", "",
+     "method 'shake' cannot run on semantic segmentation"),
+    ("fashion_scenes", "resnet14", "deeplabv3_resnet8", "kd", "", "",
+     "pairs[0].teacher: resnet14 does not fit fashion_scenes's task (semantic segmentation"),
+    ("fashion_depth", "deeplabv3_resnet14", "depthnet_resnet8", "kd", "", "",
+     "use a model such as depthnet_resnet14"),
+    ("fashion_mnist", "resnet14", "deeplabv3_resnet8", "kd", "", "",
+     "pairs[0].student: deeplabv3_resnet8 does not fit fashion_mnist's task"),
+    ("fashion_scenes", "deeplabv3_resnet14", "deeplabv3_resnet8", "kd", ", val_split: 32",
+     "search: {metric: val_acc}", "search.metric: val_acc is not a metric of semantic"),
+]
+
+
+def test_a_dense_space_that_does_not_fit_its_task_is_one_line(tmp_path):
+    from conftest import assert_quick_usage_error, run_mains
+
+    calls = []
+    for i, (dataset, teacher, student, method, extra, search, _) in enumerate(DENSE_CASES):
+        path = tmp_path / f"case{i}.yaml"
+        path.write_text(DENSE_SPACE.format(dataset=dataset, teacher=teacher, student=student,
+                                           method=method, extra=extra, search=search))
+        calls.append(("study.sweep", ["--space", str(path), "--dry-run"]))
+    for result, case in zip(run_mains(calls), DENSE_CASES, strict=True):
+        assert_quick_usage_error(result, case[-1])
+
+
+def test_the_dense_spaces_plan_without_their_data(tmp_path):
+    from conftest import run_mains
+
+    demo, cityscapes = run_mains([
+        ("study.sweep", ["--space", "study/spaces/dense_demo.yaml", "--dry-run",
+                         "--cache-dir", str(tmp_path)]),
+        ("study.sweep", ["--space", "study/spaces/cityscapes.yaml", "--dry-run",
+                         "--cache-dir", str(tmp_path)])])
+    assert demo.returncode == 0, demo.stderr
+    assert "sdkd     3 drawn" in demo.stdout and "cwd      3 drawn" in demo.stdout
+    assert "poly 0.9" in demo.stdout and "CPU-core-hours" in demo.stdout
+    assert cityscapes.returncode == 0, cityscapes.stderr
+    assert "GPU-hours" in cityscapes.stdout and "deeplabv3_resnet101" in cityscapes.stdout
+    assert not any(tmp_path.iterdir())  # a plan writes nothing

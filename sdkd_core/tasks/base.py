@@ -65,6 +65,10 @@ class Task(ABC):
         targets on the device, each image its own draw from `generator`; `info` is the
         dataset's `DatasetInfo`."""
 
+    @abstractmethod
+    def example_targets(self, n: int, size: tuple[int, int], num_classes: int) -> Tensor:
+        """Targets of `n` images of `size` that a cost estimate or a check can train on."""
+
     def better(self, a: float, b: float) -> bool:
         """Whether metric value a beats b."""
         return a > b if self.mode == "max" else a < b

@@ -43,3 +43,6 @@ class Classification(Task):
 
     def augment(self, x, target, info, generator):
         return augment_batch(x, info.pad, info.flip, generator), target
+
+    def example_targets(self, n, size, num_classes):
+        return torch.arange(n) % num_classes
