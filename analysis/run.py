@@ -20,6 +20,7 @@ from sdkd_core.datasets import DATASET_INFO, DatasetInfo
 from sdkd_core.errors import UserError
 from sdkd_core.files import file_sha256
 from sdkd_core.plugins import load_plugins
+from sdkd_core.tasks import get_task
 from study.runfolder import IDENTITY, RunFolder
 from study.runfolder.trials import PlannedTrial
 
@@ -206,6 +207,11 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{folder.study_json} is not a study record (no space); it must be "
                         "the file study/sweep.py wrote")
     space = record["space"]
+    task = (record.get("dataset_info") or {}).get("task", "classification")
+    if task != "classification":  # its tables, figures and claims are not written yet
+        raise UserError(f"{root} is a {get_task(task).label} run and the report reads "
+                        f"classification runs only so far; its scores are in "
+                        f"{folder.results_csv} and {folder.epochs_csv}")
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise UserError(f"{folder.results_csv} lacks column(s) {', '.join(missing)}; rebuild it "

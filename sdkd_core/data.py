@@ -16,10 +16,13 @@ from torch import Tensor
 
 from sdkd_core.data_files import read_cifar, read_fashion_mnist
 from sdkd_core.datasets import DATASET_INFO, DATASETS, DatasetInfo
+from sdkd_core.dense_decode import check_fits, decode_pairs, dense_info
+from sdkd_core.dense_files import DENSE_LISTERS, DenseFiles, PairListing
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.file_data import FileSplits, files_info, into_memory, streams
-from sdkd_core.image_files import FILE_LAYOUTS, FileDataset, ImageListing, list_dataset
+from sdkd_core.image_files import FileDataset, ImageListing, list_dataset
 from sdkd_core.loader import BatchLoader
+from sdkd_core.scenes import fashion_scenes
 from sdkd_core.synthetic import synthetic_images
 
 VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's seed
@@ -27,7 +30,8 @@ VAL_SEED = 0  # one validation split per dataset and size, whatever the trial's 
 
 @dataclass
 class ImageData:
-    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels [N]. `val_x`,
+    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels [N] (a dense
+    task's: a map per image [N, H, W], class ids as uint8 or depths as float). `val_x`,
     `val_y`: the validation images, held out of the training images (empty without a split).
     """
 
@@ -42,6 +46,7 @@ class ImageData:
     # Datasets of files: files that could not be decoded, and files that are not images.
     skipped: int = 0
     ignored: int = 0
+    notes: tuple[str, ...] = ()  # which files were read, where a dataset chooses among them
 
     @property
     def has_val(self) -> bool:
@@ -74,7 +79,7 @@ def load_dataset(
     crop: str | None = None,
     pad: int | None = None,
     stream: bool | None = None,
-    files: FileDataset | None = None,
+    files: FileDataset | DenseFiles | None = None,
 ) -> ImageData | FileSplits:
     """Load `name` into memory, optionally as stratified subsets of n_train / n_test images.
 
@@ -90,19 +95,23 @@ def load_dataset(
     A dataset of image files (`imagefolder`, `imagenet`, `tiny_imagenet`) is listed from `root`
     (or `files`, listed before), takes `image_size`, `crop` and `pad` over its defaults, and is
     either decoded into memory or returned as `FileSplits` to stream (`sdkd_core.file_data`).
+    A dense dataset of files (a layout of `sdkd_core.dense_files`) takes `image_size` (the
+    views' height) and is decoded into memory with its label maps (`sdkd_core.dense_decode`).
     """
     if name not in DATASET_INFO:
         raise unknown_choice("dataset", name, DATASETS)
     base = DATASET_INFO[name]
     if base.from_files:
-        files = files or list_dataset(base.layout, root)
-        return _from_files(name, files_info(base, files, image_size, crop, pad), files,
-                           n_train, n_test, seed, val_split, stream)
+        files = files or list_files(base.layout, root)
+        info = file_info(base, files, image_size, crop, pad)
+        read = _dense_from_files if base.dense else _from_files
+        return read(name, info, files, n_train, n_test, seed, val_split, stream)
     for key, value in (("image_size", image_size), ("crop", crop), ("pad", pad),
                        ("stream", stream)):
         if value is not None:
-            raise UserError(f"{key} applies to datasets of image files "
-                            f"({', '.join(FILE_LAYOUTS)}); {name} has its own; remove {key}")
+            named = ", ".join(n for n, i in DATASET_INFO.items() if i.from_files)
+            raise UserError(f"{key} applies to datasets of image files ({named}); {name} has "
+                            f"its own; remove {key}")
     if root is not None and not Path(root).is_dir():
         raise UserError(
             f"data folder '{root}' does not exist; pass an existing folder (--data-root) "
@@ -114,6 +123,8 @@ def load_dataset(
         "cifar100": read_cifar,
         "synthetic": _synthetic,
         "synthetic_cifar100": _synthetic,
+        "fashion_scenes": _scenes,
+        "fashion_depth": _scenes,
     }
     train_x, train_y, test_x, test_y = loaders[name](name, root, download)
     data = ImageData(name, DATASET_INFO[name], train_x, train_y, test_x, test_y)
@@ -126,6 +137,58 @@ def load_dataset(
     data.train_x, data.train_y = _subset(data.train_x, data.train_y, n_train, "n_train", name, seed)
     data.test_x, data.test_y = _subset(data.test_x, data.test_y, n_test, "n_test", name, seed)
     return data
+
+
+def list_files(layout: str, root: str | Path | None) -> FileDataset | DenseFiles:
+    """A file dataset's listing: a dense layout's pairs of image and label map, or images."""
+    if layout in DENSE_LISTERS:
+        return DENSE_LISTERS[layout](root)
+    return list_dataset(layout, root)
+
+
+def file_info(base: DatasetInfo, files: FileDataset | DenseFiles | None,
+              image_size: int | None = None, crop: str | None = None, pad: int | None = None
+              ) -> DatasetInfo:
+    """A file dataset's info with its counts from `files` (None: the table's) and the options
+    asked over its defaults."""
+    return (dense_info if base.dense else files_info)(base, files, image_size, crop, pad)
+
+
+def _dense_from_files(name: str, info: DatasetInfo, files: DenseFiles, n_train, n_test, seed,
+                      val_split, stream) -> ImageData:
+    """The pairs drawn as the in-memory maps would be (validation, then subsets), then
+    decoded: only the images a trial uses are read."""
+    if stream:
+        raise UserError(f"stream: true is not built for dense datasets yet ({name} is decoded "
+                        "into memory); leave stream out")
+    train, val = files.train, None
+    if val_split is not None:
+        held = validation_indices(_unread_maps(len(train)), val_split, name, info.num_classes)
+        rest = torch.ones(len(train), dtype=torch.bool)
+        rest[held] = False
+        train, val = train.subset(rest.nonzero().flatten()), train.subset(held)
+    train = _subset_pairs(train, n_train, "n_train", name, seed)
+    test = _subset_pairs(files.test, n_test, "n_test", name, seed)
+    check_fits(name, info, len(train))
+    train_x, train_y, skipped = decode_pairs(train, info)
+    test_x, test_y, skipped_test = decode_pairs(test, info)
+    data = ImageData(name, info, train_x, train_y, test_x, test_y,
+                     skipped=skipped + skipped_test, notes=files.notes)
+    if val is not None:
+        data.val_x, data.val_y, skipped_val = decode_pairs(val, info)
+        data.skipped += skipped_val
+    return data
+
+
+def _unread_maps(n: int) -> Tensor:
+    """n maps without their pixels ([n, 0, 0]): the validation and subset draws of maps depend
+    only on their count, so the listing gets the draws its decoded maps would."""
+    return torch.empty(n, 0, 0)
+
+
+def _subset_pairs(listing: PairListing, n: int | None, what: str, name: str, seed: int):
+    idx = _subset_indices(_unread_maps(len(listing)), n, what, name, seed)
+    return listing if idx is None else listing.subset(idx)
 
 
 def _from_files(name: str, info: DatasetInfo, files: FileDataset, n_train, n_test, seed,
@@ -171,6 +234,8 @@ def validation_indices(labels: Tensor, val_split: float | int, name: str,
     if not 0 < count < n:
         raise UserError(f"{given} must leave images on both sides of {name}'s {n} training "
                         "images; give a fraction in (0, 1) or a count below that")
+    if labels.dim() > 1:  # maps: a seeded draw of whole images
+        return random_indices(n, count, VAL_SEED)
     idx = stratified_indices(labels, count, VAL_SEED)
     missing = num_classes - len(labels[idx].unique())
     if missing:
@@ -198,7 +263,14 @@ def _subset_indices(y: Tensor, n: int | None, what: str, name: str, seed: int
             f"{what}={n} is larger than the {len(y)} images {name} has; "
             f"use at most {len(y)} or leave {what} out for all of them"
         )
-    return stratified_indices(y, n, seed)
+    return stratified_indices(y, n, seed) if y.dim() == 1 else random_indices(len(y), n, seed)
+
+
+def random_indices(total: int, n: int, seed: int) -> Tensor:
+    """n of `total` indices drawn by `seed`, sorted: the subsets of datasets whose labels are
+    maps, which have no one class per image to stratify by."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=gen)[:n].sort().values
 
 
 def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
@@ -219,3 +291,13 @@ def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
 
 def _synthetic(name: str, root, download: bool):
     return synthetic_images(DATASET_INFO[name])
+
+
+def _scenes(name: str, root, download: bool):
+    """Fashion-MNIST scenes from the real items (`sdkd_core.scenes`); the dataset's task picks
+    the class maps or the depth maps."""
+    info = DATASET_INFO[name]
+    items = read_fashion_mnist("fashion_mnist", root, download)
+    train, test = fashion_scenes(*items, info.n_train, info.n_test)
+    pick = 1 if info.task == "segmentation" else 2
+    return train[0], train[pick], test[0], test[pick]

@@ -22,7 +22,8 @@ class DatasetInfo:
     flip: bool  # random horizontal flip
     n_train: int  # images of the full training split
     n_test: int  # images of the full test split
-    # Datasets of image files (sdkd_core.image_files): their layout, None for the others.
+    # Datasets of files: their layout (sdkd_core.image_files; a dense task's,
+    # sdkd_core.dense_files), None for the others.
     layout: str | None = None
     # Training crop: "pad" (pad by `pad`, random crop at image_size: the CIFAR recipe) or
     # "resized" (RandomResizedCrop(image_size), scale 0.08-1: the ImageNet recipe).
@@ -30,10 +31,31 @@ class DatasetInfo:
     # Evaluation: resize the short side to image_size / eval_crop, then centre-crop image_size
     # (ImageNet's Resize(256) + CenterCrop(224) is 0.875). Files only: tensors are at size.
     eval_crop: float = 1.0
+    # What the labels are (a key of sdkd_core.tasks.TASKS): one class per image, or a map per
+    # image (segmentation: [H, W] class ids; depth: [H, W] depths, 0 = none).
+    task: str = "classification"
+    # Dense tasks: the training images' random scale range (joint scale, crop and flip).
+    scale: tuple[float, float] = (1.0, 1.0)
+    # The views' width over their height: image_size is the height (1.0: square views).
+    aspect: float = 1.0
 
     @property
     def from_files(self) -> bool:
         return self.layout is not None
+
+    @property
+    def dense(self) -> bool:
+        """Whether each image's label is a map (segmentation, depth) rather than a class."""
+        return self.task != "classification"
+
+    @property
+    def view_shape(self) -> tuple[int, int]:
+        """(height, width) of every image a batch holds."""
+        return self.image_size, round(self.image_size * self.aspect)
+
+    @property
+    def augments(self) -> bool:
+        return bool(self.pad or self.flip or self.scale != (1.0, 1.0))
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -67,4 +89,29 @@ DATASET_INFO: dict[str, DatasetInfo] = {
                                n_train=0, n_test=0, layout="imagefolder", crop="resized",
                                eval_crop=0.875),
 }
+# Fashion-MNIST scenes (sdkd_core.scenes): 2-4 real items on a 64x64 canvas, per-pixel labels.
+# Segmentation: background + the 10 classes; depth: one output channel.
+SCENES_MEAN, SCENES_STD = (0.1359,), (0.2826,)
+DATASET_INFO["fashion_scenes"] = DatasetInfo(
+    11, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
+    task="segmentation", scale=(0.75, 1.25))
+DATASET_INFO["fashion_depth"] = DatasetInfo(
+    1, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
+    task="depth", scale=(0.75, 1.25))
+# Dense datasets from their files (sdkd_core.dense_files), decoded into memory at image_size
+# (the views' height): each image fitted into the view, its map with it, the rest padded.
+# Cityscapes: the 19 train ids, val as the test split, CIRKD's scale 0.5-2.0 and flip; views
+# 2:1 as its 1024x2048 images. VOC 2012: 21 classes with background, SBD-augmented train
+# (train_aug.txt) where present; square views (its images are at most 500 pixels a side).
+# NYUv2: BTS's official 795 / 654 split, depth in metres; views 4:3 as its 480x640 images,
+# scale 1.0-1.2 with flip (about BTS's 416x544 random crop of 480x640).
+DATASET_INFO["cityscapes"] = DatasetInfo(
+    19, 3, 256, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True, n_train=2975, n_test=500,
+    layout="cityscapes", task="segmentation", scale=(0.5, 2.0), aspect=2.0)
+DATASET_INFO["voc"] = DatasetInfo(
+    21, 3, 256, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True, n_train=10582, n_test=1449,
+    layout="voc", task="segmentation", scale=(0.5, 2.0))
+DATASET_INFO["nyuv2"] = DatasetInfo(
+    1, 3, 240, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True, n_train=795, n_test=654,
+    layout="nyuv2", task="depth", scale=(1.0, 1.2), aspect=4 / 3)
 DATASETS = tuple(DATASET_INFO)

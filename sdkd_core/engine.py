@@ -21,6 +21,7 @@ from sdkd_core.distillers.base import Distiller
 from sdkd_core.distributed import broadcast_buffers, split_batch, sum_across_ranks
 from sdkd_core.errors import DivergedError, UserError
 from sdkd_core.recipe import Recipe
+from sdkd_core.tasks import get_task
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -70,6 +71,10 @@ class Engine:
         rank_batch = split_batch(self.recipe.batch_size, self.world_size)
         self.cuda = self.device.type == "cuda"
         self.use_amp = self.recipe.autocast_bf16(self.cuda) if self.amp is None else bool(self.amp)
+        self.task = get_task(self.data.info.task)
+        if self.method.task.name != self.task.name:
+            raise UserError(f"the method was built for {self.method.task.label} but "
+                            f"{self.data.name} is a {self.task.label} dataset")
         self.method.bind_data(self.data.train_y)
         self.method.to(self.device, memory_format=torch.channels_last if self.channels_last
                        else torch.preserve_format)
@@ -110,7 +115,7 @@ class Engine:
         self.method.begin_epoch(self.epoch, self.recipe.epochs, len(self.train_loader))
         self.train_loader.set_epoch(self.epoch)
         sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=self.device)
+        scores = None  # the task's metric sums of the training batches
         seen = 0
         start = time.perf_counter()
         for x, y, inputs in self.train_loader.batches():
@@ -128,19 +133,22 @@ class Engine:
             seen += n
             for name, value in (("loss", loss), *losses.items()):
                 sums[name] = sums.get(name, 0) + value.detach().float() * n
-            correct += (logits.detach().argmax(1) == y).sum()
+            batch_scores = self.task.metric_sums(logits, y)
+            scores = batch_scores if scores is None else scores + batch_scores
         if self.cuda:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         names = list(sums)
         broadcast_buffers(self.method)  # every rank evaluates the model rank 0 checkpoints
-        totals = sum_across_ranks(torch.stack([*(sums[k] for k in names), correct,
-                                               torch.tensor(float(seen), device=self.device)]))
-        totals = totals.tolist()
-        count = totals[-1]
+        losses_seen = torch.stack([*(sums[k] for k in names),
+                                   torch.tensor(float(seen), device=self.device)])
+        totals = sum_across_ranks(torch.cat([losses_seen.double(), scores])).tolist()
+        count = totals[len(names)]
         stats = {("train_loss" if k == "loss" else f"loss_{k}"): v / count
                  for k, v in zip(names, totals, strict=False)}
-        stats["train_acc"] = 100.0 * totals[-2] / count
+        metric = self.task.metric  # the training batches' score, as augmented (train_acc, ...)
+        scored = torch.tensor(totals[len(names) + 1:], dtype=torch.float64)
+        stats[f"train_{metric}"] = self.task.metric_values(scored)[metric]
         stats["images_per_s"] = count / elapsed  # all ranks' images: the trial's throughput
         stats["train_s"] = elapsed
         stats["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
@@ -161,10 +169,10 @@ class Engine:
         return int(sum_across_ranks(count).item())
 
     def evaluate(self) -> dict[str, float]:
-        """Top-1 and top-5 accuracy (%) and mean cross-entropy of the student on the full test
-        set (`test_acc`, `test_top5`, `test_loss`), and
-        `test_acc_<head>` for each extra head the method scores (summed over ranks); the same
-        as `val_*` on the validation images when the data holds some."""
+        """The task's metrics of the student on the full test set (`test_<name>` for each of
+        `task.metric_values`: classification's `test_acc`, `test_top5`, `test_loss`), and
+        `test_<metric>_<head>` for each extra head the method scores (summed over ranks); the
+        same as `val_*` on the validation images when the data holds some."""
         start = time.perf_counter()
         stats = self._scores(self.test_loader, "test")
         if self.val_loader is not None:
@@ -177,26 +185,19 @@ class Engine:
         was_training = self.method.training
         self.method.eval()
         names: list[str] = []
-        totals = None
+        totals = None  # each head's metric sums, one after the other
         for x, y in loader:
             with self._autocast():
                 heads = self.method.eval_logits(x)
-            if totals is None:
-                names = list(heads)
-                totals = torch.zeros(len(names) + 3, device=self.device)
-            for i, name in enumerate(names):
-                totals[i] += (heads[name].argmax(1) == y).sum()
-            top5 = heads["student"].topk(min(5, heads["student"].shape[1]), 1).indices
-            totals[-3] += (top5 == y[:, None]).any(1).sum()
-            totals[-2] += nn.functional.cross_entropy(heads["student"].float(), y, reduction="sum")
-            totals[-1] += len(y)
+            batch = torch.cat([self.task.metric_sums(heads[name], y) for name in heads])
+            names = list(heads)
+            totals = batch if totals is None else totals + batch
         self.method.train(was_training)
-        values = sum_across_ranks(totals).tolist()
-        count = values[-1]
-        stats = {f"{split}_acc": 100.0 * values[0] / count, f"{split}_loss": values[-2] / count,
-                 f"{split}_top5": 100.0 * values[-3] / count}
-        stats.update({f"{split}_acc_{n}": 100.0 * v / count
-                      for n, v in zip(names[1:], values[1:-3], strict=True)})
+        per_head = sum_across_ranks(totals).cpu().chunk(len(names))
+        values = dict(zip(names, (self.task.metric_values(v) for v in per_head), strict=True))
+        stats = {f"{split}_{key}": v for key, v in values["student"].items()}
+        metric = self.task.metric
+        stats.update({f"{split}_{metric}_{name}": values[name][metric] for name in names[1:]})
         return stats
 
     def run_epoch(self) -> dict[str, float]:
@@ -204,9 +205,10 @@ class Engine:
         stats = {"epoch": self.epoch + 1, **self.train_epoch(), **self.evaluate()}
         self.epoch += 1
         for split in ("test", "val"):
-            if f"{split}_acc" in stats:
-                stats[f"{split}_acc_best"] = max([row[f"{split}_acc"] for row in self.history]
-                                                 + [stats[f"{split}_acc"]])
+            key = f"{split}_{self.task.metric}"
+            if key in stats:
+                stats[f"{key}_best"] = self.task.best([row[key] for row in self.history]
+                                                      + [stats[key]])
         self.history.append(stats)
         return stats
 

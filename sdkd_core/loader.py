@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
+from sdkd_core.augment import augment_batch
 from sdkd_core.datasets import DatasetInfo
 from sdkd_core.errors import UserError
+from sdkd_core.tasks import get_task
 
 CHUNK_BATCHES = 32  # batches augmented together
 # What a training batch can carry besides (images, labels), for a method's `batch_inputs`.
@@ -42,24 +43,6 @@ def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (seed, epoch, rank, ...), the same on every machine."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def augment_batch(x: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:
-    """Random crop (after padding with 0) and horizontal flip, a different one per image."""
-    b, _, h, w = x.shape
-    dev = x.device
-    if pad:
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
-        # Every crop of every image as a view [B, C, 2p+1, 2p+1, H, W]; pick one per image.
-        windows = F.pad(x, (pad, pad, pad, pad)).unfold(2, h, 1).unfold(3, w, 1)
-        x = windows[torch.arange(b, device=dev), :, dy, dx]  # 0 is the uint8 background
-    else:
-        x = x.clone()
-    if flip:
-        flipped = torch.rand(b, generator=generator, device=dev) < 0.5
-        x[flipped] = x[flipped].flip(-1)
-    return x
 
 
 def rand_augment(x: Tensor, num_ops: int = STRONG_OPS, magnitude: int = STRONG_MAGNITUDE
@@ -162,7 +145,8 @@ class EpochLoader(ABC):
 
 
 class BatchLoader(EpochLoader):
-    """Batches of (normalised float images, labels) from uint8 tensors kept on `device`.
+    """Batches of (normalised float images, labels) from uint8 tensors kept on `device`; a
+    dense task's labels are maps [N, H, W], augmented with their images by the task.
 
     Training order and augmentation depend only on (seed, epoch, rank), so a resumed run sees
     exactly the batches an uninterrupted one would. With world_size > 1 each rank gets a
@@ -203,7 +187,8 @@ class BatchLoader(EpochLoader):
         """(images, labels, {name: tensor} for each of `inputs`), batch by batch."""
         # One host-to-device copy per epoch; training drops the last partial batch.
         idx = self.epoch_indices().to(self.device)
-        augment = self.train and (self.info.pad or self.info.flip)
+        augment = self.train and self.info.augments
+        task = get_task(self.info.task)
         gen = None
         if augment:
             gen = torch.Generator(device=self.device).manual_seed(self._seed("augment"))
@@ -212,10 +197,10 @@ class BatchLoader(EpochLoader):
         bs, span = self.batch_size, self.batch_size * CHUNK_BATCHES
         for start in range(0, len(idx), span):
             chunk = idx[start : start + span]
-            x = self.x[chunk]
-            if augment:
-                x = augment_batch(x, self.info.pad, self.info.flip, gen)
-            x, y = self.normalise(x), self.y[chunk]
+            x, y = self.x[chunk], self.y[chunk]
+            if augment:  # the task's: an image alone, or an image and its map together
+                x, y = task.augment(x, y, self.info, gen)
+            x = self.normalise(x)
             extras = {"index": chunk} if "index" in self.inputs else {}
             if "strong_view" in self.inputs:
                 extras["strong_view"] = self.normalise(self.strong_view(self.x[chunk], start))

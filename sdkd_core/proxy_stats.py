@@ -30,9 +30,9 @@ class _RunningStats(nn.Module):
 
 
 class ProxyStatistics(nn.Module):
-    """Running statistics for the BatchNorm layers of `body`'s stages `first`.. and of its
-    `closing` (those that `body.forward_from(first, h)` runs), starting as copies of the
-    body's; none without a body.
+    """Running statistics for the BatchNorm layers of `body`'s stages `first`.. and of the
+    modules it runs after them (its `closing`; a dense model's head): those that
+    `body.forward_from(first, h)` runs, starting as copies of the body's; none without a body.
 
     Registered in the method, they are buffers like any other to checkpoints and to DDP's buffer
     broadcast; SyncBatchNorm conversion replaces the layers, not these, and keeps the layers'
@@ -48,7 +48,7 @@ class ProxyStatistics(nn.Module):
         paths = {} if body is None else {m: name for name, m in body.named_modules()}
         parts = [] if body is None else [
             *((paths[body.stages[k]], body.stages[k]) for k in range(first, body.num_stages)),
-            ("closing", body._modules.get("closing") or nn.Identity())]
+            *body.modules_after_stages().items()]
         found = [(f"{prefix}.{name}".rstrip("."), m) for prefix, part in parts
                  for name, m in part.named_modules()
                  if isinstance(m, _BatchNorm) and m.track_running_stats]

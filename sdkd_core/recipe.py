@@ -21,6 +21,8 @@ def _increasing_fractions(ms: tuple[float, ...], _recipe) -> bool:
     return all(0 < m < 1 for m in ms) and all(a < b for a, b in pairwise(ms))
 
 
+POLY_POWER = 0.9
+
 # What each recipe field must be: (the test, given the value and the whole recipe; the
 # requirement, with an example). The command-line flags (study/cli.py) use the same rules. Every
 # test fails for nan, and inf fails each one that has no upper bound by being finite.
@@ -30,7 +32,7 @@ RECIPE_RULES: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
     "momentum": (lambda v, _: 0 <= v < 1, "in [0, 1), like 0.9"),
     "weight_decay": (lambda v, _: math.isfinite(v) and v >= 0, "finite and >= 0, like 5e-4"),
     "batch_size": (lambda v, _: v >= 2, "at least 2, like 64"),
-    "schedule": (lambda v, _: v in ("step", "cosine"), "step or cosine"),
+    "schedule": (lambda v, _: v in ("step", "cosine", "poly"), "step, cosine or poly"),
     "milestones": (_increasing_fractions,
                    "increasing fractions of the epochs in (0, 1), each once, like 0.5,0.75"),
     "gamma": (lambda v, _: 0 < v <= 1, "in (0, 1], like 0.1"),
@@ -49,7 +51,8 @@ class Recipe:
     weight_decay: float = 5e-4
     nesterov: bool = False
     batch_size: int = 64
-    schedule: Literal["step", "cosine"] = "cosine"
+    # poly: (1 - progress)^0.9, the segmentation recipe (DeepLab; CIRKD, per iteration)
+    schedule: Literal["step", "cosine", "poly"] = "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     warmup_epochs: float = 0.0
@@ -85,8 +88,10 @@ class Recipe:
         epoch = step / steps_per_epoch
         if epoch < self.warmup_epochs:
             return (step + 1) / (self.warmup_epochs * steps_per_epoch)
+        progress = min(1.0, (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs))
         if self.schedule == "cosine":
-            progress = (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if self.schedule == "poly":
+            return (1 - progress) ** POLY_POWER
         passed = sum(epoch >= m * self.epochs for m in self.milestones)
         return self.gamma**passed

@@ -8,12 +8,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sdkd_core.data import DATASETS, DatasetInfo
 from sdkd_core.distillers import METHODS, Distiller, get_method, method_config
 from sdkd_core.distributed import split_batch
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.models import MODEL_NAMES, build_model
 from sdkd_core.models.published import load_teacher_checkpoint
+from sdkd_core.models.registry import is_dense_model
 from sdkd_core.recipe import Recipe
 from study.plan import method_trial_count
 from study.sections import Choice, IntRange, overrides_of
@@ -40,11 +43,21 @@ def check_semantics(path: Path, space: StudyFile, check_files: bool = True) -> N
         space.teacher.recipe_obj()
     except UserError as err:
         raise fail(f"teacher.recipe: {err}") from None
+    task = space.task
     for i, pair in enumerate(space.pairs):
         for role in ("teacher", "student"):
             name = getattr(pair, role)
             if name not in MODEL_NAMES:
                 raise fail(f"pairs[{i}].{role}: {unknown_choice('model', name, MODEL_NAMES)}")
+            info = space.dataset.info(listed=False)
+            if is_dense_model(name) != ("dense" in task.provides) or not _builds(name, info):
+                # The same backbone's fitting model first: resnet8 -> deeplabv3_resnet8.
+                fits = sorted((m for m in MODEL_NAMES if is_dense_model(m) ==
+                               ("dense" in task.provides) and _builds(m, info)),
+                              key=lambda m: not m.endswith(f"_{name.rpartition('_')[2]}"))
+                raise fail(f"pairs[{i}].{role}: {name} does not fit {space.dataset.name}'s "
+                           f"task ({task.label}, {info.num_classes} output channel(s)); use a "
+                           f"model such as {', '.join(fits[:4])}")
     for method in space.baselines:
         if method not in METHODS:
             raise fail(f"baselines: {unknown_choice('method', method, METHODS)}")
@@ -176,11 +189,23 @@ def _check_pairs(fail, where: str, space: StudyFile, method: str, values: dict[s
         try:
             config = method_config(method, {**space.pair_settings(pair.teacher, pair.student,
                                                                    method), **values})
+            cls.check_task(config, space.task)
             if checks_pairs:  # otherwise no network needs building
                 cls.check_pair(config, *(_network(name, space.dataset.info(listed=False))
                                          for name in (pair.teacher, pair.student)))
         except UserError as err:
             raise fail(f"{where}: {err} ({label})") from None
+
+
+def _builds(arch: str, info: DatasetInfo) -> bool:
+    """Whether `arch` can be built for the dataset's outputs (depth's one channel, say); on
+    the meta device: shapes only, no memory, no time."""
+    try:
+        with torch.device("meta"):
+            build_model(arch, info.num_classes, info.in_channels)
+    except UserError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=16)

@@ -13,6 +13,7 @@ from sdkd_core.data import DATASETS
 from sdkd_core.engine import select_device
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.recipe import MAX_SEED, PRECISIONS, RECIPE_RULES, Recipe
+from sdkd_core.tasks import task_of
 
 
 def fraction_list(text: str) -> tuple[float, ...]:
@@ -25,15 +26,14 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 def add_data_args(p: argparse.ArgumentParser, n_train_default: int | None = None) -> None:
     p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), cifar10, cifar100, synthetic, "
-                        "synthetic_cifar100 (generated, CIFAR-100-shaped), or image files: "
-                        "imagenet, tiny_imagenet, imagefolder (docs/data.md)")
+                   help=f"one of {', '.join(DATASETS)} (default fashion_mnist; docs/data.md)")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (default: Debian package folder, "
                         "then $SDKD_DATA or ~/.cache/sdkd/data); image files: the folder "
                         "holding train/ and val/")
     p.add_argument("--image-size", type=int, default=None,
-                   help="image files: the side of the square views (default: the dataset's)")
+                   help="image files: the side of the square views; dense datasets: the "
+                        "views' height (default: the dataset's)")
     p.add_argument("--crop", choices=["pad", "resized"], default=None,
                    help="image files: training crop, pad (pad and crop, as CIFAR) or resized "
                         "(RandomResizedCrop, as ImageNet) (default: the dataset's)")
@@ -80,8 +80,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help=f"0 or more (default {d.weight_decay})")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"at least 2 (default {d.batch_size})")
-    p.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule,
-                   help="learning-rate decay: cosine (default) or step (at --milestones)")
+    p.add_argument("--schedule", choices=["step", "cosine", "poly"], default=d.schedule,
+                   help="learning-rate decay: cosine (default), step (at --milestones) or poly "
+                        "((1 - progress)^0.9, the segmentation recipe)")
     p.add_argument("--milestones", type=fraction_list, default=d.milestones,
                    help="step decay points: increasing fractions of the epochs in (0, 1), "
                         "each once (default 0.5,0.75)")
@@ -145,15 +146,17 @@ def check_common(args: argparse.Namespace) -> None:
 
 def progress_line(row: dict[str, float], epochs: int, start: float,
                   method_metrics: tuple[str, ...] = ()) -> str:
-    """One epoch's line: losses, accuracies (each head's too), the method's own per-epoch
+    """One epoch's line: losses, the task's metric (each head's too), the method's own per-epoch
     values (`Distiller.epoch_metrics`, e.g. SDKD's phase flag k), speed and ETA."""
     done = int(row["epoch"])
     elapsed = time.perf_counter() - start
     eta = elapsed / done * (epochs - done)
-    extra = "".join(f"  {k.removeprefix('test_acc_')} {v:5.2f}%" for k, v in row.items()
-                    if k.startswith("test_acc_") and k != "test_acc_best")
+    task = task_of(row)
+    m, show = task.metric, task.show
+    extra = "".join(f"  {k.removeprefix(f'test_{m}_')} {show(v)}" for k, v in row.items()
+                    if k.startswith(f"test_{m}_") and k != f"test_{m}_best")
     extra += "".join(f"  {k} {row[k]:.4g}" for k in method_metrics if k in row)
-    val = f"  val {row['val_acc']:5.2f}%" if "val_acc" in row else ""
+    val = f"  val {show(row[f'val_{m}'])}" if f"val_{m}" in row else ""
     return (f"epoch {done:>3}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"train {row['train_acc']:5.2f}%{val}  test {row['test_acc']:5.2f}%{extra}  "
+            f"train {show(row[f'train_{m}'])}{val}  test {show(row[f'test_{m}'])}{extra}  "
             f"{row['images_per_s']:7.0f} img/s  elapsed {clock(elapsed)}  ETA {clock(eta)}")

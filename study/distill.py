@@ -29,6 +29,7 @@ from sdkd_core.models import MODEL_NAMES, StagedNet, build_model
 from sdkd_core.models.published import load_teacher_checkpoint
 from sdkd_core.plugins import load_plugins
 from sdkd_core.recipe import TEACHER_EPOCHS, Recipe
+from sdkd_core.tasks import task_of
 from study.cli import (
     add_data_args,
     add_recipe_args,
@@ -40,7 +41,7 @@ from study.cli import (
 )
 from study.runfolder.trials import PlannedTrial
 from study.sections import DatasetSection
-from study.teachers import TeacherCache, TeacherSpec
+from study.teachers import TeacherCache, TeacherSpec, card_score
 
 
 def build_method(trial: PlannedTrial, info: DatasetInfo) -> tuple[Distiller, StagedNet]:
@@ -49,7 +50,7 @@ def build_method(trial: PlannedTrial, info: DatasetInfo) -> tuple[Distiller, Sta
     torch.manual_seed(trial.seed)
     student = build_model(trial.student, info.num_classes, info.in_channels)
     teacher = build_model(trial.teacher, info.num_classes, info.in_channels)
-    return build_distiller(trial.method, student, teacher, trial.params), teacher
+    return build_distiller(trial.method, student, teacher, trial.params, task=info.task), teacher
 
 
 def prepare(trial: PlannedTrial, data: DatasetSection, recipe: Recipe,
@@ -63,8 +64,8 @@ def prepare(trial: PlannedTrial, data: DatasetSection, recipe: Recipe,
         trained, card, cached = cache.get(teacher, device=device, log=log)
         network.load_state_dict(trained.state_dict())
         how = "cached" if cached else "measured now" if teacher.checkpoint else "trained now"
-        log(f"teacher {trial.teacher}: {card['test_acc']:.2f}% on {card['n_test']} test "
-            f"images ({how})")
+        log(f"teacher {trial.teacher}: {card_score(card)} on {card['n_test']} test images "
+            f"({how})")
     return Engine(method, images, recipe, device=device, seed=trial.seed, rank=rank,
                   world_size=world_size, wrap=wrap, compile=compile)
 
@@ -79,7 +80,8 @@ def run(trial: PlannedTrial, data: DatasetSection, recipe: Recipe, teacher: Teac
                 "student": trial.student, "seed": trial.seed, **trial.params}
     log(f"{trial.method}: {trial.pair} on {data.name} "
         f"({len(engine.data.train_y)} train / {len(engine.data.test_y)} test images, "
-        f"{recipe.epochs} epochs, {engine.device})")
+        f"{recipe.epochs} epochs, {engine.device})"
+        + "".join(f"; {note}" for note in getattr(engine.data, "notes", ())))
     rows: list[dict[str, Any]] = []
     own_metrics = tuple(engine.method.epoch_metrics())
     start = time.perf_counter()
@@ -152,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                    on_epoch=lambda rows: write_csv(output / "epochs.csv", rows))
         last = rows[-1]
         write_json(output / "result.json", last)
-        print(f"{trial.name}: test accuracy {last['test_acc']:.2f}% (last epoch), "
-              f"{last['test_acc_best']:.2f}% (best epoch); rows in {output / 'epochs.csv'}")
+        task = task_of(last)
+        name = task.metric_labels[task.metric].split(" (")[0]
+        print(f"{trial.name}: test {name} {task.show(last[f'test_{task.metric}'])} (last "
+              f"epoch), {task.show(last[f'test_{task.metric}_best'])} (best epoch); rows in "
+              f"{output / 'epochs.csv'}")
         return 0
 
     return run_main("distill.py", body)

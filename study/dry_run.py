@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from sdkd_core.data import validation_count
+from sdkd_core.errors import UserError
 from sdkd_core.recipe import Recipe
 from study.estimate import CPU_GFLOPS_PER_CORE, teacher_flops, trial_flops
 from study.plan import compared_values, confirm_seeds
@@ -71,7 +72,10 @@ def print_plan(study: Study, gpu_tflops: float) -> None:
             print(f"teacher {arch}: published checkpoint {spec.checkpoint} (not on this "
                   "machine: the sweep itself needs it)")
             continue
-        cached = cache.load(spec) is not None
+        try:
+            cached = cache.load(spec) is not None
+        except UserError:  # a teacher's key names its files: a plan made away from the data
+            cached = False
         if spec.checkpoint is not None:
             print(f"teacher {arch}: published checkpoint {spec.checkpoint} "
                   f"({'measured' if cached else 'to measure on the test images'})")
@@ -100,7 +104,7 @@ def print_plan(study: Study, gpu_tflops: float) -> None:
 
 
 def recipe_text(recipe: Recipe) -> str:
-    schedule = "cosine" if recipe.schedule == "cosine" else \
+    schedule = {"cosine": "cosine", "poly": "poly 0.9"}.get(recipe.schedule) or \
         f"step x{recipe.gamma:g} at {', '.join(f'{m:g}' for m in recipe.milestones)}"
     return f"{recipe.epochs} epochs, lr {recipe.lr:g} ({schedule}), batch {recipe.batch_size}"
 

@@ -52,16 +52,15 @@ def step_flops(method: str, teacher: str, student: str, info: DatasetInfo,
 
 def _step_flops(method: str, teacher: str, student: str, info: DatasetInfo, params: tuple,
                 n_train: int) -> float:
-    size = info.image_size
     torch.manual_seed(0)
     s = build_model(student, info.num_classes, info.in_channels)
     t = build_model(teacher, info.num_classes, info.in_channels)
-    distiller = build_distiller(method, s, t, dict(params))
+    distiller = build_distiller(method, s, t, dict(params), task=info.task)
     distiller.begin_epoch(10**6, 10**6 + 1, 1)  # late in training: every term is on
-    labels = torch.arange(max(n_train, 2)) % info.num_classes
+    labels = distiller.task.example_targets(max(n_train, 2), info.view_shape, info.num_classes)
     distiller.bind_data(labels)
     index = torch.arange(2)
-    x, y = torch.randn(2, info.in_channels, size, size), labels[index]
+    x, y = torch.randn(2, info.in_channels, *info.view_shape), labels[index]
     given = example_inputs(x, index)
     with FlopCounterMode(display=False) as counter:
         _, losses = distiller(x, y, 10**6, **{k: given[k] for k in distiller.batch_inputs})
@@ -76,7 +75,7 @@ def eval_flops(student: str, info: DatasetInfo) -> float:
 
 def _eval_flops(student: str, info: DatasetInfo) -> float:
     model = build_model(student, info.num_classes, info.in_channels).eval()
-    x = torch.randn(1, info.in_channels, info.image_size, info.image_size)
+    x = torch.randn(1, info.in_channels, *info.view_shape)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops()

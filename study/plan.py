@@ -116,7 +116,7 @@ def confirm_trials(space: StudyFile, rows: list[dict[str, Any]]) -> list[Planned
     top, metric, seeds = space.search.confirm_top, space.metric, confirm_seeds(space)
     drawn = [r for r in rows if r["role"] == DRAWN and r["status"] == "completed"
              and isinstance(r[metric], int | float) and math.isfinite(r[metric])]
-    sign = -1 if space.search.mode == "max" else 1
+    sign = -1 if space.mode == "max" else 1
     drawn.sort(key=lambda r: (sign * r[metric], r["trial_id"]))
     trials = []
     for p in space.pairs:

@@ -19,10 +19,11 @@ from pydantic import (
     model_validator,
 )
 
-from sdkd_core.data import ImageData, load_dataset
+from sdkd_core.data import ImageData, file_info, list_files, load_dataset
 from sdkd_core.datasets import DATASET_INFO, DatasetInfo
-from sdkd_core.file_data import FileSplits, files_info
-from sdkd_core.image_files import FileDataset, list_dataset
+from sdkd_core.dense_files import DenseFiles
+from sdkd_core.file_data import FileSplits
+from sdkd_core.image_files import FileDataset
 from sdkd_core.recipe import MAX_SEED, TEACHER_EPOCHS, Recipe
 from study.streaming import StreamedData
 
@@ -46,22 +47,22 @@ class DatasetSection(Section):
     # Validation images held out of the training images: a fraction, or a count (an int).
     val_split: Annotated[float, Field(gt=0, lt=1), Strict()] | Annotated[int, Field(gt=0)] \
         | None = None
-    # Datasets of image files only (imagefolder, imagenet, tiny_imagenet); None: the dataset's.
-    image_size: Annotated[int, Field(ge=8)] | None = None  # the side of the square views
+    # Datasets of files only (those with a `layout` in sdkd_core.datasets); None: the dataset's.
+    image_size: Annotated[int, Field(ge=8)] | None = None  # the views' side (dense: height)
     crop: Literal["pad", "resized"] | None = None  # training crop (sdkd_core.datasets)
     pad: Annotated[int, Field(ge=0)] | None = None  # padding of the `pad` crop, in pixels
     stream: bool | None = None  # None: sdkd_core.file_data's rule
     decode_cpus: Annotated[float, Field(gt=0)] = 1.0  # CPUs of each Ray Data decoding task
-    _files: FileDataset | None = PrivateAttr(default=None)
+    _files: FileDataset | DenseFiles | None = PrivateAttr(default=None)
 
-    def files(self) -> FileDataset | None:
+    def files(self) -> FileDataset | DenseFiles | None:
         """A file dataset's listing, made once (before Ray starts) and carried with the study
         object to every trial; None for the other datasets."""
         info = DATASET_INFO.get(self.name)
         if info is None or not info.from_files:
             return None
         if self._files is None:
-            self._files = list_dataset(info.layout, self.root)
+            self._files = list_files(info.layout, self.root)
         return self._files
 
     def info(self, listed: bool = True) -> DatasetInfo:
@@ -72,7 +73,7 @@ class DatasetSection(Section):
         if not base.from_files:
             return base
         files = self.files() if listed or base.layout == "imagefolder" else None
-        return files_info(base, files, self.image_size, self.crop, self.pad)
+        return file_info(base, files, self.image_size, self.crop, self.pad)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the images apart from where they are: a file dataset's classes and
@@ -172,10 +173,11 @@ class SearchSection(Section):
     seed: Seed | None = None
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     num_samples: Annotated[int, Field(gt=0)] = 8
-    # What Optuna and ASHA maximise: val_acc where the data holds a validation split, else
-    # test_acc (None: that default).
-    metric: Literal["val_acc", "val_acc_best", "test_acc", "test_acc_best"] | None = None
-    mode: Literal["max", "min"] = "max"
+    # What Optuna and ASHA optimise: the task's metric (top-1, mIoU, RMSE) on the validation
+    # images where the data holds a split, else on the test images (None: that default). Any
+    # `<val|test>_<metric>[_best]` of the task's metrics may be named.
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None  # None: the way the task's metric is better
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: Annotated[int, Field(gt=0)] = 2
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0

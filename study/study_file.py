@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from sdkd_core.datasets import DATASET_INFO
 from sdkd_core.distributed import split_batch
 from sdkd_core.recipe import Recipe
+from sdkd_core.tasks import Task, get_task
 from study.sections import (
     DatasetSection,
     Distribution,
@@ -80,19 +82,39 @@ class StudyFile(Section):
         return {k: v for k, v in settings.items() if k.rpartition(".")[0] == method}
 
     @property
+    def task(self) -> Task:
+        """The task the dataset poses (classification, segmentation, depth)."""
+        return get_task(DATASET_INFO[self.dataset.name].task)
+
+    @property
     def metric(self) -> str:
-        """What the search maximises: `search.metric`, by default the validation accuracy
-        when there is a validation split (the test set is then read only to report)."""
+        """What the search optimises: `search.metric`, by default the task's metric on the
+        validation images when there is a validation split (the test set is then read only to
+        report): `val_acc`, `val_miou`, `val_rmse`."""
         if self.search.metric is not None:
             return self.search.metric
-        return "val_acc" if self.dataset.val_split is not None else "test_acc"
+        split = "val" if self.dataset.val_split is not None else "test"
+        return f"{split}_{self.task.metric}"
+
+    @property
+    def mode(self) -> str:
+        """Which way the search's metric is better: `search.mode`, by default the task's."""
+        return self.search.mode or self.task.mode
 
     @model_validator(mode="after")
-    def _validation_metric_needs_a_split(self):
-        metric = self.search.metric or ""
+    def _metric_of_the_task(self):
+        metric = self.search.metric
+        if metric is None or self.dataset.name not in DATASET_INFO:
+            return self  # an unknown dataset is reported on its own
+        task = self.task
+        known = [f"{split}_{name}{best}" for split in ("val", "test")
+                 for name in task.metric_labels for best in ("", "_best")]
+        if metric not in known:
+            raise ValueError(f"search.metric: {metric} is not a metric of {task.label}; use "
+                             f"one of {', '.join(known)}")
         if metric.startswith("val_") and self.dataset.val_split is None:
             raise ValueError(f"search.metric: {metric} needs validation images; set "
-                             "dataset.val_split (e.g. 0.1) or use test_acc")
+                             f"dataset.val_split (e.g. 0.1) or use test_{task.metric}")
         return self
 
     @property

@@ -16,6 +16,7 @@ from sdkd_core.distillers import get_method
 from sdkd_core.errors import UserError
 from sdkd_core.plugins import load_plugins, plugin_paths
 from sdkd_core.recipe import Recipe
+from sdkd_core.tasks import Task
 from study.load import load_study_file
 from study.plan import asha_grace_period, draws_per_method, plan
 from study.runfolder import RunFolder
@@ -60,7 +61,11 @@ class Study:
 
     @property
     def mode(self) -> str:
-        return self.file.search.mode
+        return self.file.mode
+
+    @property
+    def task(self) -> Task:
+        return self.file.task
 
     @property
     def search_seed(self) -> int:

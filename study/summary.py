@@ -14,33 +14,34 @@ from study.study_object import Study
 def summary(study: Study, rows: list[dict[str, Any]]) -> str:
     """The best drawn configurations per pair, and every method's mean over seeds."""
     lines = []
+    score = f"test_{study.task.metric}"  # test_acc, test_miou, test_rmse
     for method in study.tuned_methods:
         lines += _best_drawn(study, method, [r for r in rows if r["method"] == method])
     baselines = [r for r in rows if r["role"] == BASELINE and r["status"] == "completed"
-                 and _finite(r["test_acc"])]
+                 and _finite(r[score])]
     if baselines:
-        lines.append("Baselines, mean ± std over seeds (test_acc last epoch / best epoch):")
+        lines.append(f"Baselines, mean ± std over seeds ({score} last epoch / best epoch):")
         groups: dict[tuple[str, str], list[dict]] = {}
         for r in baselines:
             groups.setdefault((f"{r['teacher']}->{r['student']}", r["method"]), []).append(r)
         for (pair, method), rs in groups.items():
-            last = [r["test_acc"] for r in rs]
-            best = [r["test_acc_best"] for r in rs]
+            last = [r[score] for r in rs]
+            best = [r[f"{score}_best"] for r in rs]
             label = get_method(method).label
             lines.append(f"  {pair:<22} {label:<8} {summarize(last)} / {summarize(best)}"
                          f"  (n={len(rs)})")
     confirmed = [r for r in rows if r["role"] == CONFIRMING and r["status"] == "completed"
-                 and _finite(r["test_acc"])]
+                 and _finite(r[score])]
     if confirmed:
-        lines.append("Best drawn configurations on every seed, mean ± std (test_acc last "
+        lines.append(f"Best drawn configurations on every seed, mean ± std ({score} last "
                      "epoch / best epoch):")
         by_id = {r["trial_id"]: r for r in rows}
         for drawn_id in dict.fromkeys(confirmed_trial(r["trial_id"]) for r in confirmed):
             rs = [by_id[drawn_id], *(r for r in confirmed
                                      if confirmed_trial(r["trial_id"]) == drawn_id)]
             pair = f"{rs[0]['teacher']}->{rs[0]['student']}"
-            lines.append(f"  {pair:<22} {drawn_id:<18} {summarize([r['test_acc'] for r in rs])}"
-                         f" / {summarize([r['test_acc_best'] for r in rs])}  (n={len(rs)})")
+            lines.append(f"  {pair:<22} {drawn_id:<18} {summarize([r[score] for r in rs])}"
+                         f" / {summarize([r[f'{score}_best'] for r in rs])}  (n={len(rs)})")
     diverged = [f"{r['trial_id']} (epoch {r['diverged_epoch']})" for r in rows
                 if r["status"] == "diverged"]
     if diverged:
@@ -63,7 +64,7 @@ def _best_drawn(study: Study, method: str, rows: list[dict[str, Any]]) -> list[s
         mine.sort(key=lambda r: r[metric], reverse=study.mode == "max")
         for r in mine[:3]:
             params = "  ".join(f"{k}={_fmt(r.get(k))}" for k in keys)
-            lines.append(f"  {pair:<22} {r['trial_id']:<18} {r[metric]:6.2f}%  "
+            lines.append(f"  {pair:<22} {r['trial_id']:<18} {study.task.show(r[metric]):>7}  "
                          f"{r['epochs']} ep  {params}")
     return lines
 

@@ -22,6 +22,7 @@ from typing import Any
 from analysis.report import build_report
 from sdkd_core.cli import clock, run_main
 from sdkd_core.errors import UserError
+from sdkd_core.tasks import get_task
 from study.cluster import check_address, ray_environment
 from study.dry_run import print_plan
 from study.interrupt import Interruption, SweepInterrupted, resume_command
@@ -30,7 +31,7 @@ from study.runfolder.tables import write_tables
 from study.study_object import Study, open_study
 from study.summary import summary
 from study.sweep_args import PROG, build_parser, check_flags
-from study.teachers import TeacherCache
+from study.teachers import TeacherCache, card_score
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +87,17 @@ def check_data(study: Study, given: str | None) -> bool:
         how = "streamed through Ray Data" if hasattr(data, "splits") else "decoded into memory"
         odd = [f"{n} {what}" for n, what in ((data.ignored, "files not images, left out"),
                                              (data.skipped, "files not decodable, skipped"))
-               if n]
-        print(f"  {data.info.num_classes} classes at {data.info.image_size}x"
-              f"{data.info.image_size}, {data.info.crop} crop, {how}"
-              + (f"; {', '.join(odd)}" if odd else ""), flush=True)
+               if n] + list(getattr(data, "notes", ()))
+        info = data.info
+        h, w = info.view_shape
+        if info.dense:
+            lo, hi = info.scale
+            plural = "s" if info.num_classes > 1 else ""
+            what = (f"{get_task(info.task).label} at {h}x{w} ({info.num_classes} output "
+                    f"channel{plural}), random scale {lo:g}-{hi:g} with crop and flip")
+        else:
+            what = f"{info.num_classes} classes at {h}x{w}, {info.crop} crop"
+        print(f"  {what}, {how}" + (f"; {', '.join(odd)}" if odd else ""), flush=True)
     if study.first_rung_note:
         print(study.first_rung_note, flush=True)
     return hasattr(data, "splits")
@@ -115,8 +123,8 @@ def pretrain_teachers(study: Study) -> None:
             f"  teacher {a}: {line}", flush=True))
         how = "cached" if cached else "published, measured now" if spec.checkpoint \
             else f"trained in {time.perf_counter() - start:.0f} s"
-        print(f"teacher {arch}: {card['test_acc']:.2f}% on {card['n_test']} test images "
-              f"({how})", flush=True)
+        print(f"teacher {arch}: {card_score(card)} on {card['n_test']} test images ({how})",
+              flush=True)
         study.folder.keep_teacher(arch, cache.paths(spec)[0], card)
 
 

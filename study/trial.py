@@ -72,7 +72,7 @@ def train_epochs(trial: PlannedTrial, study: Study, report, checkpoint, *,
             stats = engine.run_epoch()
         except DivergedError as err:
             # Every rank sees the same (all-reduced) loss, so every rank reports and stops.
-            last = diverged_result(err)
+            last = diverged_result(err, study.metric)
             report(last, None)
             return last
         with tempfile.TemporaryDirectory(prefix="sdkd-ckpt-") as folder:
@@ -85,10 +85,13 @@ def train_epochs(trial: PlannedTrial, study: Study, report, checkpoint, *,
     return last
 
 
-def diverged_result(err: DivergedError) -> dict[str, Any]:
-    """The last result of a diverged trial; its metrics are NaN so no search counts them."""
+def diverged_result(err: DivergedError, metric: str) -> dict[str, Any]:
+    """The last result of a diverged trial; its metrics (the search's `metric` and its
+    kin: val_acc, val_acc_best, test_acc, ...) are NaN so no search counts them."""
+    name = metric.removeprefix("val_").removeprefix("test_").removesuffix("_best")
     return {"epoch": err.epoch, "diverged": 1, "train_loss": err.loss,
-            **{k: math.nan for k in ("val_acc", "val_acc_best", "test_acc", "test_acc_best")}}
+            **{f"{split}_{name}{best}": math.nan for split in ("val", "test")
+               for best in ("", "_best")}}
 
 
 def record_end(study: Study, trial: PlannedTrial, last: dict[str, Any] | None) -> None:

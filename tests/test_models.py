@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sdkd_core.models import (
-    MODEL_NAMES,
+    CLASSIFICATION_MODEL_NAMES,
     ModelOutput,
     StagedNet,
     UnknownModelError,
@@ -35,7 +35,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CLASSIFICATION_MODEL_NAMES)
 @pytest.mark.parametrize(("in_channels", "side", "num_classes"), INPUTS)
 def test_forward_taps_and_resume(name: str, in_channels: int, side: int, num_classes: int) -> None:
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def opening_bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     return F.batch_norm(x, *stats, bn.weight, bn.bias, bn.training, 0.0, bn.eps)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CLASSIFICATION_MODEL_NAMES)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mode: str) -> None:
     """mdistiller's `preact_feats`: ReLU-closed maps before the ReLU; WRN's after the BN that
@@ -107,7 +107,7 @@ def test_preact_taps_are_each_stage_before_its_closing_activation(name: str, mod
         sum(p.sum() for p in pre[1:]).backward()
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CLASSIFICATION_MODEL_NAMES)
 def test_a_hook_on_the_last_stage_sees_the_last_map(name: str) -> None:
     """Grad-CAM hooks `stages[-1]`: the taps must not bypass the stage module."""
     model = build_model(name, 10).eval()
@@ -159,7 +159,7 @@ def test_forward_from_rejects_bad_index() -> None:
             model.forward_from(bad, h)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CLASSIFICATION_MODEL_NAMES)
 def test_every_parameter_gets_a_gradient(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, 10).train()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from sdkd_core.models import MODEL_NAMES
+from sdkd_core.models import CLASSIFICATION_MODEL_NAMES
 from sdkd_core.models.published import load_teacher_checkpoint
 
 
@@ -263,10 +263,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_zoo_architecture_has_a_reference():
-    assert set(REFERENCES) == set(MODEL_NAMES)
+    assert set(REFERENCES) == set(CLASSIFICATION_MODEL_NAMES)
 
 
-@pytest.mark.parametrize("arch", MODEL_NAMES)
+@pytest.mark.parametrize("arch", CLASSIFICATION_MODEL_NAMES)
 def test_repdistiller_checkpoint_gives_the_same_logits(tmp_path, arch):
     net = reference(arch, 100)
     path = tmp_path / "ckpt_epoch_240.pth"

@@ -13,7 +13,7 @@ from sdkd_core.distillers import METHODS, build_distiller
 from sdkd_core.distillers.fitnet import conv_reg
 from sdkd_core.errors import UserError
 from sdkd_core.loader import example_inputs
-from sdkd_core.models import MODEL_NAMES, build_model
+from sdkd_core.models import CLASSIFICATION_MODEL_NAMES, build_model
 
 # --- The reference networks as lists of convs (c_in, c_out, kernel, groups, output side), each
 # followed by a BN of c_out, for a 3x32x32 input; written from the reference files, not ours.
@@ -129,7 +129,7 @@ def test_shufflev2_stem_is_a_1x1_conv_bn_relu_at_full_resolution():
 IMAGENET_SCALE = {"resnet18", "resnet34", "resnet50", "MobileNetV1"}
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CLASSIFICATION_MODEL_NAMES)
 def test_every_model_still_runs_on_fashion_mnist_sized_inputs(name):
     model = build_model(name, 10, 1).eval()
     with torch.no_grad():
@@ -252,7 +252,7 @@ def test_published_numbers_name_zoo_models_and_method_labels():
 
     labels = {cls.label for cls in METHODS.values()}
     for (teacher, student), row in PUBLISHED.items():
-        assert {teacher, student} <= set(MODEL_NAMES), (teacher, student)
+        assert {teacher, student} <= set(CLASSIFICATION_MODEL_NAMES), (teacher, student)
         assert set(row) - {TEACHER} <= labels, set(row) - labels
 
 

@@ -15,6 +15,7 @@ from sdkd_core.config import MethodConfig, build_config
 from sdkd_core.distillers.at import AT
 from sdkd_core.distillers.base import Distiller
 from sdkd_core.distillers.crd import CRD
+from sdkd_core.distillers.cwd import CWD
 from sdkd_core.distillers.dist import DIST
 from sdkd_core.distillers.dkd import DKD
 from sdkd_core.distillers.dml import DML
@@ -28,6 +29,7 @@ from sdkd_core.distillers.vanilla import Vanilla
 from sdkd_core.errors import UserError, unknown_choice
 from sdkd_core.loader import BATCH_INPUTS
 from sdkd_core.models import StagedNet
+from sdkd_core.tasks import get_task
 
 METHODS: dict[str, type[Distiller]] = {
     "vanilla": Vanilla,
@@ -42,6 +44,7 @@ METHODS: dict[str, type[Distiller]] = {
     "crd": CRD,
     "reviewkd": ReviewKD,
     "sdkd": SDKD,
+    "cwd": CWD,
 }
 
 
@@ -100,9 +103,13 @@ def method_config(name: str, values: dict[str, Any] | None = None) -> MethodConf
 
 
 def build_distiller(name: str, student: StagedNet, teacher: StagedNet | None = None,
-                    values: dict[str, Any] | None = None) -> Distiller:
-    cls = get_method(name)
-    return cls(student, teacher if cls.needs_teacher else None, method_config(name, values))
+                    values: dict[str, Any] | None = None, task: str = "classification"
+                    ) -> Distiller:
+    cls, config, task_ = get_method(name), method_config(name, values), get_task(task)
+    cls.check_task(config, task_)
+    distiller = cls(student, teacher if cls.needs_teacher else None, config)
+    distiller.task = task_
+    return distiller
 
 
 __all__ = ["METHODS", "Distiller", "build_distiller", "contract_problem", "get_method",

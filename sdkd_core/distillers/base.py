@@ -24,6 +24,7 @@ from sdkd_core.claims import Claim
 from sdkd_core.config import MethodConfig
 from sdkd_core.errors import UserError
 from sdkd_core.models import StagedNet
+from sdkd_core.tasks import CAPABILITIES, Task, get_task
 
 
 class NoConfig(MethodConfig):
@@ -45,6 +46,13 @@ class Distiller(nn.Module, ABC):
     # from `sdkd_core.loader.BATCH_INPUTS` ("index": each image's position in the training
     # set, for a memory bank; "strong_view": a strongly augmented copy of each image).
     batch_inputs: ClassVar[tuple[str, ...]] = ()
+    # What the task's outputs must support (`sdkd_core.tasks.CAPABILITIES`). A method written
+    # with `self.task`'s losses needs nothing; the default is a classifier's logits.
+    requires: ClassVar[frozenset[str]] = frozenset({"image_logits"})
+
+    # The task whose losses the method trains with; `build_distiller` sets it after checking
+    # `check_task` (a class default, so a researcher's __init__ keeps its three arguments).
+    task: Task = get_task("classification")
 
     def __init__(self, student: StagedNet, teacher: StagedNet | None = None,
                  config: MethodConfig | None = None):
@@ -108,6 +116,16 @@ class Distiller(nn.Module, ABC):
         copy it before changing it."""
         raise NotImplementedError(f"{type(self).__name__} declares head '{key}' but does not "
                                   "build it in extra_network")
+
+    @classmethod
+    def check_task(cls, config: MethodConfig, task: Task) -> None:
+        """Raise UserError when the method (with `config`) makes no sense for `task`: by
+        default when the task's outputs lack a capability in `requires`."""
+        missing = sorted(cls.requires - task.provides)
+        if missing:
+            raise UserError(f"method '{cls.name}' cannot run on {task.label}: it needs "
+                            f"{CAPABILITIES[missing[0]]}, which {task.label} outputs do not "
+                            f"have; leave {cls.name} out of this study's methods")
 
     @classmethod
     def check_pair(cls, config: MethodConfig, teacher: StagedNet, student: StagedNet) -> None:

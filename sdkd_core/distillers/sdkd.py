@@ -12,6 +12,10 @@ the output of a Feature Fusion Block that mixes the student's stage-j map with t
 k is 0 before the phase boundary and 1 after; targets are detached, so L_PT reaches only the
 FFB and L_S only the student, and one backward of their sum trains both.
 
+CE and KL_T are the task's supervised loss and distillation term (`sdkd_core.tasks`), so the
+same SDKD runs on segmentation and depth, where the proxy is the student's network from the
+fusion stage on: its remaining backbone stages and its decoder.
+
 The proxy normalises with batch statistics in training and keeps running statistics of its own
 (`sdkd_core.proxy_stats`) for every evaluation and explanation of it: the student's describe the
 student's maps, not the FFB's output. A proxy pass never touches the student's statistics.
@@ -26,7 +30,6 @@ import torch
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from sdkd_core.claims import (
     AttendsLikeTeacher,
@@ -38,7 +41,7 @@ from sdkd_core.config import MethodConfig
 from sdkd_core.distillers.base import Distiller, cam_layer, teacher_stage
 from sdkd_core.errors import UserError
 from sdkd_core.ffb import FeatureFusionBlock
-from sdkd_core.losses import feature_l1, kd_loss, resize_to
+from sdkd_core.losses import feature_l1, resize_to
 from sdkd_core.models import ModelOutput, StagedNet
 from sdkd_core.proxy_stats import ProxyStatistics
 
@@ -99,6 +102,10 @@ class SDKD(Distiller):
                      key="sdkd.proxy_arch", better="student", worse="teacher"),
     )
     k = 0.0  # set per epoch by begin_epoch
+    # Any task: L_PT and L_S are written with the task's supervised loss and distillation term
+    # (CE and KL_T for classification; per pixel for segmentation; regression for depth). On a
+    # dense model the proxy runs the student's later backbone stages and its decoder.
+    requires = frozenset()
 
     @classmethod
     def check_pair(cls, config, teacher, student):
@@ -219,17 +226,18 @@ class SDKD(Distiller):
         z_s, f_s = out_s.logits, out_s.feats[-1]
         out_p = self.proxy(out_s.feats, out_t.feats)
         z_p, f_p = out_p.logits, self._proxy_feature(out_p, f_s)
+        supervised, distill = self.task.supervised_loss, self.task.distill_loss
         losses = {
-            "ce": c.ce_weight * F.cross_entropy(z_s, y),
-            "kd": c.kd_weight * kd_loss(z_s, z_t, t),
-            "pt_ce": c.pt_ce_weight * F.cross_entropy(z_p, y),
-            "pt_kd": c.pt_kd_weight * kd_loss(z_p, z_t, t),
+            "ce": c.ce_weight * supervised(z_s, y),
+            "kd": c.kd_weight * distill(z_s, z_t, t),
+            "pt_ce": c.pt_ce_weight * supervised(z_p, y),
+            "pt_kd": c.pt_kd_weight * distill(z_p, z_t, t),
             "pt_feat": c.pt_feat_weight * feature_l1(f_p, f_s.detach()),
-            "pt_student_kd": c.lam * kd_loss(z_p, z_s.detach(), t),
+            "pt_student_kd": c.lam * distill(z_p, z_s.detach(), t),
         }
         if self.k:
             losses["proxy_feat"] = self.k * c.proxy_feat_weight * feature_l1(f_s, f_p.detach())
-            losses["proxy_kd"] = self.k * c.proxy_kd_weight * kd_loss(z_s, z_p.detach(), t)
+            losses["proxy_kd"] = self.k * c.proxy_kd_weight * distill(z_s, z_p.detach(), t)
         return z_s, losses
 
 

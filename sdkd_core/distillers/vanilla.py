@@ -1,8 +1,7 @@
-"""Plain supervised training: cross-entropy on the labels. Also trains the teachers."""
+"""Plain supervised training: the task's supervised loss (cross-entropy on the labels for
+classification). Also trains the teachers."""
 
 from __future__ import annotations
-
-from torch.nn import functional as F
 
 from sdkd_core.distillers.base import Distiller
 
@@ -11,7 +10,8 @@ class Vanilla(Distiller):
     name = "vanilla"
     label = "vanilla"
     needs_teacher = False
+    requires = frozenset()  # any task: its supervised loss
 
     def forward(self, x, y, epoch):
         logits = self.student(x).logits
-        return logits, {"ce": F.cross_entropy(logits, y)}
+        return logits, {"ce": self.task.supervised_loss(logits, y)}

@@ -156,25 +156,45 @@ class StagedNet(nn.Module):
             return h
         return closing(h, taps) if taps is not None and isinstance(closing, Stage) else closing(h)
 
+    def modules_after_stages(self) -> dict[str, nn.Module]:
+        """The modules with state that `forward_from` runs after the stages, by their path in
+        the module tree: what must travel with the stages' state (SDKD's proxy statistics) for
+        a pass from a stage to be the model's. Here the `closing` module, if there is one."""
+        closing = self._modules.get("closing")
+        return {} if closing is None else {"closing": closing}
+
     def forward(self, x: Tensor, preact: bool = False) -> ModelOutput:
         # Routing through forward_from keeps both paths bit-identical.
         return self.forward_from(0, self.stem(x), preact)
+
+    def check_stage_index(self, i: int) -> None:
+        """A ValueError unless `i` names a feature map (0 = the stem's .. N = the last stage's)."""
+        n = len(self.stages)
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
+            raise ValueError(f"{self.name}: stage index must be an int in 0..{n}, got {i!r}")
 
     def forward_from(self, i: int, h: Tensor, preact: bool = False) -> ModelOutput:
         """Run stages i+1..N and the head on `h`, a map shaped like feats[i] (i == N: head only).
 
         `preact`: also return each map before its closing activation (`preact_feats`). Only a
         method that reads them asks: keeping them makes every closing ReLU run out of place."""
-        n = len(self.stages)
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
-            raise ValueError(f"{self.name}: stage index must be an int in 0..{n}, got {i!r}")
+        self.check_stage_index(i)
+        feats, preacts, closed = self.run_stages(i, h, preact)
+        pooled = F.adaptive_avg_pool2d(closed, 1).flatten(1)
+        return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled,
+                           preact_feats=preacts)
+
+    def run_stages(self, i: int, h: Tensor, preact: bool = False
+                   ) -> tuple[list[Tensor], list[Tensor] | None, Tensor]:
+        """The body of `forward_from` without its head: (feats, preact_feats or None, the last
+        map through `closing_map`, which the head reads)."""
         if not preact:
             feats = [h]
             for stage in self.stages[i:]:
                 h = stage(h)
                 feats.append(h)
-            pooled = F.adaptive_avg_pool2d(self.closing_map(h), 1).flatten(1)
-            return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled)
+            return feats, None, self.closing_map(h)
+        n = len(self.stages)
         feats, preacts = [h], [h]
         for k, stage in enumerate(self.stages):
             if k >= i:
@@ -192,6 +212,4 @@ class StagedNet(nn.Module):
         # is for the maps before it; the map the pass starts from stays its own.
         if n > i and "preact" in closing_taps:
             preacts[-1] = closing_taps["preact"]
-        pooled = F.adaptive_avg_pool2d(closed, 1).flatten(1)
-        return ModelOutput(logits=self.classifier(pooled), feats=feats, pooled=pooled,
-                           preact_feats=preacts)
+        return feats, preacts, closed

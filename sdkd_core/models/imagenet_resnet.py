@@ -1,4 +1,4 @@
-"""ImageNet ResNet-18/34/50 (He et al. 2016) as torchvision builds them (torchvision/models/
+"""ImageNet ResNet-18/34/50/101 (He et al. 2016) as torchvision builds them (torchvision/models/
 resnet.py, ResNet V1.5: the stride on the bottleneck's 3x3 conv), under torchvision's own
 module names, so torchvision's state dicts (its downloaded `.pth` files included) load with
 `strict=True` and the logits are torchvision's to the bit.
@@ -14,6 +14,13 @@ outputs of layer1..layer4. `preact_feats[1..4]` are those stage outputs before t
 of their last block, as mdistiller's ImageNet ResNet (mdistiller/models/imagenet/resnet.py, whose
 blocks leave that ReLU to the next block) returns them; `preact_feats[0]` is feats[0] itself (the
 max-pooled map has no pre-activation of its own; mdistiller's feats[0] is taken before the pool).
+
+Dilation (`dilate`, torchvision's `replace_stride_with_dilation`) trades a stage's stride for
+dilated 3x3 convs, for dense prediction: torchvision's `_make_layer` rule, where a block that
+opens a dilated stage convolves at the dilation its input had and the stage's later blocks at
+the stage's. torchvision's BasicBlock refuses dilation; ours follows winycg/CIRKD's dilated
+BasicBlockV1b (models/base_models/resnetv1b.py): the opening block's conv1 at the input's
+dilation, its conv2 at the stage's. Undilated, every block is torchvision's.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from torch import Tensor, nn
 from sdkd_core.models.base import Stage, StagedNet
 
 
-def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False)
+def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False)
 
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -33,18 +40,21 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """torchvision's BasicBlock; with taps it reports the sum before the closing ReLU."""
+    """torchvision's BasicBlock; with taps it reports the sum before the closing ReLU.
+
+    `dilations`: (the dilation of the map the block receives, of the map it returns); conv1
+    convolves at the first, conv2 at the second (CIRKD's dilated BasicBlock)."""
 
     expansion = 1
     takes_taps = True
 
     def __init__(self, cin: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+                 downsample: nn.Module | None = None, dilations: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
-        self.conv1 = conv3x3(cin, planes, stride)
+        self.conv1 = conv3x3(cin, planes, stride, dilations[0])
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilations[1])
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.stride = stride
@@ -57,17 +67,20 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """torchvision's Bottleneck (stride on conv2); with taps it reports the sum before the ReLU."""
+    """torchvision's Bottleneck (stride on conv2); with taps it reports the sum before the ReLU.
+
+    `dilations` as BasicBlock's; the one 3x3 conv, conv2, convolves at the input's dilation
+    (torchvision's `dilation` argument, `previous_dilation` for the block opening a stage)."""
 
     expansion = 4
     takes_taps = True
 
     def __init__(self, cin: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+                 downsample: nn.Module | None = None, dilations: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
         self.conv1 = conv1x1(cin, planes)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, stride, dilations[0])
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -91,11 +104,15 @@ def _close(out: Tensor, relu: nn.ReLU, taps: dict[str, Tensor] | None) -> Tensor
 
 
 Block = type[BasicBlock] | type[Bottleneck]
+# Whether layer2, layer3, layer4 trade their stride for dilation (torchvision's
+# replace_stride_with_dilation); (False, True, True) is output stride 8.
+Dilate = tuple[bool, bool, bool]
+NO_DILATION: Dilate = (False, False, False)
 
 
 class ImageNetResNet(StagedNet):
     """torchvision's ResNet as a StagedNet: stem = conv1 bn1 relu maxpool, stages = layer1..4,
-    classifier = fc.
+    classifier = fc; `dilate` as torchvision's `replace_stride_with_dilation`.
 
     `stem`, `stages` and `classifier` are properties over the registered torchvision modules:
     `stem` and `stages` build an unregistered container of those modules on each access (a few
@@ -109,21 +126,25 @@ class ImageNetResNet(StagedNet):
     """
 
     def __init__(self, name: str, block: Block, layers: list[int], num_classes: int,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, dilate: Dilate = NO_DILATION) -> None:
         super().__init__(name)
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, padding=1)
-        cin = 64
-        for k, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            stride = 1 if k == 0 else 2
+        cin, dilation = 64, 1
+        for k, (planes, blocks, dilated) in enumerate(
+                zip((64, 128, 256, 512), layers, (False, *dilate), strict=True)):
+            stride, entry_dilation = (1 if k == 0 else 2), dilation
+            if dilated:
+                dilation, stride = dilation * stride, 1
             cout = planes * block.expansion
             # As torchvision's _make_layer: the projection is created before its block.
             downsample = (nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
                           if stride != 1 or cin != cout else None)
-            stage = [block(cin, planes, stride, downsample)]
-            stage += [block(cout, planes) for _ in range(1, blocks)]
+            stage = [block(cin, planes, stride, downsample, (entry_dilation, dilation))]
+            stage += [block(cout, planes, dilations=(dilation, dilation))
+                      for _ in range(1, blocks)]
             setattr(self, f"layer{k + 1}", Stage(*stage))
             cin = cout
         self.fc = nn.Linear(cin, num_classes)
@@ -142,13 +163,22 @@ class ImageNetResNet(StagedNet):
         return self.fc
 
 
-def resnet18(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
-    return ImageNetResNet("resnet18", BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
+def resnet18(num_classes: int, in_channels: int = 3, dilate: Dilate = NO_DILATION
+             ) -> ImageNetResNet:
+    return ImageNetResNet("resnet18", BasicBlock, [2, 2, 2, 2], num_classes, in_channels, dilate)
 
 
-def resnet34(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
-    return ImageNetResNet("resnet34", BasicBlock, [3, 4, 6, 3], num_classes, in_channels)
+def resnet34(num_classes: int, in_channels: int = 3, dilate: Dilate = NO_DILATION
+             ) -> ImageNetResNet:
+    return ImageNetResNet("resnet34", BasicBlock, [3, 4, 6, 3], num_classes, in_channels, dilate)
 
 
-def resnet50(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
-    return ImageNetResNet("resnet50", Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
+def resnet50(num_classes: int, in_channels: int = 3, dilate: Dilate = NO_DILATION
+             ) -> ImageNetResNet:
+    return ImageNetResNet("resnet50", Bottleneck, [3, 4, 6, 3], num_classes, in_channels, dilate)
+
+
+def resnet101(num_classes: int, in_channels: int = 3, dilate: Dilate = NO_DILATION
+              ) -> ImageNetResNet:
+    return ImageNetResNet("resnet101", Bottleneck, [3, 4, 23, 3], num_classes, in_channels,
+                          dilate)

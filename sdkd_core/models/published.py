@@ -6,7 +6,8 @@ classes; ours compute the same function on 32x32 inputs under other module names
 gets an explicit rule from our parameter names to RepDistiller's, so a checkpoint of another
 depth, width or class count fails on a name or a shape instead of loading shifted weights.
 The ImageNet ResNets' names are torchvision's own (a plain state dict, e.g. torchvision's
-downloaded `.pth` files); MobileNetV1's map onto mdistiller's `model.N.M` / `fc`.
+downloaded `.pth` files); MobileNetV1's map onto mdistiller's `model.N.M` / `fc`. A dense
+model's checkpoint is read under its own names (torchvision's DeepLabV3 files included).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from torch import Tensor
 
 from sdkd_core.errors import UserError
 from sdkd_core.models.base import StagedNet
+from sdkd_core.models.dense import DenseNet, load_dense_state
 from sdkd_core.models.imagenet_resnet import ImageNetResNet
 from sdkd_core.models.mobilenetv1 import STAGES as V1_STAGES
 from sdkd_core.models.mobilenetv1 import MobileNetV1
 from sdkd_core.models.mobilenetv2 import SETTINGS, STAGE_ROWS, MobileNetV2
-from sdkd_core.models.registry import MODEL_NAMES, build_model
+from sdkd_core.models.registry import CLASSIFICATION_MODEL_NAMES, build_model
 from sdkd_core.models.resnet import CifarResNet
 from sdkd_core.models.shufflenetv2 import ShuffleV2
 from sdkd_core.models.vgg import POOLED_BLOCKS, VGG
@@ -228,7 +230,7 @@ def _mismatch(
 
 def _guess(state: dict[str, Tensor], repdistiller: bool) -> str:
     """'a <arch> checkpoint for ...' when a zoo architecture fits the file's names and shapes."""
-    for name in MODEL_NAMES:
+    for name in CLASSIFICATION_MODEL_NAMES:  # the dense models are not guessed
         with torch.device("meta"):  # names and shapes only: no memory, no init cost
             model = build_model(name, 10)
         expected = _expected(model, repdistiller)
@@ -270,7 +272,8 @@ def load_teacher_checkpoint(
 
     Reads this project's format (our model's plain state_dict, as study/teachers.py saves),
     RepDistiller/mdistiller's (`{'model': state_dict}` of their classes, 'module.' allowed) and,
-    for resnet18/34/50, torchvision's plain state dict (its downloaded weights) as it is.
+    for resnet18/34/50, torchvision's plain state dict (its downloaded weights) as it is; a
+    dense model's, under its own names (torchvision's DeepLabV3 files, less their auxiliary head).
     Every entry must match a weight of the model and fill it; anything else is a UserError
     whose one line names the file and the problem.
     """
@@ -280,6 +283,12 @@ def load_teacher_checkpoint(
     except UserError as err:
         raise type(err)(f"{path}: {err}") from None
     state = _state_dict(path, arch, _read(path, arch))
+    if isinstance(model, DenseNet):  # its own names; torchvision's for the DeepLabV3-ResNets
+        try:
+            load_dense_state(model, state)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
+        return model.eval().requires_grad_(False)
     # Our module names never start a RepDistiller key: stems and stages are theirs conv1/layerK.
     ours = any(key.startswith(("stem.", "stages.")) for key in state)
     expected = _expected(model, not ours)

@@ -8,6 +8,7 @@ import json
 import math
 
 from sdkd_core.files import write_csv
+from sdkd_core.tasks import task_of
 from study.runfolder import IDENTITY, RunFolder, is_diverged
 
 
@@ -39,8 +40,12 @@ def build_tables(records, ends: dict[str, dict], live: dict[str, str] | None = N
     # Every sampled parameter is a column of every row, right after the identity.
     param_keys = list(dict.fromkeys(k for config, _ in records.values()
                                     for k in config.get("params", {})))
-    # With a validation split every trial reports val_acc: a column of every row.
-    validated = any("val_acc" in r for _, history in records.values() for r in history)
+    rows_seen = [r for _, history in records.values() for r in history]
+    task = task_of(rows_seen[0]) if rows_seen else task_of({})
+    metric = task.metric
+    # With a validation split every trial reports val_<metric>: a column of every row.
+    validated = any(f"val_{metric}" in r for r in rows_seen)
+    scores = [*task.metric_labels, f"{metric}_best"]  # acc, top5, acc_best; miou, ...
     for name, (config, results) in records.items():
         end = ends.get(name)
         # A trial stopped by ASHA may have trained on while being stopped: its record ends
@@ -62,16 +67,13 @@ def build_tables(records, ends: dict[str, dict], live: dict[str, str] | None = N
             status = "running"
         else:
             status = "interrupted" if done else "pending"
-        heads = {k: v for k, v in last.items() if k.startswith("test_acc_") and
-                 k != "test_acc_best"}
-        val = {k: last.get(k, math.nan) for k in ("val_acc", "val_acc_best")} \
-            if validated else {}
+        heads = {k: v for k, v in last.items() if k.startswith(f"test_{metric}_") and
+                 k != f"test_{metric}_best"}
+        val = {f"val_{k}": last.get(f"val_{k}", math.nan) for k in scores} if validated else {}
         results_rows.append({
             **identity,
             **val,
-            "test_acc": last.get("test_acc", math.nan),
-            "test_acc_best": last.get("test_acc_best", math.nan),
-            "test_top5": last.get("test_top5", math.nan),
+            **{f"test_{k}": last.get(f"test_{k}", math.nan) for k in scores},
             **heads,
             "epochs": done,
             # Training and evaluation time, as the engine measured each epoch.
