@@ -30,12 +30,8 @@ browser:
 demo: setup
 	$(PY) study/sweep.py --space ablations.yaml $$(test -f runs/ablations/space.yaml && echo --resume)
 
-# Two pytest-xdist workers, each test file on one (its module fixtures built once): much of
-# the suite waits on subprocesses and Ray, so two files at a time fill a 2-core machine.
-TEST_WORKERS ?= 2
-
 test: setup browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

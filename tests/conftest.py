@@ -14,22 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # One teacher cache for the real sweeps of a test session: a teacher of the same spec (the
 # same data, architecture, recipe and seed) is trained once and loaded by the others, as the
 # cache does for a researcher. Tests of the cache itself use caches of their own.
-# Under pytest-xdist (`make test` runs two workers) the workers share one cache, named by the
-# run's id: the cache's file locks let one worker train a teacher while the other waits for it.
-# The controller (or a run without workers) removes it at the end.
-_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-if _RUN_ID:
-    SWEEP_TEACHERS = Path(tempfile.gettempdir()) / f"sdkd-test-teachers-{_RUN_ID}"
-    SWEEP_TEACHERS.mkdir(exist_ok=True)
-else:
-    SWEEP_TEACHERS = Path(tempfile.mkdtemp(prefix="sdkd-test-teachers-"))
-    atexit.register(shutil.rmtree, SWEEP_TEACHERS, ignore_errors=True)
-
-
-def pytest_sessionfinish(session):
-    if _RUN_ID and not hasattr(session.config, "workerinput"):  # the controller, last out
-        shutil.rmtree(Path(tempfile.gettempdir()) / f"sdkd-test-teachers-{_RUN_ID}",
-                      ignore_errors=True)
+SWEEP_TEACHERS = Path(tempfile.mkdtemp(prefix="sdkd-test-teachers-"))
+atexit.register(shutil.rmtree, SWEEP_TEACHERS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -276,8 +276,5 @@ def test_bad_space_as_a_user_runs_it(tmp_path):
     result = run_cli("study/sweep.py", "--space", str(path), "--output", str(tmp_path / "run"))
     seconds = time.monotonic() - start
     assert_usage_error(result, f"{path}: recipe: lr=0")
-    # Seconds, imports included (about 2 on a quiet machine; the parallel suite stretches
-    # it): starting Ray and training would take far longer. What is reached is checked
-    # structurally above.
-    assert seconds < 20.0, seconds
+    assert seconds < 5.0, seconds
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
