@@ -11,6 +11,8 @@ mark (reset just before training, via /proc/self/clear_refs) over the set-up's r
 weights' gradients, optimizer state and activations.
 
     python benchmarks/step_cost.py [--teacher resnet20 --student resnet8 --images 1280 --rounds 5]
+    python benchmarks/step_cost.py --dataset fashion_scenes --teacher deeplabv3_resnet14 \
+        --student deeplabv3_resnet8 --methods vanilla,kd,cwd,sdkd --variants "" --batch-size 16
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def build_engine(args, data, method: str, **switches) -> Engine:
     torch.manual_seed(0)
     student = build_model(args.student, data.num_classes, data.in_channels)
     teacher = build_model(args.teacher, data.num_classes, data.in_channels)
-    distiller = build_distiller(method, student, teacher)
+    distiller = build_distiller(method, student, teacher, task=data.info.task)
     # A long recipe keeps the lr schedule flat over the few epochs measured.
     return Engine(distiller, data, Recipe(epochs=100, batch_size=args.batch_size),
                   device=args.device, **switches)

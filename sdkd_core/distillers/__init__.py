@@ -90,6 +90,12 @@ def register(cls: type[Distiller]) -> type[Distiller]:
     return cls
 
 
+def methods_for(task: str = "classification") -> list[str]:
+    """The registered methods that can run on `task` (its outputs have what each requires)."""
+    provides = get_task(task).provides
+    return [name for name, cls in METHODS.items() if cls.requires <= provides]
+
+
 def get_method(name: str) -> type[Distiller]:
     if name not in METHODS:
         raise unknown_choice("method", name, METHODS)
@@ -113,4 +119,4 @@ def build_distiller(name: str, student: StagedNet, teacher: StagedNet | None = N
 
 
 __all__ = ["METHODS", "Distiller", "build_distiller", "contract_problem", "get_method",
-           "method_config", "register"]
+           "method_config", "methods_for", "register"]
