@@ -7,6 +7,7 @@ and `sdkd_core.loader.BatchLoader` turns the tensors into augmented batches on t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +107,14 @@ def load_dataset(
         info = file_info(base, files, image_size, crop, pad)
         read = _dense_from_files if base.dense else _from_files
         return read(name, info, files, n_train, n_test, seed, val_split, stream)
+    info = sized_info(base, image_size)
+    if base.any_size:
+        image_size = None
     for key, value in (("image_size", image_size), ("crop", crop), ("pad", pad),
                        ("stream", stream)):
         if value is not None:
-            named = ", ".join(n for n, i in DATASET_INFO.items() if i.from_files)
+            named = ", ".join(n for n, i in DATASET_INFO.items() if i.from_files
+                              or (key == "image_size" and i.any_size))
             raise UserError(f"{key} applies to datasets of image files ({named}); {name} has "
                             f"its own; remove {key}")
     if root is not None and not Path(root).is_dir():
@@ -117,17 +122,18 @@ def load_dataset(
             f"data folder '{root}' does not exist; pass an existing folder (--data-root) "
             "or leave it out to use the default locations"
         )
+    # Generated sets are made at `info` (their size); real ones read from their files.
     loaders = {
         "fashion_mnist": read_fashion_mnist,
         "cifar10": read_cifar,
         "cifar100": read_cifar,
-        "synthetic": _synthetic,
-        "synthetic_cifar100": _synthetic,
-        "fashion_scenes": _scenes,
-        "fashion_depth": _scenes,
+        "synthetic": lambda *_: synthetic_images(info),
+        "synthetic_cifar100": lambda *_: synthetic_images(info),
+        "fashion_scenes": lambda _, root, download: _scenes(info, root, download),
+        "fashion_depth": lambda _, root, download: _scenes(info, root, download),
     }
     train_x, train_y, test_x, test_y = loaders[name](name, root, download)
-    data = ImageData(name, DATASET_INFO[name], train_x, train_y, test_x, test_y)
+    data = ImageData(name, info, train_x, train_y, test_x, test_y)
     if val_split is not None:
         held = validation_indices(train_y, val_split, name, data.num_classes)
         rest = torch.ones(len(train_y), dtype=torch.bool)
@@ -289,15 +295,21 @@ def stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
     return torch.cat(picked).sort().values
 
 
-def _synthetic(name: str, root, download: bool):
-    return synthetic_images(DATASET_INFO[name])
+def sized_info(base: DatasetInfo, image_size: int | None) -> DatasetInfo:
+    """A generated set's info at `image_size` (`any_size` sets: multiples of 8 from 16 up to
+    their own size); the table's for the others and without a size."""
+    if not base.any_size or image_size is None:
+        return base
+    if not (16 <= image_size <= base.image_size and image_size % 8 == 0):
+        raise UserError(f"image_size={image_size}: this generated set is made at multiples of "
+                        f"8 from 16 to {base.image_size}; use e.g. 32")
+    return dataclasses.replace(base, image_size=image_size)
 
 
-def _scenes(name: str, root, download: bool):
-    """Fashion-MNIST scenes from the real items (`sdkd_core.scenes`); the dataset's task picks
-    the class maps or the depth maps."""
-    info = DATASET_INFO[name]
+def _scenes(info: DatasetInfo, root, download: bool):
+    """Fashion-MNIST scenes from the real items (`sdkd_core.scenes`) at `info.image_size`; the
+    dataset's task picks the class maps or the depth maps."""
     items = read_fashion_mnist("fashion_mnist", root, download)
-    train, test = fashion_scenes(*items, info.n_train, info.n_test)
+    train, test = fashion_scenes(*items, info.n_train, info.n_test, size=info.image_size)
     pick = 1 if info.task == "segmentation" else 2
     return train[0], train[pick], test[0], test[pick]

@@ -36,6 +36,9 @@ class DatasetInfo:
     task: str = "classification"
     # Dense tasks: the training images' random scale range (joint scale, crop and flip).
     scale: tuple[float, float] = (1.0, 1.0)
+    # A generated set made at any `image_size` (multiples of 8 up to its own): a CPU study
+    # chooses its cost.
+    any_size: bool = False
     # The views' width over their height: image_size is the height (1.0: square views).
     aspect: float = 1.0
 
@@ -94,10 +97,10 @@ DATASET_INFO: dict[str, DatasetInfo] = {
 SCENES_MEAN, SCENES_STD = (0.1359,), (0.2826,)
 DATASET_INFO["fashion_scenes"] = DatasetInfo(
     11, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
-    task="segmentation", scale=(0.75, 1.25))
+    task="segmentation", scale=(0.75, 1.25), any_size=True)
 DATASET_INFO["fashion_depth"] = DatasetInfo(
     1, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
-    task="depth", scale=(0.75, 1.25))
+    task="depth", scale=(0.75, 1.25), any_size=True)
 # Dense datasets from their files (sdkd_core.dense_files), decoded into memory at image_size
 # (the views' height): each image fitted into the view, its map with it, the rest padded.
 # Cityscapes: the 19 train ids, val as the test split, CIRKD's scale 0.5-2.0 and flip; views

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from sdkd_core.tasks import IGNORE
 
@@ -65,8 +66,21 @@ def make_scenes(items: Tensor, labels: Tensor, n: int, seed: int, size: int = SI
 
 
 def fashion_scenes(train_items: Tensor, train_labels: Tensor, test_items: Tensor,
-                   test_labels: Tensor, n_train: int, n_test: int):
-    """The train and test scenes: (train images, class maps, depth maps, test ...)."""
+                   test_labels: Tensor, n_train: int, n_test: int, size: int = SIZE):
+    """The train and test scenes: (train images, class maps, depth maps, test ...), at
+    `size` (the scenes made at SIZE, then shrunk: the same scenes at a lower resolution)."""
     train = make_scenes(train_items, train_labels, n_train, SEED)
     test = make_scenes(test_items, test_labels, n_test, SEED + 1)
-    return train, test
+    return shrink(train, size), shrink(test, size)
+
+
+def shrink(scenes: tuple[Tensor, Tensor, Tensor], size: int):
+    """Scenes at `size`: images by area averaging, maps by nearest neighbour (no invented
+    classes or depths)."""
+    image, classes, depth = scenes
+    if size == image.shape[-1]:
+        return scenes
+    image = F.interpolate(image.float(), size=(size, size), mode="area").round().to(torch.uint8)
+    classes = F.interpolate(classes[:, None].float(), size=(size, size), mode="nearest")
+    depth = F.interpolate(depth[:, None], size=(size, size), mode="nearest")
+    return image, classes[:, 0].to(torch.uint8), depth[:, 0]

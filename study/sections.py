@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from sdkd_core.data import ImageData, file_info, list_files, load_dataset
+from sdkd_core.data import ImageData, file_info, list_files, load_dataset, sized_info
 from sdkd_core.datasets import DATASET_INFO, DatasetInfo
 from sdkd_core.dense_files import DenseFiles
 from sdkd_core.file_data import FileSplits
@@ -71,7 +71,7 @@ class DatasetSection(Section):
         must not read files) and its size, crop and padding as set here."""
         base = DATASET_INFO[self.name]
         if not base.from_files:
-            return base
+            return sized_info(base, self.image_size)
         files = self.files() if listed or base.layout == "imagefolder" else None
         return file_info(base, files, self.image_size, self.crop, self.pad)
 

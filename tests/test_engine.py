@@ -94,6 +94,9 @@ def test_step_schedule_and_warmup():
     c = Recipe(epochs=4, schedule="cosine")
     assert c.lr_factor(0, 10) == 1.0 and c.lr_factor(20, 10) == pytest.approx(0.5)
     assert c.lr_factor(40, 10) == pytest.approx(0.0, abs=1e-12)
+    p = Recipe(epochs=4, schedule="poly", warmup_epochs=1)  # DeepLab's (1 - progress)^0.9
+    assert p.lr_factor(10, 10) == 1.0 and p.lr_factor(20, 10) == pytest.approx((2 / 3) ** 0.9)
+    assert p.lr_factor(40, 10) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_scheduler_reaches_the_optimizer(synthetic):

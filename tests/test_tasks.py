@@ -230,3 +230,19 @@ def test_the_dense_spaces_plan_without_their_data(tmp_path):
     assert cityscapes.returncode == 0, cityscapes.stderr
     assert "GPU-hours" in cityscapes.stdout and "deeplabv3_resnet101" in cityscapes.stdout
     assert not any(tmp_path.iterdir())  # a plan writes nothing
+
+
+def test_scenes_at_a_lower_resolution_are_the_same_scenes_shrunk():
+    from sdkd_core.data import load_dataset
+
+    full = load_dataset("fashion_scenes", n_train=64, n_test=16)
+    small = load_dataset("fashion_scenes", n_train=64, n_test=16, image_size=32)
+    assert small.info.image_size == 32 and small.train_x.shape == (64, 1, 32, 32)
+    # Maps by nearest neighbour: each small pixel's class is one of its 2x2 block's.
+    blocks = full.train_y.unfold(1, 2, 2).unfold(2, 2, 2).reshape(64, 32, 32, 4)
+    assert (blocks == small.train_y[..., None]).any(-1).all()
+    # Images by area: each small pixel is its block's mean.
+    means = full.train_x.float().unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2)).round()
+    assert torch.equal(means.to(torch.uint8), small.train_x)
+    with pytest.raises(UserError, match="image_size=30: this generated set is made at"):
+        load_dataset("fashion_scenes", n_train=64, n_test=16, image_size=30)
