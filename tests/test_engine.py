@@ -119,7 +119,7 @@ def test_scheduler_reaches_the_optimizer(synthetic):
         ("weight_decay", float("inf"), "weight_decay=inf must be finite"),
         ("momentum", float("nan"), "momentum=nan"),
         ("batch_size", 1, "batch_size=1"),
-        ("schedule", "linear", "step or cosine"),
+        ("schedule", "linear", "step, cosine or poly"),
         ("warmup_epochs", 9, "warmup_epochs"),
     ],
 )
