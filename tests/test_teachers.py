@@ -228,7 +228,7 @@ def test_two_processes_needing_the_same_teacher_train_it_once(tmp_path):
     assert reported[0] == reported[1] == [(str(weights), file_sha256(weights))]
     card = json.loads(card_path.read_text())
     assert card["weights_sha256"] == file_sha256(weights)
-    accuracy = [re.findall(r"test accuracy .*%", t) for t in texts]
+    accuracy = [re.findall(r"test top-1 .*%", t) for t in texts]
     assert accuracy[0] == accuracy[1] and f"{card['test_acc']:.2f}%" in accuracy[0][0]
 
 
