@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         last = rows[-1]
         write_json(output / "result.json", last)
         task = task_of(last)
-        name = task.metric_labels[task.metric].split(" (")[0]
-        print(f"{trial.name}: test {name} {task.show(last[f'test_{task.metric}'])} (last "
-              f"epoch), {task.show(last[f'test_{task.metric}_best'])} (best epoch); rows in "
+        score = f"test_{task.metric}"
+        print(f"{trial.name}: test {task.metric_name} {task.show(last[score])} (last epoch), "
+              f"{task.show(last[f'{score}_best'])} (best epoch); rows in "
               f"{output / 'epochs.csv'}")
         return 0
 

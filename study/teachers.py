@@ -202,8 +202,7 @@ def supervised(model: StagedNet, data) -> Distiller:
 def card_score(card: dict) -> str:
     """A teacher card's score: `test accuracy 93.10% (best epoch 93.40%)`, `test mIoU ...`."""
     task = task_of(card)
-    name = task.metric_labels[task.metric].split(" (")[0]
-    return (f"test {name} {task.show(card[f'test_{task.metric}'])} (best epoch "
+    return (f"test {task.metric_name} {task.show(card[f'test_{task.metric}'])} (best epoch "
             f"{task.show(card[f'test_{task.metric}_best'])})")
 
 

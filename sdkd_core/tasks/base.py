@@ -69,9 +69,10 @@ class Task(ABC):
     def example_targets(self, n: int, size: tuple[int, int], num_classes: int) -> Tensor:
         """Targets of `n` images of `size` that a cost estimate or a check can train on."""
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether metric value a beats b."""
-        return a > b if self.mode == "max" else a < b
+    @property
+    def metric_name(self) -> str:
+        """The search metric's name without its unit, for a line: `top-1`, `mIoU`, `RMSE`."""
+        return self.metric_labels[self.metric].split(" (")[0]
 
     def best(self, values) -> float:
         return max(values) if self.mode == "max" else min(values)
