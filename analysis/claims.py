@@ -7,8 +7,9 @@ needs at least two seeds on each side of a comparison; with fewer the claim is "
 here" and the numbers say what ran. Rules, also written beside each verdict:
 
 - accuracy (`BeatsTunedBaselines`, `SettingBeats`): Welch's t-test over seeds of the last-epoch
-  test accuracy; supported where every difference is positive with p < 0.05 after Holm's
-  correction (the comparison table's correction for tuned baselines);
+  test score of the task's metric (accuracy, mIoU, RMSE); supported where every difference is
+  better (larger; smaller for an RMSE) with p < 0.05 after Holm's correction (the comparison
+  table's correction for tuned baselines);
 - attention (`AttendsLikeTeacher`, `HeadCloserToTeacher`): per test image, the Pearson r of a
   network's Grad-CAM++ map with the teacher's; the paired difference of two networks over
   every image of every seed, with its 95% confidence interval. "More closely": the interval
@@ -39,6 +40,7 @@ from sdkd_core.claims import (
     SettingBeats,
 )
 from sdkd_core.stats import summarize
+from sdkd_core.tasks import TASKS
 from study.runfolder.trials import CONFIRMING, DRAWN
 
 SUPPORTED, NOT_SUPPORTED, UNTESTED = "supported", "not supported", "not tested here"
@@ -46,6 +48,22 @@ ALPHA = 0.05
 MARGIN = 0.05  # Pearson r: "at least as closely" allows a shortfall smaller than this
 ACCURACY_RULE = ("Welch's t-test over seeds on last-epoch test accuracy; supported where every "
                  "difference is positive with p < 0.05 after Holm's correction")
+
+
+def score_rule(run: Run) -> str:
+    """ACCURACY_RULE in the run's task's words."""
+    task = run.task
+    if task.metric == TASKS["classification"].metric:
+        return ACCURACY_RULE
+    way = "smaller" if task.sign() < 0 else "larger"
+    return (f"Welch's t-test over seeds on last-epoch test {task.metric_name}; supported where "
+            f"every difference is better ({way}) with p < 0.05 after Holm's correction")
+
+
+def _points(run: Run, diff: float) -> str:
+    """A difference as the claims print it: '+1.20 points' of a percentage, '-0.031' else."""
+    task = run.task
+    return f"{diff:+.2f} points" if task.metric in task.percent else f"{diff:+.3f}"
 ATTENTION_RULE = ("paired per-image difference of Pearson r with the teacher's Grad-CAM++ map "
                   "over every image of every seed, 95% CI; 'more closely': CI above 0 and every "
                   f"seed's mean difference positive; 'at least as closely': CI above -{MARGIN}")
@@ -79,14 +97,14 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
     if not others:
         return Verdict(claim.text, UNTESTED, [
             f"the run tuned no method besides {run.label}: list baselines in search.methods "
-            "to tune them with the same budget"], ACCURACY_RULE)
-    long, tests = comparison(run, "test_acc")
-    mine = method_columns(run.method)[1]
+            "to tune them with the same budget"], score_rule(run))
+    long, tests = comparison(run)
+    mine, score, sign = method_columns(run.method)[1], run.score, run.task.sign()
     numbers, verdicts = [], []
     for t, s in run.pairs():
-        a = tuned_trials(run, run.method, t, s)["test_acc"]
+        a = tuned_trials(run, run.method, t, s)[score]
         for other in others:
-            theirs, b = method_columns(other)[1], tuned_trials(run, other, t, s)["test_acc"]
+            theirs, b = method_columns(other)[1], tuned_trials(run, other, t, s)[score]
             line = f"{pair_label(t, s)}: {mine} {_acc(a)} vs {theirs} {_acc(b)}"
             found = tests[(tests["teacher"] == t) & (tests["student"] == s)
                           & tests["column"].isin([mine, theirs])
@@ -95,7 +113,8 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
                 verdicts.append(UNTESTED)
                 numbers.append(f"{line}: fewer than 2 seeds, no verdict")
                 continue
-            budget = budget_decided(long, t, s, {mine: run.label, theirs: method_label(other)})
+            budget = budget_decided(long, t, s, {mine: run.label, theirs: method_label(other)},
+                                    run)
             if budget:
                 verdicts.append(UNTESTED)
                 numbers.append(f"{line}: {budget}")
@@ -103,25 +122,29 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
             c = found.iloc[0]
             sign = 1 if c["column"] == mine else -1
             diff, low, high = sign * c["diff"], *sorted((sign * c["ci_low"], sign * c["ci_high"]))
-            verdicts.append(SUPPORTED if diff > 0 and c["p_holm"] < ALPHA else NOT_SUPPORTED)
-            numbers.append(f"{line}: {diff:+.2f} points (95% CI, unadjusted: {low:+.2f} "
-                           f"to {high:+.2f}), p_Holm {c['p_holm']:.3g}")
-    return Verdict(claim.text, overall(verdicts), numbers, ACCURACY_RULE)
+            better = sign * diff > 0
+            verdicts.append(SUPPORTED if better and c["p_holm"] < ALPHA else NOT_SUPPORTED)
+            d = run.task.digits()
+            numbers.append(f"{line}: {_points(run, diff)} (95% CI, unadjusted: {low:+.{d}f} "
+                           f"to {high:+.{d}f}), p_Holm {c['p_holm']:.3g}")
+    return Verdict(claim.text, overall(verdicts), numbers, score_rule(run))
 
 
 def budget_decided(long: pd.DataFrame, teacher: str, student: str,
-                   names: dict[str, str]) -> str:
+                   names: dict[str, str], run: Run | None = None) -> str:
     """'not tested here: ...' when a cell of `names` (column -> display name) on the pair was
     still improving at its last epoch (analysis/convergence.py), else ''."""
     rows = long[(long["teacher"] == teacher) & (long["student"] == student)
                 & long["column"].isin(list(names)) & long["still_improving"]]
-    reasons = [CellTrend.describe_row(names[r["column"]], r) for _, r in rows.iterrows()]
+    task = run.task if run is not None else TASKS["classification"]
+    reasons = [CellTrend.describe_row(names[r["column"]], r, task) for _, r in rows.iterrows()]
     return f"{UNTESTED}: {'; '.join(reasons)}" if reasons else ""
 
 
 def setting_beats(run: Run, claim: SettingBeats) -> Verdict:
-    rule = ACCURACY_RULE.replace("Holm's correction", "Holm's correction over the pairs") + \
-        " (each value's configuration chosen by validation accuracy)"
+    task, score = run.task, run.score
+    rule = score_rule(run).replace("Holm's correction", "Holm's correction over the pairs") + \
+        f" (each value's configuration chosen by validation {task.metric_name})"
     found, numbers = [], []
     for t, s in run.pairs():
         done = on_pair(run, t, s)
@@ -133,12 +156,12 @@ def setting_beats(run: Run, claim: SettingBeats) -> Verdict:
                            "to test this")
             continue
         params = method_params(run, run.method, rows)  # the key is constant within a value
-        a_rows, b_rows = (tuned_config(rows[rows[claim.key].astype(str) == str(v)], "test_acc",
-                                       params) for v in (claim.better, claim.worse))
-        a, b = a_rows["test_acc"], b_rows["test_acc"]
+        a_rows, b_rows = (tuned_config(rows[rows[claim.key].astype(str) == str(v)], score,
+                                       params, task) for v in (claim.better, claim.worse))
+        a, b = a_rows[score], b_rows[score]
         line = (f"{pair_label(t, s)}: {claim.key}={claim.better} {_acc(a)} vs "
                 f"{claim.worse} {_acc(b)}")
-        trends = {v: cell_trend(run.epochs, r["trial_id"].tolist(), r["test_acc"].tolist())
+        trends = {v: cell_trend(run.epochs, r["trial_id"].tolist(), r[score].tolist(), task)
                   for v, r in ((claim.better, a_rows), (claim.worse, b_rows))}
         late = [t.describe(f"{claim.key}={v}") for v, t in trends.items() if t.improving]
         if late:
@@ -154,9 +177,11 @@ def setting_beats(run: Run, claim: SettingBeats) -> Verdict:
     verdicts = [UNTESTED] * (len(found) - len(tested))
     for (line, (diff, low, high, _p)), p_holm in zip(
             tested, holm([t[3] for _, t in tested]), strict=True):
-        verdicts.append(SUPPORTED if diff > 0 and p_holm < ALPHA else NOT_SUPPORTED)
-        numbers.append(f"{line}: {diff:+.2f} points (95% CI, unadjusted: {low:+.2f} "
-                       f"to {high:+.2f}), p_Holm {p_holm:.3g}")
+        verdicts.append(SUPPORTED if task.sign() * diff > 0 and p_holm < ALPHA
+                        else NOT_SUPPORTED)
+        d = task.digits()
+        numbers.append(f"{line}: {_points(run, diff)} (95% CI, unadjusted: {low:+.{d}f} "
+                       f"to {high:+.{d}f}), p_Holm {p_holm:.3g}")
     return Verdict(claim.text, overall(verdicts), numbers, rule)
 
 
@@ -180,7 +205,8 @@ class Attention:
 
     def _map(self, key: tuple, network) -> np.ndarray:
         if key not in self._maps:
-            self._maps[key] = self.gradcam.cam_maps(network(), self.images, self.labels)
+            self._maps[key] = self.gradcam.cam_maps(network(), self.images, self.labels,
+                                                    task=self.run.task)
         return self._maps[key]
 
     def teacher(self, arch: str):

@@ -6,7 +6,10 @@ From the run folder: the pretrained teacher (teachers/), the chosen trial of the
 (`search.method`): each extra network it trains (its `heads`, e.g. a proxy teacher) and its
 student, and the student of each other method on the same pair and seed (final checkpoints in
 tune/); every method as the tables choose it (analysis/selection.py, never by test accuracy).
-On the same N test images (balanced over classes) with the true class as target:
+On the same N test images (balanced over classes; a dense task's first N) with the task's
+target (`Task.explains`: the true class's logit; on segmentation the image's largest labelled
+class other than class 0, its logits summed over its true mask; on depth the mean predicted
+depth over the pixels with a true depth):
 
 - Grad-CAM++ maps of each network's last stage (the grad-cam package's `GradCAMPlusPlus`);
 - the pairwise similarity of the maps, Pearson and cosine per image, mean and std over images;
@@ -32,7 +35,6 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from pytorch_grad_cam import GradCAMPlusPlus  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
 from analysis.cli import analysis_main  # noqa: E402
@@ -44,9 +46,7 @@ from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
 from sdkd_core.file_data import FileSplits  # noqa: E402
 from sdkd_core.files import atomic_write  # noqa: E402
 from sdkd_core.image_views import load_views  # noqa: E402
-
-FASHION_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                   "sneaker", "bag", "boot")
+from sdkd_core.tasks import TASKS, Task  # noqa: E402
 
 
 class Logits(nn.Module):
@@ -60,15 +60,25 @@ class Logits(nn.Module):
         return output_logits(self.net(x))
 
 
+class Explained:
+    """A grad-cam target: the task's scalar for one image (`Task.explained`)."""
+
+    def __init__(self, task: Task, target: torch.Tensor):
+        self.task, self.target = task, target
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return self.task.explained(output, self.target.to(output.device))
+
+
 def cam_maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 32) -> np.ndarray:
+             batch_size: int = 32, task: Task = TASKS["classification"]) -> np.ndarray:
     """Grad-CAM++ maps [N, H, W] in [0, 1] of `model`'s `cam_layer` (else its last stage) for
-    the true classes."""
+    the task's target of each image (the true class on classification)."""
     model = model.eval().requires_grad_(True)  # frozen teachers too: CAM needs their gradients
     maps = []
     with GradCAMPlusPlus(model=Logits(model), target_layers=[cam_layer(model)]) as cam:
         for i in range(0, len(images), batch_size):
-            targets = [ClassifierOutputTarget(int(y)) for y in labels[i : i + batch_size]]
+            targets = [Explained(task, y) for y in labels[i : i + batch_size]]
             maps.append(cam(input_tensor=images[i : i + batch_size], targets=targets))
     return np.concatenate(maps)
 
@@ -139,8 +149,9 @@ def load_networks(run: Run, seed: int | None = None) -> Networks:
     if not candidates:
         raise Skipped(f"no {run.label} trial ran all its epochs, so there is no trained "
                       f"{run.label} network to show")
+    sign = run.task.sign()
     teacher_arch, student_arch, mine = max(
-        candidates, key=lambda c: c[2][selection_metric(c[2], "test_acc")].mean())
+        candidates, key=lambda c: sign * c[2][selection_metric(c[2], run.score, run.task)].mean())
     mine = mine.sort_values("seed", kind="stable")
     best = mine[mine["seed"] == seed].iloc[0] if seed in set(mine["seed"]) else mine.iloc[0]
     teacher = run.teacher_network(teacher_arch)
@@ -160,15 +171,19 @@ def load_networks(run: Run, seed: int | None = None) -> Networks:
 
 
 def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(raw uint8, normalised float, labels) of n test images, balanced over the classes."""
+    """(raw uint8, normalised float, labels) of n test images, balanced over the classes (a
+    dense task's first n: each image holds several classes)."""
     d = dict(run.space["dataset"])
     d.pop("decode_cpus", None)
     data = load_dataset(**d, seed=int(run.space["seeds"][0]))
     info = data.info
-    by_class = [torch.nonzero(data.test_y == c).flatten().tolist() for c in
-                range(info.num_classes)]
-    # One image of each class in turn: the first of every class, then the second, ...
-    picked = [i for turn in zip_longest(*by_class) for i in turn if i is not None][:n]
+    if info.dense:
+        picked = list(range(min(n, len(data.test_y))))
+    else:
+        by_class = [torch.nonzero(data.test_y == c).flatten().tolist() for c in
+                    range(info.num_classes)]
+        # One image of each class in turn: the first of every class, then the second, ...
+        picked = [i for turn in zip_longest(*by_class) for i in turn if i is not None][:n]
     if isinstance(data, FileSplits):  # streamed: decode just the picked files' eval views
         views, ok = load_views(data.test.subset(picked), info)
         picked = [i for i, good in zip(picked, ok, strict=True) if good]
@@ -209,7 +224,8 @@ def heatmap(sim: pd.DataFrame, title: str, out: Path) -> list[Path]:
 
 
 def overlay_grid(raw: torch.Tensor, labels: torch.Tensor, maps: dict[str, np.ndarray],
-                 class_names, title: str, out: Path) -> list[Path]:
+                 class_names, title: str, out: Path,
+                 task: Task = TASKS["classification"]) -> list[Path]:
     names = list(maps)
     rows = len(raw)
     fig, axes = plt.subplots(rows, len(names) + 1, squeeze=False, layout="constrained",
@@ -219,7 +235,9 @@ def overlay_grid(raw: torch.Tensor, labels: torch.Tensor, maps: dict[str, np.nda
         grey = image.shape[-1] == 1
         shown = image[..., 0] if grey else image
         axes[r, 0].imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=1)
-        axes[r, 0].set_ylabel(class_names[int(labels[r])], fontsize=8)
+        explained = task.explained_class(labels[r])
+        axes[r, 0].set_ylabel(task.metric_name if explained is None else
+                              class_names[explained], fontsize=8)
         for c, name in enumerate(names, start=1):
             axes[r, c].imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=1)
             last = axes[r, c].imshow(maps[name][r], cmap="jet", alpha=0.45, vmin=0, vmax=1)
@@ -228,7 +246,7 @@ def overlay_grid(raw: torch.Tensor, labels: torch.Tensor, maps: dict[str, np.nda
     for c, name in enumerate(["image", *names]):
         axes[0, c].set_title(name, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.colorbar(last, ax=axes, shrink=0.5, label="Grad-CAM++ for the true class")
+    fig.colorbar(last, ax=axes, shrink=0.5, label="Grad-CAM++ of the row's target")
     return save(fig, out, "overlays")
 
 
@@ -243,7 +261,8 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     out.mkdir(parents=True, exist_ok=True)
     nets = load_networks(run)
     raw, images, labels = test_images(run, n_images)
-    maps = {name: cam_maps(model, images, labels) for name, model in nets.models.items()}
+    maps = {name: cam_maps(model, images, labels, task=run.task)
+            for name, model in nets.models.items()}
     feats = {name: pooled_features(model, images) for name, model in nets.models.items()}
     sim = similarity(maps, feats)
     atomic_write(out / "similarity.csv", lambda tmp: sim.to_csv(tmp, index=False))
@@ -252,12 +271,12 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     best = nets.best
     what = (f"{run.name}: {pair_label(best['teacher'], best['student'])}, seed {best['seed']}, "
             f"{run.label} trial {best['trial_id']}, {len(images)} test images")
-    classes = FASHION_CLASSES if run.dataset == "fashion_mnist" else run.class_names or \
+    classes = run.class_names or run.info.class_names or \
         [f"class {i}" for i in range(run.info.num_classes)]
     paths = [out / "similarity.csv", out / "maps.npz"]
     paths += heatmap(sim, what, out)
     paths += overlay_grid(raw[:n_show], labels[:n_show], {k: v[:n_show] for k, v in maps.items()},
-                          classes, what, out)
+                          classes, what, out, run.task)
     return paths
 
 

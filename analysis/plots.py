@@ -1,4 +1,5 @@
-"""Figures of a run: accuracy against each swept parameter, learning curves, Optuna's view.
+"""Figures of a run: its score (accuracy, mIoU, RMSE: the task's metric) against each swept
+parameter, learning curves, Optuna's view.
 
     python -m analysis.plots runs/<name>
 
@@ -75,17 +76,19 @@ def with_pair(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def strongest_baselines(run: Run, metric: str) -> dict[str, tuple[str, float]]:
-    """{pair: (label, mean accuracy)} of the best baseline per pair besides the run's own."""
+    """{pair: (label, mean score)} of the best baseline per pair besides the run's own, in the
+    task's direction."""
     fixed = with_pair(run.completed[(run.completed["role"] == BASELINE)
                                     & (run.completed["method"] != run.method)])
     out = {}
     for pair, g in fixed.groupby(PAIR):
-        means = g.groupby("method")[metric].mean()
-        out[pair] = (method_label(means.idxmax()), float(means.max()))
+        means = g.groupby("method")[metric].mean() * run.task.sign()
+        out[pair] = (method_label(means.idxmax()), float(means.max()) * run.task.sign())
     return out
 
 
-def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[Path]:
+def ablation(run: Run, param: str, out: Path, metric: str | None = None) -> list[Path]:
+    metric = metric or run.score
     owner = param.rpartition(".")[0] or run.method  # a setting's own method; the pair: any
     done = run.completed
     drawn = with_pair(done[(done["role"] == DRAWN) & (done["method"] == owner)
@@ -128,9 +131,10 @@ def ablation(run: Run, param: str, out: Path, metric: str = "test_acc") -> list[
         ax.axhline(acc, ls="--", lw=1, color=sns.color_palette("muted")[i % 10],
                    label=f"{method} ({pair})")
     ax.set_xlabel(param if param != PAIR else "teacher → student")
-    ax.set_ylabel(f"test accuracy (%), {'last' if metric == 'test_acc' else 'best'} epoch")
-    ax.set_title(f"{run.name}: accuracy vs {param} ({len(drawn)} trials that ran all epochs)",
-                 fontsize=10)
+    ax.set_ylabel(f"test {run.task.axis_label()}, "
+                  f"{'last' if metric == run.score else 'best'} epoch")
+    ax.set_title(f"{run.name}: {run.task.metric_name} vs {param} ({len(drawn)} trials that ran "
+                 "all epochs)", fontsize=10)
     if param == PAIR:
         ax.tick_params(axis="x", labelrotation=15)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
@@ -176,6 +180,7 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
         raise Skipped("no trial ran all its epochs")
     cls = method_class(run.method)
     heads = cls.heads if cls is not None else {}
+    score = run.score
     fixed = run.completed.loc[run.completed["role"] == BASELINE, ["trial_id", "method"]]
     baselines = method_order(set(fixed["method"]))
     colours = {m: BASELINE_COLOURS[i % len(BASELINE_COLOURS)] for i, m in enumerate(baselines)}
@@ -187,21 +192,22 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
             name = f"{run.label} (defaults)" if method == run.method else method_label(method)
             if not rows.empty:
                 ids = fixed.loc[fixed["method"] == method, "trial_id"]
-                finals = run.completed.set_index("trial_id").loc[ids, "test_acc"].tolist()
-                late = cell_trend(run.epochs, ids.tolist(), finals).improving
-                sns.lineplot(data=rows, x="epoch", y="test_acc", errorbar="sd", ax=ax,
+                finals = run.completed.set_index("trial_id").loc[ids, score].tolist()
+                late = cell_trend(run.epochs, ids.tolist(), finals, run.task).improving
+                sns.lineplot(data=rows, x="epoch", y=score, errorbar="sd", ax=ax,
                              color=colours[method], label=f"{name} student (seed mean)"
                              + (f" {MARK} still improving" if late else ""))
-        best = subject[subject[PAIR] == pair].nlargest(1, "test_acc")
+        ours = subject[subject[PAIR] == pair]
+        best = ours.nlargest(1, score) if run.task.mode == "max" else ours.nsmallest(1, score)
         if not best.empty:
             trial = best.iloc[0]
             rows = mine[mine["trial_id"] == trial["trial_id"]]
-            late = run_improving(late_gain(run.epochs, trial["trial_id"]))
-            ax.plot(rows["epoch"], rows["test_acc"], color="tab:red", lw=2, marker="o",
+            late = run_improving(late_gain(run.epochs, trial["trial_id"], run.task), run.task)
+            ax.plot(rows["epoch"], rows[score], color="tab:red", lw=2, marker="o",
                     label=f"{run.label} student (best trial, {trial['trial_id']})"
                     + (f" {MARK} still improving" if late else ""))
             for i, (key, name) in enumerate(heads.items()):
-                column, (colour, marker) = f"test_acc_{key}", HEAD_STYLES[i % len(HEAD_STYLES)]
+                column, (colour, marker) = f"{score}_{key}", HEAD_STYLES[i % len(HEAD_STYLES)]
                 if column in rows and rows[column].notna().any():
                     ax.plot(rows["epoch"], rows[column], color=colour, lw=2, ls="--",
                             marker=marker, label=f"{name} (same trial)")
@@ -212,7 +218,7 @@ def learning_curves(run: Run, out: Path) -> list[Path]:
         ax.set_title(f"{pair}", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"test {run.task.axis_label()}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.suptitle(f"{run.name}: learning curves", fontsize=11)
@@ -235,14 +241,15 @@ def optuna_figures(run: Run, out: Path) -> list[Path]:
         warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
         ax = ovm.plot_param_importances(study)
         # Optuna titles its axes on the left; replace that title rather than add a second.
-        ax.set_title(f"{run.name}: hyperparameter importance (fANOVA) for test_acc",
+        ax.set_title(f"{run.name}: hyperparameter importance (fANOVA) for {run.metric}",
                      fontsize=10, loc="left")
         paths += save(ax.figure, out, "optuna_importance")
     # Optuna sizes its figures from rcParams; a wide one keeps the axes' labels apart.
     with warnings.catch_warnings(), plt.rc_context({"figure.figsize": (12, 5)}):
         warnings.simplefilter("ignore")
         ax = ovm.plot_parallel_coordinate(study)
-        ax.set_title(f"{run.name}: drawn trials (colour: test_acc)", fontsize=10, loc="left")
+        ax.set_title(f"{run.name}: drawn trials (colour: {run.metric})", fontsize=10,
+                     loc="left")
         ax.set_title("")
         paths += save(ax.figure, out, "optuna_parallel")
     return paths

@@ -42,16 +42,19 @@ def protocol_lines(run: Run) -> list[str]:
                 else "no early stopping")
         lines.append(f"Search: the same budget for each tuned method — Optuna "
                      f"{search.get('sampler', 'tpe')} sampler, {search.get('num_samples')} "
-                     f"samples, one study each, {asha}, maximising "
+                     f"samples, one study each, {asha}, "
+                     f"{'minimising' if run.record.get('mode') == 'min' else 'maximising'} "
                      f"{run.metric}. "
                      f"Spent: {'; '.join(budget)}. "
                      "Untuned methods run at their defaults.")
-    by_validation = selection_metric(run.completed, "test_acc") == "val_acc"
+    task = run.task
+    by_validation = selection_metric(run.completed, run.score, task).startswith("val_")
+    way = "" if task.mode == "max" else " (the lowest)"
     lines.append("Selection: each tuned method's configuration with the best mean " + (
-        "validation accuracy over its seeds; the test set took no part in any choice and is "
-        "only reported." if by_validation else
-        "test accuracy over its seeds — the run held out no validation split, so its tuned "
-        "numbers are chosen on the test set and optimistic."))
+        f"validation {task.metric_name}{way} over its seeds; the test set took no part in any "
+        "choice and is only reported." if by_validation else
+        f"test {task.metric_name}{way} over its seeds — the run held out no validation split, "
+        "so its tuned numbers are chosen on the test set and optimistic."))
     lines.append("Statistics: Welch's t-test over seeds, Holm's correction over every "
                  "comparison of a table; differences with 95% confidence intervals in "
                  "report/tables/tests_*.csv.")

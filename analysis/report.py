@@ -78,8 +78,10 @@ def summary_html(run: Run) -> str:
     statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
     by_method = run.results.groupby(["role", "method"]).size()
     trials = ", ".join(f"{method_label(m)} ({r}) {n}" for (r, m), n in by_method.items())
-    teachers = "; ".join(f"{a}: {c['test_acc']:.2f}% on {c['n_test']} test images"
-                         for a, c in run.teacher_cards.items()) or "none kept"
+    task = run.task
+    teachers = "; ".join(f"{a}: {task.metric_name} {task.show(c[run.score])} on {c['n_test']} "
+                         "test images" for a, c in run.teacher_cards.items()
+                         if run.score in c) or "none kept"
     d = run.space["dataset"]
     return (f"<p>Dataset <b>{html.escape(run.dataset)}</b> ({d.get('n_train') or 'all'} train /"
             f" {d.get('n_test') or 'all'} test images), {run.n_epochs} epochs per student, "
@@ -92,7 +94,7 @@ def summary_html(run: Run) -> str:
 def curves_caption(run: Run) -> str:
     cls = method_class(run.method)
     heads = list(cls.heads.values()) if cls is not None else []
-    return (f"Test accuracy per epoch: the best {run.label} student"
+    return (f"Test {run.task.metric_name} per epoch: the best {run.label} student"
             + (f" and, from the same trial, {', '.join(heads)}" if heads else "")
             + "; the students of the fixed baselines (mean over seeds, band: std); dotted "
             f"lines: {run.label}'s schedule marks for that trial's settings, if it has any.")
@@ -137,13 +139,15 @@ def write_report(run: Run, n_images: int = 64, gradcam: bool = True, log=print) 
     pngs = [p for p in plots if p.suffix == ".png"]
     captions = {
         "learning_curves": curves_caption(run),
-        "optuna_importance": "Which swept parameter mattered for test accuracy (Optuna, fANOVA).",
+        "optuna_importance": f"Which swept parameter mattered for {run.metric}, the metric "
+                             "the search optimised (Optuna, fANOVA).",
         "optuna_parallel": "Every finished drawn trial across the swept parameters.",
     }
     ablations = [p for p in pngs if p.stem.startswith("ablation_")]
-    sections.append("<h2 id='ablations'>Ablations: accuracy against each swept parameter</h2>"
-                    + "<div class='grid'>" + "".join(
-                        figure(p, report, f"Accuracy vs {p.stem[9:]}; dashed lines: the "
+    name = run.task.metric_name
+    sections.append(f"<h2 id='ablations'>Ablations: {html.escape(name)} against each swept "
+                    "parameter</h2><div class='grid'>" + "".join(
+                        figure(p, report, f"{name} vs {p.stem[9:]}; dashed lines: the "
                                "strongest baseline of each pair.") for p in ablations)
                     + "</div>")
     curves = [p for p in pngs if p.stem == "learning_curves"]
@@ -162,7 +166,8 @@ def write_report(run: Run, n_images: int = 64, gradcam: bool = True, log=print) 
             by_name = {p.name: p for p in files}
             sim = pd.read_csv(by_name["similarity.csv"])
             cam.append(figure(by_name["overlays.png"], report,
-                              "Grad-CAM++ of the true class, last stage of each network."))
+                              f"Grad-CAM++ of {run.task.explains}, last stage of each "
+                              "network."))
             cam.append(figure(by_name["similarity.png"], report,
                               f"Pairwise similarity over {sim['images'].max()} test images: "
                               "Grad-CAM++ maps (Pearson, cosine) and pooled features (linear "

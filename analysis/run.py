@@ -20,11 +20,10 @@ from sdkd_core.datasets import DATASET_INFO, DatasetInfo
 from sdkd_core.errors import UserError
 from sdkd_core.files import file_sha256
 from sdkd_core.plugins import load_plugins
-from sdkd_core.tasks import get_task
+from sdkd_core.tasks import Task, get_task
 from study.runfolder import IDENTITY, RunFolder
 from study.runfolder.trials import PlannedTrial
 
-REQUIRED_COLUMNS = (*IDENTITY, "test_acc", "test_acc_best", "epochs", "status")
 # "stopped" trials were cut short by ASHA at a rung: finished, but with fewer epochs.
 FINISHED = ("completed", "stopped")
 
@@ -33,11 +32,13 @@ class Skipped(Exception):
     """A figure the run has no data for; the message says why (shown in the report)."""
 
 
-METRICS = {"test_acc": "last epoch", "test_acc_best": "best epoch"}
-# Top-5 of the last epoch: a table of its own where the trials measured it (runs from before
-# top-5 was recorded have no column).
-TOP5 = {"test_top5": "top-5, last epoch"}
-TABLE_NAMES = {"test_acc": "last", "test_acc_best": "best", "test_top5": "top5"}
+def metric_key(column: str) -> str:
+    """The task's metric a results column reports: `test_miou_best` -> `miou`."""
+    return column.removeprefix("test_").removeprefix("val_").removesuffix("_best")
+
+
+def required_columns(task: Task) -> tuple[str, ...]:
+    return (*IDENTITY, f"test_{task.metric}", f"test_{task.metric}_best", "epochs", "status")
 
 
 @dataclass
@@ -78,6 +79,29 @@ class Run:
     def class_names(self) -> list[str] | None:
         """A file dataset's class names (its folders), None for the other datasets."""
         return self.record.get("classes")
+
+    @property
+    def task(self) -> Task:
+        """What the run's networks predict (classification for runs recorded before tasks)."""
+        return get_task(self.info.task)
+
+    @property
+    def score(self) -> str:
+        """The results column of the task's metric on the test set, last epoch: `test_acc`,
+        `test_miou`, `test_rmse`."""
+        return f"test_{self.task.metric}"
+
+    def table_metrics(self) -> dict[str, tuple[str, str]]:
+        """{results column: (table name, what it reports)}: the task's metric at the last and
+        at the best epoch, then each of its other metrics (top-5, pixel accuracy, AbsRel, ...)
+        at the last epoch where the trials measured it (older runs lack some columns)."""
+        task, done = self.task, self.completed
+        tables = {self.score: ("last", "last epoch"), f"{self.score}_best": ("best", "best epoch")}
+        for key, label in task.metric_labels.items():
+            column = f"test_{key}"
+            if key != task.metric and column in done.columns and done[column].notna().any():
+                tables[column] = (key, f"{label.split(' (')[0]}, last epoch")
+        return tables
 
     @property
     def n_epochs(self) -> int:
@@ -179,7 +203,8 @@ class Run:
         trial = PlannedTrial.from_config(json.loads(params_file.read_text()))
         info = self.info
         student = build_model(trial.student, info.num_classes, info.in_channels)
-        method = build_distiller(trial.method, student, teacher, trial.params)
+        method = build_distiller(trial.method, student, teacher, trial.params,
+                                 task=info.task)
         method.load_state_dict(load_checkpoint(checkpoint)["method"])
         return method.eval()
 
@@ -207,12 +232,8 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{folder.study_json} is not a study record (no space); it must be "
                         "the file study/sweep.py wrote")
     space = record["space"]
-    task = (record.get("dataset_info") or {}).get("task", "classification")
-    if task != "classification":  # its tables, figures and claims are not written yet
-        raise UserError(f"{root} is a {get_task(task).label} run and the report reads "
-                        f"classification runs only so far; its scores are in "
-                        f"{folder.results_csv} and {folder.epochs_csv}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    task = get_task((record.get("dataset_info") or {}).get("task", "classification"))
+    missing = [c for c in required_columns(task) if c not in results.columns]
     if missing:
         raise UserError(f"{folder.results_csv} lacks column(s) {', '.join(missing)}; rebuild it "
                         f"with: python study/sweep.py --space {folder.space_yaml} --output "

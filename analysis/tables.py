@@ -9,7 +9,9 @@ variants. The best cell of a row is bold; a Δ row gives each column minus the r
 first other method of `baselines:`); each tuned method's cells carry a Welch t-test against
 the strongest column of another method (* p < 0.05, ** p < 0.01, ns; nothing under two
 seeds). A cell whose runs were still improving at their last epoch (analysis/convergence.py)
-is marked †: the budget decided it. CIFAR-100 rows show the published numbers below. Markdown,
+is marked †: the budget decided it. CIFAR-100, ImageNet and Cityscapes rows show the published
+numbers below. The cells are the task's metric (top-1, mIoU, RMSE; "best" in its direction),
+then one table for each of its other metrics (top-5, pixel accuracy, AbsRel, ...). Markdown,
 LaTeX and CSV (long form, every statistic, `late_gain` and `still_improving` included) under
 report/tables/.
 """
@@ -24,9 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cli import analysis_main
-from analysis.convergence import MARK, RULE, cell_trend
+from analysis.convergence import MARK, cell_trend, rule
 from analysis.published import TEACHER, published_number
-from analysis.run import METRICS, TABLE_NAMES, TOP5, Run, method_label, method_order, pair_label
+from analysis.run import Run, method_label, method_order, metric_key, pair_label
 from analysis.selection import on_pair, selection_metric, tuned_trials
 from analysis.significance import compare, lookup, stars
 from sdkd_core.files import atomic_write, write_text
@@ -112,10 +114,14 @@ def published(run: Run, teacher: str, student: str, column: str) -> float:
                             method_label(owner) if owner else column)
 
 
-def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.DataFrame]:
+def comparison(run: Run, metric: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(long form: one row per pair and column with mean, std, n, delta to the reference, the
     strongest other method's column and the Holm-adjusted p against it, best; every test of
-    the table: `significance.compare`)."""
+    the table: `significance.compare`). `metric` is a results column, the run's score by
+    default; "best" and "strongest" follow its direction (the smallest RMSE)."""
+    metric = metric or run.score
+    key, task = metric_key(metric), run.task
+    sign = task.sign(key)
     rows, tested, ref = [], tuned_columns(run), reference(run)
     by_pair = {pair: cells_for_pair(run, *pair, metric) for pair in run.pairs()}
     tests = compare({pair: {k: c.values for k, c in cells.items() if k != TEACHER}
@@ -125,13 +131,14 @@ def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.Dat
         if not students:
             continue
         base = cells.get(ref) if ref else None
-        best = max(students, key=lambda k: students[k].mean)
+        best = max(students, key=lambda k: sign * students[k].mean)
         for column, cell in cells.items():
             others = {k: c for k, c in students.items() if k not in owner_columns(run, column)}
-            strongest = max(others, key=lambda k: others[k].mean) \
+            strongest = max(others, key=lambda k: sign * others[k].mean) \
                 if column in tested and others else ""
             test = lookup(tests, teacher, student, column, strongest) if strongest else None
-            trend = cell_trend(run.epochs, cell.trials, cell.values) if cell.trials else None
+            trend = cell_trend(run.epochs, cell.trials, cell.values, task) \
+                if cell.trials else None
             rows.append({
                 "teacher": teacher, "student": student, "column": column, "metric": metric,
                 "mean": cell.mean, "std": cell.std, "n": cell.n,
@@ -139,7 +146,8 @@ def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.Dat
                 "delta": cell.mean - base.mean if base and column != TEACHER else math.nan,
                 "versus": strongest, "p_value": test.p_holm if test else None,
                 "best": column == best,
-                "published": published(run, teacher, student, column),
+                "published": published(run, teacher, student, column)
+                if key == task.metric else math.nan,
                 "late_gain": trend.mean_gain if trend else math.nan,
                 "gain_threshold": trend.threshold if trend else math.nan,
                 "still_improving": bool(trend and trend.improving),
@@ -147,18 +155,20 @@ def comparison(run: Run, metric: str = "test_acc") -> tuple[pd.DataFrame, pd.Dat
     return pd.DataFrame(rows), pd.DataFrame([c.row() for c in tests])
 
 
-def _cell_text(r, bold, pm: str) -> str:
+def _cell_text(r, bold, pm: str, digits: int) -> str:
     if r["column"] == TEACHER:
-        return f"{r['mean']:.2f}"
-    text = mean_std_text(r["mean"], r["std"], r["n"], pm)
+        return f"{r['mean']:.{digits}f}"
+    text = mean_std_text(r["mean"], r["std"], r["n"], pm, digits)
     text = bold(text) if r["best"] else text
     mark = stars(r["p_value"]) if isinstance(r["p_value"], int | float) else ""
     budget = MARK if r["still_improving"] else ""
     return f"{text}{mark}{budget} (n={r['n']})"
 
 
-def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -> pd.DataFrame:
-    """The reader's table: rows per pair (accuracy, then Δ vs the reference, then published)."""
+def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}",
+         digits: int = 2) -> pd.DataFrame:
+    """The reader's table: rows per pair (the scores, then Δ vs the reference, then
+    published), `digits` decimals."""
     if long.empty:
         return pd.DataFrame()
     columns = list(dict.fromkeys(long["column"]))
@@ -167,7 +177,7 @@ def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -
     for (teacher, student), g in long.groupby(["teacher", "student"], sort=False):
         by = {r["column"]: r for _, r in g.iterrows()}
         label = pair_label(teacher, student)
-        table.append({"pair": label, **{c: _cell_text(by[c], bold, pm) if c in by else "—"
+        table.append({"pair": label, **{c: _cell_text(by[c], bold, pm, digits) if c in by else "—"
                                          for c in columns}})
         ref = g["reference"].iloc[0]
         if ref:
@@ -176,31 +186,31 @@ def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}") -
                 if c in by and not math.isnan(by[c]["delta"]) else "" for c in columns}})
         if g["published"].notna().any():
             table.append({"pair": "published", **{
-                c: f"{by[c]['published']:.2f}" if c in by and not math.isnan(by[c]["published"])
+                c: f"{by[c]['published']:.{digits}f}" if c in by
+                and not math.isnan(by[c]["published"])
                 else "" for c in columns}})
     return pd.DataFrame(table).set_index("pair")
 
 
 def write_tables(run: Run, out: Path | None = None) -> list[Path]:
-    """comparison_{last,best,top5}.{md,tex,csv} and every test, tests_{last,best,top5}.csv,
-    under report/tables/ (top5 where the trials measured it); returns the paths."""
+    """comparison_<table>.{md,tex,csv} and every test, tests_<table>.csv, under report/tables/
+    for each table of `Run.table_metrics` (last, best, then top5, pixel_acc, absrel, ... where
+    the trials measured them); returns the paths."""
     out = out or run.folder.report_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    top5 = TOP5 if "test_top5" in run.completed.columns and \
-        run.completed["test_top5"].notna().any() else {}
-    for metric, what in {**METRICS, **top5}.items():
+    for metric, (kind, what) in run.table_metrics().items():
         long, tests = comparison(run, metric)
-        kind = TABLE_NAMES[metric]
+        digits = run.task.digits(metric_key(metric))
         stem = out / f"comparison_{kind}"
-        note = caption(run, long, what)
+        note = caption(run, long, what, metric)
         atomic_write(stem.with_suffix(".csv"), lambda tmp, t=long: t.to_csv(tmp, index=False))
         atomic_write(out / f"tests_{kind}.csv", lambda tmp, t=tests: t.to_csv(tmp, index=False))
         written.append(out / f"tests_{kind}.csv")
-        md = wide(long, lambda s: f"**{s}**")
+        md = wide(long, lambda s: f"**{s}**", delta_fmt=f"{{:+.{digits}f}}", digits=digits)
         write_text(stem.with_suffix(".md"), f"{note}\n\n{md.to_markdown(disable_numparse=True)}\n")
         tex = wide(long, lambda s: f"\\textbf{{{s}}}", pm="$\\pm$",
-                   delta_fmt="${:+.2f}$").rename(columns=_tex_escape)
+                   delta_fmt=f"${{:+.{digits}f}}$", digits=digits).rename(columns=_tex_escape)
         tex.index = tex.index.map(_tex_escape)
         tex.index.name = None
         latex = tex.style.to_latex(hrules=True, column_format="l" + "r" * len(tex.columns),
@@ -210,9 +220,11 @@ def write_tables(run: Run, out: Path | None = None) -> list[Path]:
     return written
 
 
-def caption(run: Run, long: pd.DataFrame, what: str) -> str:
+def caption(run: Run, long: pd.DataFrame, what: str, metric: str | None = None) -> str:
     ref, shown = reference(run), set(long["column"]) if not long.empty else set()
-    parts = [f"{run.name}: {run.dataset} test accuracy (%), {what}, mean ± std over seeds "
+    task = run.task
+    scored = task.axis_label(metric_key(metric or run.score))
+    parts = [f"{run.name}: {run.dataset} test {scored}, {what}, mean ± std over seeds "
              f"({run.n_epochs} epochs). Bold: best student."]
     if shown & tuned_columns(run):
         who = " and ".join(method_label(m) for m in run.tuned_methods)
@@ -221,7 +233,8 @@ def caption(run: Run, long: pd.DataFrame, what: str) -> str:
                      "by Holm over every comparison of the table (each tuned method's cells "
                      "against every other column; all in tests_*.csv with the difference of "
                      "means and its 95% CI): * p<0.05, ** p<0.01, ns not significant.")
-    by_validation = selection_metric(run.completed, "test_acc") == "val_acc"
+    by_validation = selection_metric(run.completed, run.score, task).startswith("val_")
+    name = task.metric_name
     for method in run.tuned_methods:
         (defaults, tuned), label = method_columns(method), method_label(method)
         if defaults in shown:
@@ -229,15 +242,15 @@ def caption(run: Run, long: pd.DataFrame, what: str) -> str:
                          "baseline.")
         if tuned in shown:
             parts.append(f"'{tuned}' is {label}'s drawn configuration with the best mean " + (
-                "validation accuracy (held-out training images), reported on the test set, "
+                f"validation {name} (held-out training images), reported on the test set, "
                 "which took no part in the choice" if by_validation else
-                "test accuracy, chosen on the test set (optimistic)") +
+                f"test {name}, chosen on the test set (optimistic)") +
                 "; after a confirming run, its mean covers every seed.")
     if ref and ref in shown:
         parts.append(f"Δ vs {ref}: each column minus {ref}, the first other method of the "
                      "space's baselines.")
     if not long.empty and long["still_improving"].any():
-        parts.append(f"{RULE}.")
+        parts.append(f"{rule(task)}.")
     return " ".join(parts)
 
 

@@ -41,6 +41,9 @@ class DatasetInfo:
     any_size: bool = False
     # The views' width over their height: image_size is the height (1.0: square views).
     aspect: float = 1.0
+    # The classes' names, by index, where the dataset fixes them (figures label with them;
+    # a folder's names come from its folders; empty: "class 3").
+    class_names: tuple[str, ...] = ()
 
     @property
     def from_files(self) -> bool:
@@ -61,14 +64,25 @@ class DatasetInfo:
         return bool(self.pad or self.flip or self.scale != (1.0, 1.0))
 
 
+FASHION_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                      "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+                      "truck", "bus", "train", "motorcycle", "bicycle")
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 DATASET_INFO: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), pad=2, flip=True,
-                                 n_train=60000, n_test=10000),
+                                 n_train=60000, n_test=10000, class_names=FASHION_CLASSES),
     "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           pad=4, flip=True, n_train=50000, n_test=10000),
+                           pad=4, flip=True, n_train=50000, n_test=10000,
+                           class_names=CIFAR10_CLASSES),
     "cifar100": DatasetInfo(100, 3, 32, CIFAR100_MEAN, CIFAR100_STD, pad=4, flip=True,
                             n_train=50000, n_test=10000),
     # Generated, for tests: 10 classes of noisy smooth templates, 1x28x28.
@@ -97,7 +111,8 @@ DATASET_INFO: dict[str, DatasetInfo] = {
 SCENES_MEAN, SCENES_STD = (0.1359,), (0.2826,)
 DATASET_INFO["fashion_scenes"] = DatasetInfo(
     11, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
-    task="segmentation", scale=(0.75, 1.25), any_size=True)
+    task="segmentation", scale=(0.75, 1.25), any_size=True,
+    class_names=("background", *FASHION_CLASSES))
 DATASET_INFO["fashion_depth"] = DatasetInfo(
     1, 1, 64, SCENES_MEAN, SCENES_STD, pad=0, flip=True, n_train=10000, n_test=2000,
     task="depth", scale=(0.75, 1.25), any_size=True)
@@ -110,10 +125,11 @@ DATASET_INFO["fashion_depth"] = DatasetInfo(
 # scale 1.0-1.2 with flip (about BTS's 416x544 random crop of 480x640).
 DATASET_INFO["cityscapes"] = DatasetInfo(
     19, 3, 256, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True, n_train=2975, n_test=500,
-    layout="cityscapes", task="segmentation", scale=(0.5, 2.0), aspect=2.0)
+    layout="cityscapes", task="segmentation", scale=(0.5, 2.0), aspect=2.0,
+    class_names=CITYSCAPES_CLASSES)
 DATASET_INFO["voc"] = DatasetInfo(
     21, 3, 256, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True, n_train=10582, n_test=1449,
-    layout="voc", task="segmentation", scale=(0.5, 2.0))
+    layout="voc", task="segmentation", scale=(0.5, 2.0), class_names=VOC_CLASSES)
 DATASET_INFO["nyuv2"] = DatasetInfo(
     1, 3, 240, IMAGENET_MEAN, IMAGENET_STD, pad=0, flip=True, n_train=795, n_test=654,
     layout="nyuv2", task="depth", scale=(1.0, 1.2), aspect=4 / 3)

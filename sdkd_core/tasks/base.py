@@ -38,6 +38,13 @@ class Task(ABC):
     provides: ClassVar[frozenset[str]] = frozenset()
     # Metrics in percent (shown with a % sign); the others are shown as plain numbers.
     percent: ClassVar[frozenset[str]] = frozenset()
+    # Metrics where smaller is better (`metric` among them exactly when mode is "min").
+    lower_better: ClassVar[frozenset[str]] = frozenset()
+    # What Grad-CAM++ explains on this task (`explained`), in words for the report.
+    explains: ClassVar[str] = ""
+    # The smallest change of `metric` over a run's last epochs that is more than evaluation
+    # noise (analysis/convergence.py): half a point of a percentage.
+    min_gain: ClassVar[float] = 0.5
 
     @abstractmethod
     def supervised_loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -69,10 +76,34 @@ class Task(ABC):
     def example_targets(self, n: int, size: tuple[int, int], num_classes: int) -> Tensor:
         """Targets of `n` images of `size` that a cost estimate or a check can train on."""
 
+    @abstractmethod
+    def explained(self, output: Tensor, target: Tensor) -> Tensor:
+        """The scalar Grad-CAM++ explains for one image, from the network's output for it
+        ([C] or [C, H, W]) and its target (what `explains` says)."""
+
+    def explained_class(self, target: Tensor) -> int | None:
+        """The class `explained` is about for one image's target (None: no class)."""
+        return None
+
     @property
     def metric_name(self) -> str:
         """The search metric's name without its unit, for a line: `top-1`, `mIoU`, `RMSE`."""
         return self.metric_labels[self.metric].split(" (")[0]
+
+    def sign(self, metric: str | None = None) -> int:
+        """+1 where larger values of `metric` (a key of metric_labels) are better, -1 where
+        smaller are: multiply a difference by it and positive always means better."""
+        return -1 if (metric or self.metric) in self.lower_better else 1
+
+    def digits(self, metric: str | None = None) -> int:
+        """Decimals a table shows: 2 for a percentage, 3 for a plain number (an RMSE)."""
+        return 2 if (metric or self.metric) in self.percent else 3
+
+    def axis_label(self, metric: str | None = None) -> str:
+        """`mIoU (%)`, `RMSE (lower is better)`: how a plot's axis names a metric."""
+        metric = metric or self.metric
+        label = self.metric_labels[metric]
+        return f"{label} (lower is better)" if metric in self.lower_better else label
 
     def best(self, values) -> float:
         return max(values) if self.mode == "max" else min(values)

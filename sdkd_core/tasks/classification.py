@@ -19,6 +19,7 @@ class Classification(Task):
     metric_labels = {"acc": "top-1 (%)", "top5": "top-5 (%)"}
     percent = frozenset({"acc", "top5"})
     provides = frozenset({"image_logits", "class_scores"})
+    explains = "the true class's logit"
 
     def supervised_loss(self, output, target):
         return F.cross_entropy(output.float(), target)
@@ -46,3 +47,9 @@ class Classification(Task):
 
     def example_targets(self, n, size, num_classes):
         return torch.arange(n) % num_classes
+
+    def explained(self, output, target):
+        return output[int(target)]  # pytorch-grad-cam's ClassifierOutputTarget
+
+    def explained_class(self, target):
+        return int(target)

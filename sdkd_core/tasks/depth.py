@@ -39,6 +39,9 @@ class Depth(Task):
     metric_labels = {"rmse": "RMSE", "absrel": "AbsRel", "delta1": "delta<1.25",
                      "delta2": "delta<1.25^2", "delta3": "delta<1.25^3"}
     provides = frozenset({"dense"})
+    lower_better = frozenset({"rmse", "absrel"})
+    explains = "the mean predicted depth over the pixels with a true depth"
+    min_gain = 0.01  # of RMSE, in the depth's unit (metres on NYUv2): a centimetre
 
     def supervised_loss(self, output, target):
         valid = target > 0
@@ -80,3 +83,7 @@ class Depth(Task):
 
     def example_targets(self, n, size, num_classes):
         return torch.ones(n, *size)
+
+    def explained(self, output, target):
+        valid = (target > 0).to(output.dtype)
+        return (output[0] * valid).sum() / valid.sum().clamp_min(1)

@@ -37,6 +37,9 @@ class Segmentation(Task):
     metric_labels = {"miou": "mIoU (%)", "pixel_acc": "pixel accuracy (%)"}
     percent = frozenset({"miou", "pixel_acc"})
     provides = frozenset({"class_scores", "dense"})
+    explains = ("the image's largest labelled class other than class 0 (the background of the "
+                "scenes and VOC, Cityscapes' road): its logits summed over its true mask "
+                "(pytorch-grad-cam's SemanticSegmentationTarget)")
 
     def supervised_loss(self, output, target):
         return F.cross_entropy(output.float(), target.long(), ignore_index=IGNORE)
@@ -75,3 +78,16 @@ class Segmentation(Task):
 
     def example_targets(self, n, size, num_classes):
         return (torch.arange(n * size[0] * size[1]) % num_classes).view(n, *size)
+
+    def explained_class(self, target):
+        labelled = target[target != IGNORE].long()
+        if labelled.numel() == 0:
+            return 0
+        counts = torch.bincount(labelled)
+        if len(counts) > 1 and counts[1:].sum() > 0:
+            counts[0] = 0  # class 0 only where nothing else is labelled
+        return int(counts.argmax())
+
+    def explained(self, output, target):
+        c = self.explained_class(target)
+        return (output[c] * (target == c).to(output.dtype)).sum()
