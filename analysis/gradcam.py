@@ -42,6 +42,7 @@ from analysis.plots import save  # noqa: E402
 from analysis.run import Run, Skipped, method_label, method_order, pair_label  # noqa: E402
 from analysis.selection import chosen_trials, on_pair, selection_metric  # noqa: E402
 from sdkd_core.data import load_dataset  # noqa: E402
+from sdkd_core.datasets import DATASET_INFO  # noqa: E402
 from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
 from sdkd_core.file_data import FileSplits  # noqa: E402
 from sdkd_core.files import atomic_write  # noqa: E402
@@ -271,7 +272,9 @@ def write_gradcam(run: Run, out: Path | None = None, n_images: int = 64,
     best = nets.best
     what = (f"{run.name}: {pair_label(best['teacher'], best['student'])}, seed {best['seed']}, "
             f"{run.label} trial {best['trial_id']}, {len(images)} test images")
+    # Runs recorded before DatasetInfo kept class names: the table's, for the same dataset.
     classes = run.class_names or run.info.class_names or \
+        DATASET_INFO.get(run.dataset, run.info).class_names or \
         [f"class {i}" for i in range(run.info.num_classes)]
     paths = [out / "similarity.csv", out / "maps.npz"]
     paths += heatmap(sim, what, out)

@@ -91,12 +91,15 @@ def test_sdkd_proxy_keeps_its_own_batchnorm_statistics_including_the_head():
 
 @pytest.fixture(scope="module")
 def scenes():
-    return {task: load_dataset(name, n_train=768, n_test=256, seed=0)
+    """The scenes at 48 pixels: the same scenes shrunk, at half the cost of 64 (the students
+    below end near 17% mIoU against 7% for the most common class; at 32 KD's margin shrinks to
+    about 3.5 points)."""
+    return {task: load_dataset(name, n_train=768, n_test=256, seed=0, image_size=48)
             for task, name in (("segmentation", "fashion_scenes"), ("depth", "fashion_depth"))}
 
 
-# Segmentation: small batches at a high rate learn these scenes fastest (3 epochs: about 21%
-# mIoU alone); depth regression (L1) wants a gentler rate.
+# Segmentation: small batches at a high rate learn these scenes fastest (3 epochs at 64 pixels:
+# about 21% mIoU alone); depth regression (L1) wants a gentler rate.
 RECIPES = {"segmentation": Recipe(epochs=3, batch_size=16, lr=0.2),
            "depth": Recipe(epochs=3, batch_size=32, lr=0.05)}
 TEACHER_EPOCHS = {"segmentation": 4, "depth": 3}  # segmentation: a teacher at about 22% mIoU
