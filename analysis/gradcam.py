@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from itertools import zip_longest
 from pathlib import Path
 
 import matplotlib
@@ -38,27 +37,14 @@ from pytorch_grad_cam import GradCAMPlusPlus  # noqa: E402
 from torch import nn  # noqa: E402
 
 from analysis.cli import analysis_main  # noqa: E402
+from analysis.images import Logits, test_images  # noqa: E402
 from analysis.plots import save  # noqa: E402
 from analysis.run import Run, Skipped, method_label, method_order, pair_label  # noqa: E402
 from analysis.selection import chosen_trials, on_pair, selection_metric  # noqa: E402
-from sdkd_core.data import load_dataset  # noqa: E402
 from sdkd_core.datasets import DATASET_INFO  # noqa: E402
-from sdkd_core.distillers.base import cam_layer, output_logits  # noqa: E402
-from sdkd_core.file_data import FileSplits  # noqa: E402
+from sdkd_core.distillers.base import cam_layer  # noqa: E402
 from sdkd_core.files import atomic_write  # noqa: E402
-from sdkd_core.image_views import load_views  # noqa: E402
 from sdkd_core.tasks import TASKS, Task  # noqa: E402
-
-
-class Logits(nn.Module):
-    """A network seen as grad-cam expects it: images in, logits out."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return output_logits(self.net(x))
 
 
 class Explained:
@@ -169,31 +155,6 @@ def load_networks(run: Run, seed: int | None = None) -> Networks:
         models[f"{method_label(name)} student"] = run.trial_method(
             same_seed.iloc[0]["trial_id"], teacher).student
     return Networks(models, best)
-
-
-def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(raw uint8, normalised float, labels) of n test images, balanced over the classes (a
-    dense task's first n: each image holds several classes)."""
-    d = dict(run.space["dataset"])
-    d.pop("decode_cpus", None)
-    data = load_dataset(**d, seed=int(run.space["seeds"][0]))
-    info = data.info
-    if info.dense:
-        picked = list(range(min(n, len(data.test_y))))
-    else:
-        by_class = [torch.nonzero(data.test_y == c).flatten().tolist() for c in
-                    range(info.num_classes)]
-        # One image of each class in turn: the first of every class, then the second, ...
-        picked = [i for turn in zip_longest(*by_class) for i in turn if i is not None][:n]
-    if isinstance(data, FileSplits):  # streamed: decode just the picked files' eval views
-        views, ok = load_views(data.test.subset(picked), info)
-        picked = [i for i, good in zip(picked, ok, strict=True) if good]
-        raw = torch.from_numpy(views[ok])
-    else:
-        raw = data.test_x[picked]
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255
-    std = torch.tensor(info.std).view(1, -1, 1, 1) * 255
-    return raw, (raw.float() - mean) / std, data.test_y[picked]
 
 
 # ----------------------------------------------------------------- figures

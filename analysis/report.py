@@ -133,6 +133,20 @@ def write_report(run: Run, n_images: int = 64, gradcam: bool = True, log=print) 
             f'<a href="{_rel(f, report)}">{f.name}</a>' for f in files) + "</p>")
     sections.append("".join(parts))
 
+    log("report: cost of each network on this machine")
+    from analysis.cost import write_cost  # matplotlib and the models: as above
+
+    cost_files = {p.name: p for p in write_cost(run)}
+    sections.append(
+        "<h2 id='cost'>Cost beside accuracy</h2>"
+        + markdown_table_to_html(cost_files["cost.md"])
+        + figure(cost_files["accuracy_vs_cost.png"], report,
+                 f"Test {run.task.metric_name} (mean ± std over seeds) of each method's student "
+                 "as the tables choose it, and of the teacher (star), against MACs per image.")
+        + f'<p class="note">Numbers: <a href="{_rel(cost_files["cost.csv"], report)}">'
+        "cost.csv</a>; each student exports with its model card: "
+        f"<code>python study/export.py {html.escape(str(run.root))}</code>.</p>")
+
     log("report: plots")
     plots, why = write_plots(run)
     skipped.update(why)
@@ -194,6 +208,7 @@ def write_report(run: Run, n_images: int = 64, gradcam: bool = True, log=print) 
 <body>
 <h1>{html.escape(run.name)}: {html.escape(run.label)} study report</h1>
 <nav><a href="#protocol">protocol</a><a href="#claims">claims</a><a href="#tables">tables</a>
+<a href="#cost">cost</a>
 <a href="#ablations">ablations</a><a href="#curves">learning curves</a>
 <a href="#optuna">search</a><a href="#gradcam">Grad-CAM++</a></nav>
 {summary_html(run)}

@@ -233,7 +233,8 @@ def test_report_renders_in_headless_chromium(tiny_run):
     for fragment in ("comparison_last.md", "SDKD (tuned)", "tiny: SDKD study report",
                      "SDKD proxy teacher", "ablation_sdkd_lambda.png",
                      "ablation_sdkd_ffb_depth.png", "optuna_importance.png",
-                     "learning_curves.png", "overlays.png", "similarity.png"):
+                     "learning_curves.png", "overlays.png", "similarity.png",
+                     "Cost beside accuracy", "accuracy_vs_cost.png", "cost.csv"):
         assert fragment in page, fragment
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -264,6 +265,12 @@ def test_report_renders_in_headless_chromium(tiny_run):
             assert cells == 3 and height > 0, rows
             assert verdict in ("supported", "not supported", "not tested here"), rows
             assert numbers.strip() and "Rule:" in numbers, rows
+        # Cost beside accuracy: one row per network of the pair, with parameters and MACs.
+        cost = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#cost ~ table')[0].tBodies[0].rows)"
+            ".map(r => Array.from(r.cells).map(c => c.innerText));")
+        assert [r[0] for r in cost] == ["resnet14", "resnet8"], cost
+        assert all(r[2].endswith(" M") and r[3].endswith(" M") for r in cost), cost
         shot = tiny_run.run / "report" / "screenshot.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

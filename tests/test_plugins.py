@@ -268,3 +268,23 @@ def test_with_a_validation_split_the_search_sees_only_validation_accuracy(plugin
     assert len(values) == len(drawn) == 2
     assert values == sorted(float(r["val_acc"]) for r in drawn.values())
     assert values != sorted(float(r["test_acc"]) for r in drawn.values())
+
+
+@pytest.mark.slow
+def test_a_plugin_methods_student_exports_like_a_built_in_one(plugin_run, tmp_path):
+    import json
+
+    run, _ = plugin_run
+    with open(run / "results.csv", newline="") as f:
+        trial = next(r["trial_id"] for r in csv.DictReader(f)
+                     if r["method"] == "echokd" and r["status"] == "completed")
+    result = run_cli(str(Path(__file__).resolve().parents[1] / "study" / "export.py"),
+                     str(run), "--trial", trial, "--out", str(tmp_path), "--images", "16",
+                     cwd=run.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (card,) = tmp_path.glob("echokd/*/card.json")
+    card = json.loads(card.read_text())
+    assert card["method"]["label"] == "EchoKD" and card["run"]["trial_id"] == trial
+    assert card["checks"]["onnx_max_diff"] <= 1e-4
+    assert (card.get("files") or {}).keys() == {"student.pt", "student.torchscript.pt",
+                                                "student.onnx"}
