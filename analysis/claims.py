@@ -48,6 +48,9 @@ ALPHA = 0.05
 MARGIN = 0.05  # Pearson r: "at least as closely" allows a shortfall smaller than this
 ACCURACY_RULE = ("Welch's t-test over seeds on last-epoch test accuracy; supported where every "
                  "difference is positive with p < 0.05 after Holm's correction")
+ATTENTION_RULE = ("paired per-image difference of Pearson r with the teacher's Grad-CAM++ map "
+                  "over every image of every seed, 95% CI; 'more closely': CI above 0 and every "
+                  f"seed's mean difference positive; 'at least as closely': CI above -{MARGIN}")
 
 
 def score_rule(run: Run) -> str:
@@ -64,9 +67,6 @@ def _points(run: Run, diff: float) -> str:
     """A difference as the claims print it: '+1.20 points' of a percentage, '-0.031' else."""
     task = run.task
     return f"{diff:+.2f} points" if task.metric in task.percent else f"{diff:+.3f}"
-ATTENTION_RULE = ("paired per-image difference of Pearson r with the teacher's Grad-CAM++ map "
-                  "over every image of every seed, 95% CI; 'more closely': CI above 0 and every "
-                  f"seed's mean difference positive; 'at least as closely': CI above -{MARGIN}")
 
 
 @dataclass
@@ -99,7 +99,7 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
             f"the run tuned no method besides {run.label}: list baselines in search.methods "
             "to tune them with the same budget"], score_rule(run))
     long, tests = comparison(run)
-    mine, score, sign = method_columns(run.method)[1], run.score, run.task.sign()
+    mine, score = method_columns(run.method)[1], run.score
     numbers, verdicts = [], []
     for t, s in run.pairs():
         a = tuned_trials(run, run.method, t, s)[score]
@@ -120,9 +120,9 @@ def beats_tuned(run: Run, claim: BeatsTunedBaselines) -> Verdict:
                 numbers.append(f"{line}: {budget}")
                 continue
             c = found.iloc[0]
-            sign = 1 if c["column"] == mine else -1
-            diff, low, high = sign * c["diff"], *sorted((sign * c["ci_low"], sign * c["ci_high"]))
-            better = sign * diff > 0
+            side = 1 if c["column"] == mine else -1  # the test's difference, mine minus theirs
+            diff, low, high = side * c["diff"], *sorted((side * c["ci_low"], side * c["ci_high"]))
+            better = run.task.sign() * diff > 0  # a smaller RMSE is better
             verdicts.append(SUPPORTED if better and c["p_holm"] < ALPHA else NOT_SUPPORTED)
             d = run.task.digits()
             numbers.append(f"{line}: {_points(run, diff)} (95% CI, unadjusted: {low:+.{d}f} "

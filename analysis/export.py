@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from analysis.cli import check_analysis_flags
 from analysis.images import Logits, test_images
@@ -67,12 +68,17 @@ def max_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 
-def export_trial(run: Run, trial_id: str, out: Path, images: torch.Tensor) -> Path:
-    """One student's three files and its cards under `out`; returns card.json's path."""
+def export_trial(run: Run, trial_id: str, out: Path, images: torch.Tensor,
+                 teachers: dict[str, nn.Module]) -> Path:
+    """One student's three files and its cards under `out`; returns card.json's path.
+    `teachers` keeps each teacher the trials need, loaded (and its hash checked) once."""
     import onnxruntime  # a second to import: only when a student is exported
 
     row = run.results.set_index("trial_id").loc[trial_id]
-    method = run.trial_method(trial_id, run.teacher_network(str(row["teacher"])))
+    arch = str(row["teacher"])
+    if arch not in teachers:
+        teachers[arch] = run.teacher_network(arch)
+    method = run.trial_method(trial_id, teachers[arch])
     model = Logits(method.student).eval()
     folder = out / str(row["method"]) / f"{row['teacher']}-{row['student']}-s{int(row['seed'])}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -183,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else run.root / "export"
         trials = chosen(run, args.trial)
         _, images, _ = test_images(run, args.images)
+        teachers: dict[str, nn.Module] = {}
         for i, trial in enumerate(trials, start=1):
             print(f"export {i}/{len(trials)}: {trial}", flush=True)
-            print(export_trial(run, trial, out, images), flush=True)
+            print(export_trial(run, trial, out, images, teachers), flush=True)
         return 0
 
     return run_main(parser.prog, body)

@@ -162,14 +162,19 @@ resources: {max_concurrent: 2}
 """
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """(space file, run folder, finished sweep process) of one real small sweep."""
-    base = tmp_path_factory.mktemp("tiny-run")
-    space = base / "tiny.yaml"
-    space.write_text(TINY_RUN)
+def finished_sweep(base: Path, text: str) -> SimpleNamespace:
+    """(space file, run folder, finished sweep process) of the space `text`, swept to its end
+    under `base` with the session's teacher cache."""
+    space = base / "space.yaml"
+    space.write_text(text)
     run = base / "run"
     result = run_cli("study/sweep.py", "--space", str(space), "--output", str(run),
                      "--cache-dir", str(SWEEP_TEACHERS))
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(space=space, run=run, result=result)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(space file, run folder, finished sweep process) of one real small sweep."""
+    return finished_sweep(tmp_path_factory.mktemp("tiny-run"), TINY_RUN)

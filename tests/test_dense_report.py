@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SWEEP_TEACHERS, run_cli
+from conftest import finished_sweep
 
 from analysis.convergence import late_gain
 from analysis.selection import selection_metric, tuned_config
@@ -41,14 +41,7 @@ resources: {max_concurrent: 2}
 
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dense-run")
-    space = base / "dense.yaml"
-    space.write_text(DENSE_RUN)
-    run = base / "run"
-    result = run_cli("study/sweep.py", "--space", str(space), "--output", str(run),
-                     "--cache-dir", str(SWEEP_TEACHERS))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run
+    return finished_sweep(tmp_path_factory.mktemp("dense-run"), DENSE_RUN).run
 
 
 def test_the_sweep_reports_a_segmentation_run_in_miou(dense_run):

@@ -1,6 +1,6 @@
 """Tasks, one file each; `TASKS` is the registry a dataset's `task` names.
 
-Adding a task: write `tasks/<name>.py` with a `Task` subclass (`name`, `metric`, `mode`, its
+Adding a task: write `tasks/<name>.py` with a `Task` subclass (`name`, `metric`, `lower_better`, its
 losses, metrics and augmentation), then add one line to `TASKS`.
 """
 

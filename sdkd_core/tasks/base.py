@@ -32,13 +32,12 @@ class Task(ABC):
     name: ClassVar[str] = "base"  # the registry key, also a dataset's `task`
     label: ClassVar[str] = ""  # how reports name it
     metric: ClassVar[str] = ""  # the metric the search optimises (a key of metric_values)
-    mode: ClassVar[str] = "max"  # "max" or "min": which way `metric` is better
     # Display names of every value metric_values returns besides "loss", by key.
     metric_labels: ClassVar[dict[str, str]] = {}
     provides: ClassVar[frozenset[str]] = frozenset()
     # Metrics in percent (shown with a % sign); the others are shown as plain numbers.
     percent: ClassVar[frozenset[str]] = frozenset()
-    # Metrics where smaller is better (`metric` among them exactly when mode is "min").
+    # Metrics where smaller is better; `mode` follows for `metric`.
     lower_better: ClassVar[frozenset[str]] = frozenset()
     # What Grad-CAM++ explains on this task (`explained`), in words for the report.
     explains: ClassVar[str] = ""
@@ -89,6 +88,11 @@ class Task(ABC):
     def metric_name(self) -> str:
         """The search metric's name without its unit, for a line: `top-1`, `mIoU`, `RMSE`."""
         return self.metric_labels[self.metric].split(" (")[0]
+
+    @property
+    def mode(self) -> str:
+        """"max" or "min": which way `metric` is better (the search's default direction)."""
+        return "min" if self.metric in self.lower_better else "max"
 
     def sign(self, metric: str | None = None) -> int:
         """+1 where larger values of `metric` (a key of metric_labels) are better, -1 where

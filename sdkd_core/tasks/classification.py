@@ -15,7 +15,6 @@ class Classification(Task):
     name = "classification"
     label = "image classification"
     metric = "acc"
-    mode = "max"
     metric_labels = {"acc": "top-1 (%)", "top5": "top-5 (%)"}
     percent = frozenset({"acc", "top5"})
     provides = frozenset({"image_logits", "class_scores"})

@@ -35,7 +35,6 @@ class Depth(Task):
     name = "depth"
     label = "depth estimation"
     metric = "rmse"
-    mode = "min"
     metric_labels = {"rmse": "RMSE", "absrel": "AbsRel", "delta1": "delta<1.25",
                      "delta2": "delta<1.25^2", "delta3": "delta<1.25^3"}
     provides = frozenset({"dense"})

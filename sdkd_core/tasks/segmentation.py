@@ -33,7 +33,6 @@ class Segmentation(Task):
     name = "segmentation"
     label = "semantic segmentation"
     metric = "miou"
-    mode = "max"
     metric_labels = {"miou": "mIoU (%)", "pixel_acc": "pixel accuracy (%)"}
     percent = frozenset({"miou", "pixel_acc"})
     provides = frozenset({"class_scores", "dense"})
