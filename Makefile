@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# setuptools warns on every editable install (a BuildBackendWarning, a UserWarning) that
+	@# folders named like the package may shadow it; here they are the package itself.
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 # Fashion-MNIST ships as a Debian package; elsewhere torchvision downloads it when online.

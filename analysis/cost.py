@@ -14,7 +14,6 @@ choose it, mean ± std over seeds, and the teacher, against MACs per image).
 from __future__ import annotations
 
 import sys
-from functools import cache
 from pathlib import Path
 
 import matplotlib
@@ -24,33 +23,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from analysis.arch_cost import cost_frame  # noqa: E402
 from analysis.cli import analysis_main  # noqa: E402
 from analysis.plots import save  # noqa: E402
 from analysis.published import TEACHER  # noqa: E402
 from analysis.run import Run  # noqa: E402
 from analysis.tables import comparison  # noqa: E402
-from sdkd_core.cost import Cost, measure  # noqa: E402
 from sdkd_core.files import atomic_write, write_text  # noqa: E402
-from sdkd_core.models import build_model  # noqa: E402
-
-
-@cache
-def arch_cost(arch: str, classes: int, shape: tuple[int, int, int]) -> Cost:
-    torch_model = build_model(arch, classes, shape[0])
-    return measure(torch_model, shape, repeats=10, budget_s=2.0)  # seconds per report, not more
-
-
-def cost_frame(run: Run) -> pd.DataFrame:
-    """One row per architecture of the run's pairs, teachers first."""
-    info = run.info
-    shape = (info.in_channels, *info.view_shape)
-    archs = list(dict.fromkeys([t for t, _ in run.pairs()] + [s for _, s in run.pairs()]))
-    rows = []
-    for arch in archs:
-        role = "teacher" if arch in {t for t, _ in run.pairs()} else "student"
-        rows.append({"arch": arch, "role": role,
-                     **arch_cost(arch, info.num_classes, shape).row()})
-    return pd.DataFrame(rows)
 
 
 def cost_markdown(run: Run, frame: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.arch_cost import cost_text, run_cost
 from analysis.cli import analysis_main
 from analysis.convergence import MARK, cell_trend, rule
 from analysis.published import TEACHER, published_number
@@ -151,8 +152,16 @@ def comparison(run: Run, metric: str | None = None) -> tuple[pd.DataFrame, pd.Da
                 "late_gain": trend.mean_gain if trend else math.nan,
                 "gain_threshold": trend.threshold if trend else math.nan,
                 "still_improving": bool(trend and trend.improving),
+                **cost_columns(run, teacher if column == TEACHER else student),
             })
     return pd.DataFrame(rows), pd.DataFrame([c.row() for c in tests])
+
+
+def cost_columns(run: Run, arch: str) -> dict:
+    """What the cell's network costs on this machine (a student the same for every method)."""
+    cost = run_cost(run, arch)
+    return {"arch": arch, "params": cost.params, "macs": cost.macs,
+            "latency_ms": round(cost.latency_ms, 3)}
 
 
 def _cell_text(r, bold, pm: str, digits: int) -> str:
@@ -189,6 +198,8 @@ def wide(long: pd.DataFrame, bold, pm: str = "±", delta_fmt: str = "{:+.2f}",
                 c: f"{by[c]['published']:.{digits}f}" if c in by
                 and not math.isnan(by[c]["published"])
                 else "" for c in columns}})
+        table.append({"pair": "cost", **{c: cost_text(by[c]) if c in by else ""
+                                         for c in columns}})
     return pd.DataFrame(table).set_index("pair")
 
 
@@ -251,13 +262,17 @@ def caption(run: Run, long: pd.DataFrame, what: str, metric: str | None = None) 
                      "space's baselines.")
     if not long.empty and long["still_improving"].any():
         parts.append(f"{rule(task)}.")
+    if not long.empty:
+        parts.append("Cost: each network's parameters, MACs per image and latency at batch 1 "
+                     f"on this machine's CPU ({run_cost(run, long['arch'].iloc[0]).threads} "
+                     "threads); a student costs the same whichever method trained it.")
     return " ".join(parts)
 
 
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
                  ("#", "\\#"), ("±", "$\\pm$"), ("†", "$^\\dagger$"), ("→", "$\\to$"),
-                 ("Δ", "$\\Delta$"), ("<", "$<$")):
+                 ("Δ", "$\\Delta$"), ("<", "$<$"), ("·", "$\\cdot$")):
         text = text.replace(a, b)
     return text
 

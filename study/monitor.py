@@ -1,6 +1,6 @@
 """A Tune callback in the sweep's process: progress lines, and the run folder's tables kept
 current while trials run (so a crash leaves tables at most one trial behind, and --resume
-rebuilds them exactly)."""
+rebuilds them exactly), and the sweep's trackers (MLflow, W&B) filled from them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sdkd_core.cli import clock
 from study.runfolder import is_diverged
 from study.runfolder.tables import write_tables
 from study.study_object import Study
+from study.tracking import trackers
 
 PRINT_EVERY_S = 20.0
 
@@ -74,7 +75,8 @@ class SweepMonitor(Callback):
         live = {t.config.get("trial_name"): t.status for t in trials}
         errors = self.errors | {name for name, status in live.items() if status == "ERROR"}
         configs = {t.config.get("trial_name"): t.config for t in trials}
-        write_tables(self.folder, live, configs, errors)
+        tables = write_tables(self.folder, live, configs, errors)
+        trackers.active().sync(tables.results, tables.epochs)
 
     def _print(self, trials, event: str = "") -> None:
         self.last_print = time.monotonic()

@@ -28,6 +28,7 @@ from study.sections import (
     TeacherSection,
     overrides_of,
 )
+from study.tracking.section import TrackingSection
 
 
 class StudyFile(Section):
@@ -43,6 +44,7 @@ class StudyFile(Section):
     search: SearchSection = SearchSection()
     space: dict[str, Distribution] = {}
     resources: Resources = Resources()
+    tracking: TrackingSection = TrackingSection()  # MLflow, W&B (study/tracking/)
 
     @model_validator(mode="after")
     def _batch_splits_among_workers(self):

@@ -183,10 +183,13 @@ def open_study(args) -> Study:
         file = load_study_file(folder.space_yaml, local_gpu_check=gpu_here)
         if args.space is not None:
             given = load_study_file(args.space, local_gpu_check=False)
-            if given.model_dump() != file.model_dump():
+            # Tracking changes no trial: the given file's is taken, the rest must be the same.
+            if given.model_dump(exclude={"tracking"}) != file.model_dump(exclude={"tracking"}):
                 raise UserError(f"{args.space} differs from {folder.space_yaml}; resume "
                                 "without --space, or start a new run with --output DIR")
-        return make_study(file, folder, args.cache_dir or default_cache_dir(), args.max_trials)
+            file = file.model_copy(update={"tracking": given.tracking})
+        return make_study(with_flags(file, args), folder, args.cache_dir or default_cache_dir(),
+                          args.max_trials)
     if args.space is None:
         raise UserError("--space is required, e.g. --space ablations.yaml")
     file = load_study_file(args.space, local_gpu_check=gpu_here, check_files=not args.dry_run)
@@ -198,4 +201,14 @@ def open_study(args) -> Study:
                             f"({held.name}); pass --output DIR for a new run folder")
         raise UserError(f"{folder.root} already holds this sweep; pass --resume to continue "
                         "it, or --output DIR for a new one")
-    return make_study(file, folder, args.cache_dir or default_cache_dir(), args.max_trials)
+    return make_study(with_flags(file, args), folder, args.cache_dir or default_cache_dir(),
+                      args.max_trials)
+
+
+def with_flags(file: StudyFile, args) -> StudyFile:
+    """The study file with the sweep's tracking flags over its `tracking:` section (tracking
+    changes no trial, so a resumed sweep may turn it on)."""
+    mlflow, wandb = getattr(args, "mlflow", None), getattr(args, "wandb", None)
+    if mlflow is None and wandb is None:
+        return file
+    return file.model_copy(update={"tracking": file.tracking.with_flags(mlflow, wandb)})

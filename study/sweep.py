@@ -27,11 +27,13 @@ from study.cluster import check_address, ray_environment
 from study.dry_run import print_plan
 from study.interrupt import Interruption, SweepInterrupted, resume_command
 from study.plan import confirm_trials
+from study.runfolder import RunFolder
 from study.runfolder.tables import write_tables
 from study.study_object import Study, open_study
 from study.summary import summary
 from study.sweep_args import PROG, build_parser, check_flags
 from study.teachers import TeacherCache, card_score
+from study.tracking.trackers import Trackers, activate, active
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,16 +53,17 @@ def main(argv: list[str] | None = None) -> int:
             check_address(args.address)
         streamed = check_data(study, args.space)
         study.folder.check_writable()
-        study.folder.write_space(study.file.model_dump(mode="json"))
-        study.folder.write_study(study.record())
-        if streamed:  # Ray Data reads the teachers' images too: the sweep's Ray, started now
-            start_sweep_ray(study, args)
-            interruption.install()  # again: ray.init's core took SIGTERM
-        pretrain_teachers(study)
-        rows = run_experiments(study, args, interruption)
-        print(summary(study, rows))
-        report = None if args.no_report else run_analysis(study)
-        return closing_lines(study, rows, started, interruption, report)
+        tracked = open_trackers(study, args.space)
+        activate(tracked)
+        try:
+            study.folder.write_space(study.file.model_dump(mode="json"))
+            study.folder.write_study(study.record())
+            code = run_study(study, args, interruption, tracked, started, streamed)
+        except BaseException:
+            tracked.close(interrupted=True)
+            raise
+        tracked.close(interrupted=bool(interruption.signum))
+        return code
 
     try:
         return run_main(PROG, body)
@@ -69,6 +72,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted by {interruption.name() or 'SIGINT'} before any trial "
               "ran; run the same command again to start over", file=sys.stderr)
         return interruption.exit_code if interruption.signum else 130
+
+
+def open_trackers(study: Study, given: str | None) -> Trackers:
+    """The study's trackers, open: a refused login or a silent server is one line now,
+    before the sweep writes anything."""
+    try:
+        return Trackers.open(study)
+    except UserError as err:
+        raise UserError(f"{given or study.folder.space_yaml}: {err}") from None
+
+
+def run_study(study: Study, args, interruption: Interruption, tracked: Trackers,
+              started: float, streamed: bool) -> int:
+    """Teachers, trials, summary, report and closing lines, with the trackers open."""
+    if streamed:  # Ray Data reads the teachers' images too: the sweep's Ray, started now
+        start_sweep_ray(study, args)
+        interruption.install()  # again: ray.init's core took SIGTERM
+    pretrain_teachers(study)
+    rows = run_experiments(study, args, interruption)
+    print(summary(study, rows))
+    report = None if args.no_report else run_analysis(study)
+    if report:
+        tracked.add_report(study.folder.report_dir)
+    return closing_lines(study, rows, started, interruption, report, tracked)
 
 
 def check_data(study: Study, given: str | None) -> bool:
@@ -144,7 +171,7 @@ def run_experiments(study: Study, args, interruption: Interruption) -> list[dict
     try:
         interruption.fitting = True
         errors = fit(make_tuner(study, folder.tune_dir, args.resume))
-        rows = write_tables(folder, errors=errors)
+        rows = tabulate(folder, errors)
         if interruption.signum:
             return rows
         settle_draws(study)
@@ -154,11 +181,19 @@ def run_experiments(study: Study, args, interruption: Interruption) -> list[dict
             print(f"confirming the best {study.file.search.confirm_top} drawn configuration(s) "
                   f"of each pair on the other seeds: {len(confirming)} trials", flush=True)
             errors |= fit(make_tuner(study, folder.confirm_dir, args.resume, confirming, errors))
-            rows = write_tables(folder, errors=errors)
+            rows = tabulate(folder, errors)
         return rows
     finally:
         interruption.fitting = False
         ray.shutdown()
+
+
+def tabulate(folder: RunFolder, errors: set[str]) -> list[dict[str, Any]]:
+    """results.csv and epochs.csv once an experiment has ended, and the trackers given them;
+    results.csv's rows."""
+    tables = write_tables(folder, errors=errors)
+    active().sync(tables.results, tables.epochs)
+    return tables.results
 
 
 def run_analysis(study: Study) -> str | None:
@@ -172,7 +207,7 @@ def run_analysis(study: Study) -> str | None:
 
 
 def closing_lines(study: Study, rows: list[dict[str, Any]], started: float,
-                  interruption: Interruption, report: str | None) -> int:
+                  interruption: Interruption, report: str | None, tracked: Trackers) -> int:
     """Where everything is, or how to resume; the exit code."""
     folder = study.folder
     if interruption.signum:
@@ -187,6 +222,8 @@ def closing_lines(study: Study, rows: list[dict[str, Any]], started: float,
     if study.n_drawn:
         print(f"  optuna   {folder.optuna_db}  (optuna-dashboard {folder.optuna_url})")
     print(f"  tune     {folder.tune_dir}")
+    for line in tracked.lines():
+        print(line)
     if report:
         print(f"  report   {report}")
     return 0

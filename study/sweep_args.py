@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-tflops", type=float, default=GPU_TFLOPS,
                    help=f"effective TFLOP/s of one GPU for --dry-run's estimate "
                         f"(default {GPU_TFLOPS:g})")
+    p.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                   help="track the trials in MLflow (tracking.mlflow): a tracking server's URI, "
+                        "or no value for a store inside the run folder")
+    p.add_argument("--wandb", nargs="?", const="", default=None, metavar="PROJECT",
+                   help="track the trials in Weights & Biases (tracking.wandb), in PROJECT "
+                        "(default: the study's name); WANDB_MODE=offline writes them locally")
     p.add_argument("--no-report", action="store_true",
                    help="skip the HTML report at the end (build it later with "
                         "python -m analysis.report <run folder>)")

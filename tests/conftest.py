@@ -103,11 +103,13 @@ print(json.dumps(results))
 """
 
 
-def run_mains(calls: list[tuple[str, list[str]]]) -> list[subprocess.CompletedProcess]:
-    """`calls` as (module, argv) run by their `main` in one process; a result per call, with
-    the call's `seconds`."""
+def run_mains(calls: list[tuple[str, list[str]]],
+              env: dict | None = None) -> list[subprocess.CompletedProcess]:
+    """`calls` as (module, argv) run by their `main` in one process (with `env` over this
+    one's environment); a result per call, with the call's `seconds`."""
     proc = subprocess.run([sys.executable, "-c", MAINS_RUNNER, json.dumps(calls)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = []
     for (module, argv), (rc, out, err, seconds) in zip(calls, json.loads(

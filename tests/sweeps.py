@@ -135,3 +135,49 @@ def free_port() -> int:
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def mlflow_runs(run: Path, experiment: str):
+    """(parent run, {trial name: child run}, client) of a sweep tracked in the MLflow store
+    inside its run folder, read back through MLflow's own client; each trial once at most."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run.resolve() / 'tracking' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") ==
+                parents[0].info.run_id]
+    assert len(children) == len(runs) - 1
+    names = Counter(r.info.run_name for r in children)
+    assert set(names.values()) == {1}, names  # no trial twice
+    return parents[0], {r.info.run_name: r for r in children}, client
+
+
+def assert_tracked(run: Path, experiment: str, metrics=("test_acc",)) -> None:
+    """Every trial of results.csv is one MLflow child run with its identity and sampled
+    parameters, every epoch of epochs.csv under each of `metrics` (step = epoch, once), its
+    final numbers and status."""
+    parent, children, client = mlflow_runs(run, experiment)
+    results = read_csv(run / "results.csv")
+    epochs = read_csv(run / "epochs.csv")
+    assert sorted(children) == sorted(r["trial_id"] for r in results)
+    for row in results:
+        child = children[row["trial_id"]]
+        params = child.data.params
+        for key in ("role", "method", "teacher", "student", "seed"):
+            assert params[key] == row[key], (key, params, row)
+        sampled = [k for k in row if "." in k and row[k] != ""]
+        assert {k: params[k] for k in sampled} == {k: row[k] for k in sampled}
+        mine = [e for e in epochs if e["trial_id"] == row["trial_id"]]
+        for metric in metrics:
+            history = client.get_metric_history(child.info.run_id, metric)
+            assert sorted((m.step, m.value) for m in history) == \
+                [(int(e["epoch"]), float(e[metric])) for e in mine], (row["trial_id"], metric)
+        assert child.data.tags["status"] == row["status"]
+        assert child.info.status == ("FAILED" if row["status"] in ("diverged", "error")
+                                     else "FINISHED")
+        if row["status"] != "diverged":
+            assert child.data.metrics["result.test_acc"] == float(row["test_acc"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == experiment

@@ -271,6 +271,15 @@ def test_report_renders_in_headless_chromium(tiny_run):
             ".map(r => Array.from(r.cells).map(c => c.innerText));")
         assert [r[0] for r in cost] == ["resnet14", "resnet8"], cost
         assert all(r[2].endswith(" M") and r[3].endswith(" M") for r in cost), cost
+        # ... and in the comparison table itself: a cost row under the pair, every column.
+        costs = driver.execute_script(
+            "const t = Array.from(document.querySelectorAll('table')).find(t => "
+            "t.innerText.includes('SDKD (tuned)'));"
+            "return Array.from(t.tBodies[0].rows).filter(r => r.cells[0].innerText == 'cost')"
+            ".map(r => Array.from(r.cells).slice(1).map(c => c.innerText));")
+        assert len(costs) == 1 and len(costs[0]) == 6, costs  # the teacher and five students
+        assert all("M params" in c and "M MACs" in c and c.endswith(" ms") for c in costs[0])
+        assert len(set(costs[0][1:])) == 1 and costs[0][0] != costs[0][1], costs
         shot = tiny_run.run / "report" / "screenshot.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT, SWEEP_TEACHERS, fashion_folder
-from sweeps import read_csv, result_lines, sweep, sweep_killed_after_draw
+from sweeps import assert_tracked, read_csv, result_lines, sweep, sweep_killed_after_draw
 from test_faults import TableReader
 
 from study.runfolder import RunFolder
@@ -47,6 +48,7 @@ space:
   kd.ce_weight: {{type: choice, values: [1.0, 0.5, 1.0e+30, 0.0001]}}
   kd.kd_weight: {{type: choice, values: [0.0]}}
 resources: {resources}
+tracking: {{mlflow: true}}
 """
 RESOURCES = {
     # Ray Data's decoding tasks need CPUs the trials leave free.
@@ -125,6 +127,36 @@ def test_every_trial_ends_and_each_epoch_is_recorded_once_after_a_sigkill(edge_r
         assert after[:len(history) - 1] == history[:-1], trial_id
         assert [(r["epoch"], r["test_acc"]) for r in after[:len(history)]] == \
             [(r["epoch"], r["test_acc"]) for r in history], trial_id
+
+
+@pytest.mark.slow
+def test_mlflow_holds_one_run_per_trial_with_every_epoch_after_a_sigkill(edge_run):
+    """The study file's `tracking: {mlflow: true}`: one parent, one child per trial with its
+    parameters and every epoch, under both executors, though the sweep was SIGKILLed and
+    resumed (the resumed sweep found the runs the first one had opened)."""
+    assert_tracked(edge_run.run, f"edge-{edge_run.executor}")
+    assert "mlflow ui --backend-store-uri sqlite:///" in edge_run.result.stdout
+
+
+@pytest.mark.slow
+def test_tensorboard_reads_every_epoch_of_every_trial(edge_run):
+    """The event files Tune writes hold every trial, a Ray Train one included; a resumed
+    trial's second file is read with the first."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(edge_run.run / "tune"))
+    events.AddRunsFromDirectory(str(edge_run.run / "confirm"))
+    events.Reload()
+    seen: dict[str, set[int]] = {}
+    for run_dir in events.Runs():
+        trial = Path(run_dir).name
+        if trial in edge_run.results:
+            scalars = events.Scalars(run_dir, "ray/tune/epoch")
+            seen.setdefault(trial, set()).update(int(s.value) for s in scalars)
+    for trial, row in edge_run.results.items():
+        if row["status"] != "diverged":
+            assert seen.get(trial, set()) >= set(range(1, int(row["epochs"]) + 1)), trial
 
 
 @pytest.mark.slow

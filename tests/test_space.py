@@ -195,6 +195,14 @@ BAD = [
                                   "teacher: {checkpoints: {resnet20: garbage-10MB.yaml}}"),
      ["teacher.checkpoints.resnet20:", "garbage-10MB.yaml"]),
 ]
+BAD += [
+    ("tracking-typo", VALID + "tracking: {mlfow: true}\n",
+     ["unknown key 'tracking.mlfow'", "did you mean 'mlflow'?"]),
+    ("tracking-wandb-mode", VALID + "tracking: {wandb: {mode: cloud}}\n",
+     ["tracking.wandb.mode: Input should be 'online' or 'offline' (got 'cloud')"]),
+    ("tracking-not-a-section", VALID + "tracking: {mlflow: 3}\n",
+     ["tracking.mlflow:", "(got 3)"]),
+]
 IDS = [case[0] for case in BAD]
 assert len(set(IDS)) == len(IDS) >= 25
 

@@ -68,7 +68,7 @@ def test_tables_come_from_each_trials_history_and_end(tmp_path):
         folder.history_file(name).write_text(json.dumps(history))
     folder.record_end("kd-a-b-s0", "completed", {"epoch": 3, "test_acc": 30.0})
     folder.record_end("kd-drawn-0001", "stopped", {"epoch": 2, "test_acc": 20.0})
-    rows = {r["trial_id"]: r for r in write_tables(folder, errors={"kd-drawn-0002"})}
+    rows = {r["trial_id"]: r for r in write_tables(folder, errors={"kd-drawn-0002"}).results}
     assert (rows["kd-a-b-s0"]["status"], rows["kd-a-b-s0"]["epochs"]) == ("completed", 3)
     assert rows["kd-a-b-s0"]["wall_s"] == 6.0
     assert (rows["kd-drawn-0001"]["status"], rows["kd-drawn-0001"]["epochs"]) == ("stopped", 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import SWEEP_TEACHERS, assert_usage_error, run_cases_in_folders, run_cli
+from sweeps import assert_tracked, mlflow_runs, read_csv
 
 SPACE = """\
 name: fair
@@ -116,10 +117,35 @@ resources: {max_concurrent: 2}
 def two_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("two")
     (base / "two.yaml").write_text(SWEEP)
+    # Tracked by flags: MLflow in the run folder, W&B offline (no network, no login).
     result = run_cli("study/sweep.py", "--space", str(base / "two.yaml"), "--output",
-                     str(base / "run"), "--cache-dir", str(SWEEP_TEACHERS))
+                     str(base / "run"), "--cache-dir", str(SWEEP_TEACHERS), "--mlflow",
+                     "--wandb", env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     return base / "run", result
+
+
+@pytest.mark.slow
+def test_mlflow_and_wandb_track_each_trial_and_the_report(two_run):
+    """--mlflow: a parent run with the study file and the report, a child per trial with every
+    epoch's val_acc and test_acc; --wandb (offline): a run file per trial and one for the
+    study, and how to upload them."""
+    run, result = two_run
+    assert_tracked(run, "two", metrics=("val_acc", "test_acc"))
+    parent, _, client = mlflow_runs(run, "two")
+    assert parent.data.params["dataset.val_split"] == "100"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"space.yaml", "study.json", "report"} <= artifacts, artifacts
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/index.html" in report, report
+    offline = sorted((run / "tracking" / "wandb" / "wandb").glob("offline-run-*"))
+    ids = {p.name.split("-", 3)[3] for p in offline}  # offline-run-<time>-<run id>
+    trials = {r["trial_id"] for r in read_csv(run / "results.csv")}
+    assert len(offline) == len(trials) + 1, [p.name for p in offline]  # and the study's run
+    key = next(i for i in ids if i.endswith("-study")).removesuffix("-study")
+    assert ids == {f"{key}-study", *(f"{key}-trial-{t}" for t in trials)}, ids
+    assert all(list(p.glob("*.wandb")) for p in offline)
+    assert "wandb sync" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
 
 
 @pytest.mark.slow

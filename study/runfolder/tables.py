@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from typing import NamedTuple
 
 from sdkd_core.files import write_csv
 from sdkd_core.tasks import task_of
@@ -85,12 +86,16 @@ def build_tables(records, ends: dict[str, dict], live: dict[str, str] | None = N
     return results_rows, epoch_rows
 
 
+class Tables(NamedTuple):
+    results: list[dict]  # results.csv's rows
+    epochs: list[dict]  # epochs.csv's rows
+
+
 def write_tables(folder: RunFolder, live: dict[str, str] | None = None,
-                 configs: dict[str, dict] | None = None, errors=()) -> list[dict]:
-    """Rebuild results.csv and epochs.csv from the trials' records; results.csv's rows.
+                 configs: dict[str, dict] | None = None, errors=()) -> Tables:
+    """Rebuild results.csv and epochs.csv from the trials' records; their rows.
     `live`: Tune's states of the trials running now; `errors`: trials Tune gave up on."""
-    results_rows, epoch_rows = build_tables(trial_records(folder, configs), folder.ends(), live,
-                                            errors)
-    write_csv(folder.results_csv, results_rows, first=IDENTITY)
-    write_csv(folder.epochs_csv, epoch_rows, first=(*IDENTITY, "epoch"))
-    return results_rows
+    tables = Tables(*build_tables(trial_records(folder, configs), folder.ends(), live, errors))
+    write_csv(folder.results_csv, tables.results, first=IDENTITY)
+    write_csv(folder.epochs_csv, tables.epochs, first=(*IDENTITY, "epoch"))
+    return tables
