@@ -36,7 +36,7 @@ from analysis.images import Logits, test_images
 from analysis.run import Run, load_run, method_label, method_order, pair_label
 from analysis.selection import chosen_trials, on_pair
 from sdkd_core.cli import OneLineParser, run_main
-from sdkd_core.cost import measure
+from sdkd_core.cost import Cost, measure
 from sdkd_core.errors import UserError
 from sdkd_core.files import atomic_write, file_sha256, write_text
 
@@ -62,6 +62,9 @@ def chosen(run: Run, trial_ids: list[str]) -> list[str]:
         for method in method_order(set(on_pair(run, teacher, student)["method"])):
             out += chosen_trials(run, method, teacher, student)["trial_id"].tolist()
     return out
+
+
+COSTS: dict[tuple, Cost] = {}  # (student architecture, input shape) -> its cost here
 
 
 def max_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,7 +105,12 @@ def export_trial(run: Run, trial_id: str, out: Path, images: torch.Tensor,
     with torch.no_grad():
         script_out = traced(images).numpy()
     info, task = run.info, run.task
-    cost = measure(model, (info.in_channels, *info.view_shape))
+    shape = (info.in_channels, *info.view_shape)
+    # A student's cost is its architecture's, whichever method trained it: measured once.
+    key = (str(row["student"]), shape)
+    if key not in COSTS:
+        COSTS[key] = measure(model, shape)
+    cost = COSTS[key]
     card = {
         "platform": {"name": "sdkd-study", "version": metadata.version("sdkd-study"),
                      "python": platform.python_version(), "torch": torch.__version__,

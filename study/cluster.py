@@ -35,21 +35,23 @@ def ray_environment(address: str | None) -> None:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """(host, port) of `host:port` or `ray://host:port`; a UserError line for anything else."""
+def split_address(address: str, given: str = "--address") -> tuple[str, int]:
+    """(host, port) of `host:port` or `ray://host:port`; a UserError line for anything else
+    (`given`: where the address came from, --address or RAY_ADDRESS)."""
     rest = address.removeprefix("ray://")
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--address {address}: give the cluster's head as HOST:PORT, e.g. "
+        raise UserError(f"{given} {address}: give the cluster's head as HOST:PORT, e.g. "
                         "10.0.0.5:6379 (the address `ray start --head` prints)")
     return host.strip("[]"), int(port)
 
 
-def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
+def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S,
+                  given: str = "--address") -> None:
     """Fail fast, with one line, when nothing listens at the cluster's address."""
     if address == "auto":  # Ray's own look-up of a cluster started on this machine
         return
-    host, port = split_address(address)
+    host, port = split_address(address, given)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -59,7 +61,7 @@ def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
             reason = err.strerror or type(err).__name__
             refused = isinstance(err, ConnectionRefusedError)  # nothing listens: final
         if refused or time.monotonic() + 1.0 > deadline:
-            raise UserError(f"--address {address}: no Ray cluster answers there ({reason}); "
+            raise UserError(f"{given} {address}: no Ray cluster answers there ({reason}); "
                             "start one with `ray start --head --port PORT` on that machine, "
-                            "or leave --address out to start Ray here")
+                            f"or leave {given} out to start Ray here")
         time.sleep(1.0)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(study, args.gpu_tflops)
             return 0
         if args.address:
-            check_address(args.address)
+            check_address(args.address, given=args.address_given)
         streamed = check_data(study, args.space)
         study.folder.check_writable()
         tracked = open_trackers(study, args.space)

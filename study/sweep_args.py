@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 from sdkd_core.cli import OneLineParser
 from sdkd_core.errors import UserError
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run at most this many trials (baselines first, then drawn trials)")
     p.add_argument("--address", default=None,
                    help="address of a running Ray cluster (e.g. 10.0.0.5:6379); default: "
-                        "start Ray on this machine, on loopback")
+                        "$RAY_ADDRESS, else start Ray on this machine, on loopback")
     p.add_argument("--num-cpus", type=int, default=None,
                    help="CPUs the local Ray may use (default: all)")
     p.add_argument("--num-gpus", type=int, default=None,
@@ -53,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_flags(args) -> None:
-    """Every flag's value, before anything is read, written or started."""
+    """Every flag's value, before anything is read, written or started. RAY_ADDRESS, Ray's own
+    variable for a cluster to join, stands for --address when the flag is left out."""
+    args.address_given = "--address"
+    if args.address is None and os.environ.get("RAY_ADDRESS", "").strip():
+        args.address = os.environ["RAY_ADDRESS"].strip()
+        args.address_given = "RAY_ADDRESS"
     if args.max_trials is not None and args.max_trials < 1:
         raise UserError(f"--max-trials {args.max_trials}: give a positive number")
     if args.num_cpus is not None and args.num_cpus < 1:
@@ -61,11 +67,13 @@ def check_flags(args) -> None:
     if args.num_gpus is not None and args.num_gpus < 0:
         raise UserError(f"--num-gpus {args.num_gpus}: give 0 or more")
     if args.address and (args.num_cpus is not None or args.num_gpus is not None):
-        raise UserError("--num-cpus and --num-gpus size the Ray started here; a cluster "
-                        "(--address) has its own: leave them out")
+        given = args.address_given
+        raise UserError(f"--num-cpus and --num-gpus size the Ray started here; a cluster "
+                        f"({given}) has its own: leave them out"
+                        + (", or unset RAY_ADDRESS" if given == "RAY_ADDRESS" else ""))
     if not (math.isfinite(args.gpu_tflops) and args.gpu_tflops > 0):
         raise UserError(f"--gpu-tflops {args.gpu_tflops}: give a positive number like 10")
     if args.address is not None and not args.address.strip():
         raise UserError("--address is empty: give the cluster's HOST:PORT, or leave it out")
     if args.address and args.address != "auto":
-        split_address(args.address)
+        split_address(args.address, args.address_given)

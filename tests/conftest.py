@@ -18,6 +18,67 @@ SWEEP_TEACHERS = Path(tempfile.mkdtemp(prefix="sdkd-test-teachers-"))
 atexit.register(shutil.rmtree, SWEEP_TEACHERS, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_ray_head(tmp_path_factory):
+    """One Ray head for the session's sweeps, which join it through RAY_ADDRESS (as `--address`)
+    instead of each starting and stopping a Ray of its own: about 5 s a sweep. A test that
+    needs a Ray of its own (its size, or its raylet's warnings) clears RAY_ADDRESS for it."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
+    log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")  # noqa: SIM115
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    # Token authentication, as every local `ray.init` sets up (it writes ~/.ray/auth_token,
+    # which a sweep finds and then joins in token mode): the same head before and after.
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        subprocess.run([ray_bin, "get-auth-token", "--generate"], capture_output=True,
+                       check=True, env={**os.environ, "RAY_ADDRESS": ""})
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp}"], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+        time.sleep(0.2)
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    yield os.environ["RAY_ADDRESS"]
+    os.environ.pop("RAY_ADDRESS", None)
+    head.send_signal(signal.SIGTERM)
+    try:
+        head.wait(60)
+    except subprocess.TimeoutExpired:
+        head.kill()
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+OWN_RAY = {"RAY_ADDRESS": ""}  # a subprocess's env: start a Ray of its own
+
+
+def init_ray(**kwargs) -> None:
+    """`ray.init` of a local two-CPU Ray in the test's own process (whose Ray, imported at
+    collection, took its settings before the session's head existed: it cannot join it)."""
+    import ray
+
+    address = os.environ.pop("RAY_ADDRESS", None)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", **kwargs)
+    finally:
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
+
+
 @pytest.fixture(scope="session")
 def fmnist_small():
     """A real 2,000 / 1,000-image stratified slice of Fashion-MNIST."""

@@ -49,8 +49,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def sweep(*args: str, cache: Path, timeout: float = 600):
-    return run_cli("study/sweep.py", *args, "--cache-dir", str(cache), timeout=timeout)
+def sweep(*args: str, cache: Path, timeout: float = 600, env: dict | None = None):
+    return run_cli("study/sweep.py", *args, "--cache-dir", str(cache), timeout=timeout, env=env)
 
 
 
@@ -102,7 +102,8 @@ def sweep_killed_when(predicate, what: str, space: Path | None, run: Path, cache
             proc.kill()
 
 
-def sweep_killed_after_draw(name: str, space: Path, run: Path, cache: Path) -> None:
+def sweep_killed_after_draw(name: str, space: Path, run: Path, cache: Path,
+                            env: dict | None = None) -> None:
     """Run a sweep that SIGKILLs itself right after Optuna stored the draw named `name`,
     before Tune's next snapshot of the experiment (the fault-injection point of
     study.search)."""
@@ -111,7 +112,7 @@ def sweep_killed_after_draw(name: str, space: Path, run: Path, cache: Path) -> N
     cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
            "--cache-dir", str(cache), "--no-report"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, KILL_AFTER_DRAW_ENV: name})
+                            env={**os.environ, **(env or {}), KILL_AFTER_DRAW_ENV: name})
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import init_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -110,9 +111,7 @@ def test_a_replayed_search_spends_epochs_until_it_reaches_the_target(tmp_path):
              for i, p in enumerate(points)}
     # The workers import the benchmark module as the script's own process would find it.
     path = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    init_ray(logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         outcome = search_efficiency.replay(doc, table, "tpe+asha", 0, 89.5, tmp_path)
     finally:

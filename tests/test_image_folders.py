@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 import torch
-from conftest import fashion_folder, run_cases_in_folders
+from conftest import fashion_folder, init_ray, run_cases_in_folders
 from PIL import Image
 
 from sdkd_core.data import load_dataset
@@ -22,11 +22,10 @@ from sdkd_core.image_views import eval_view
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray for this module's streamed loaders (two CPUs, as the machine has)."""
+    """One Ray for this module's streamed loaders (the session's head, two CPUs)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    init_ray(configure_logging=False)
     yield
     ray.shutdown()
 

@@ -174,13 +174,24 @@ def test_bad_invocations_are_one_line_and_write_nothing(tmp_path):
 
 
 def test_address_where_no_cluster_listens_is_one_line_in_seconds(tmp_path):
+    """--address, or RAY_ADDRESS (Ray's own variable) standing for it; with --num-cpus, which
+    sizes a Ray started here, RAY_ADDRESS is refused as --address is."""
     port = free_port()  # bound a moment ago, closed now: nothing listens there
+    space, run = str(tiny_space(tmp_path)), str(tmp_path / "run")
     start = time.monotonic()
-    result = sweep("--space", str(tiny_space(tmp_path)), "--output", str(tmp_path / "run"),
-                   "--address", f"127.0.0.1:{port}", cache=tmp_path / "cache")
-    assert time.monotonic() - start < 20
-    assert_usage_error(result, f"--address 127.0.0.1:{port}: no Ray cluster answers there")
-    assert "ray start --head" in result.stderr
+    flag, env, sized = run_mains(
+        [("study.sweep", ["--space", space, "--output", run, "--address", f"127.0.0.1:{port}",
+                          "--cache-dir", str(tmp_path / "cache")]),
+         ("study.sweep", ["--space", space, "--output", run, "--cache-dir",
+                          str(tmp_path / "cache")]),
+         ("study.sweep", ["--space", space, "--output", run, "--num-cpus", "2"])],
+        env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
+    assert time.monotonic() - start < 40
+    assert_usage_error(flag, f"--address 127.0.0.1:{port}: no Ray cluster answers there")
+    assert_usage_error(env, f"RAY_ADDRESS 127.0.0.1:{port}: no Ray cluster answers there")
+    assert "ray start --head" in flag.stderr and "leave RAY_ADDRESS out" in env.stderr
+    assert_usage_error(sized, "a cluster (RAY_ADDRESS) has its own: leave them out, or unset "
+                              "RAY_ADDRESS")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing written
 
 
