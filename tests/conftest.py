@@ -27,9 +27,12 @@ def shared_ray_head(tmp_path_factory):
     import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    port, client_port = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
     log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")  # noqa: SIM115
     ray_bin = str(Path(sys.executable).with_name("ray"))
@@ -41,7 +44,9 @@ def shared_ray_head(tmp_path_factory):
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={temp}"], stdout=log, stderr=subprocess.STDOUT,
+         # not Ray Client's default port, which a test's own head takes
+         f"--ray-client-server-port={client_port}", f"--temp-dir={temp}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
     deadline = time.monotonic() + 120
     while True:
@@ -53,11 +58,12 @@ def shared_ray_head(tmp_path_factory):
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     yield os.environ["RAY_ADDRESS"]
     os.environ.pop("RAY_ADDRESS", None)
-    head.send_signal(signal.SIGTERM)
+    head.send_signal(signal.SIGTERM)  # `ray start --block` stops its processes ...
     try:
-        head.wait(60)
-    except subprocess.TimeoutExpired:
-        head.kill()
+        head.wait(5)
+    except subprocess.TimeoutExpired:  # ... in half a minute: the suite is over, end them now
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(10)
     log.close()
     shutil.rmtree(temp, ignore_errors=True)
 
@@ -225,19 +231,21 @@ resources: {max_concurrent: 2}
 """
 
 
-def finished_sweep(base: Path, text: str) -> SimpleNamespace:
+def finished_sweep(base: Path, text: str, *flags: str) -> SimpleNamespace:
     """(space file, run folder, finished sweep process) of the space `text`, swept to its end
-    under `base` with the session's teacher cache."""
+    under `base` with the session's teacher cache (and `flags`)."""
     space = base / "space.yaml"
     space.write_text(text)
     run = base / "run"
     result = run_cli("study/sweep.py", "--space", str(space), "--output", str(run),
-                     "--cache-dir", str(SWEEP_TEACHERS))
+                     "--cache-dir", str(SWEEP_TEACHERS), *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(space=space, run=run, result=result)
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """(space file, run folder, finished sweep process) of one real small sweep."""
-    return finished_sweep(tmp_path_factory.mktemp("tiny-run"), TINY_RUN)
+def tiny_run(tmp_path_factory, shared_ray_head):
+    """(space file, run folder, finished sweep process) of one real small sweep, joining the
+    session's Ray head by --address (the other sweeps join it through RAY_ADDRESS)."""
+    return finished_sweep(tmp_path_factory.mktemp("tiny-run"), TINY_RUN,
+                          "--address", shared_ray_head)

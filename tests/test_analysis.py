@@ -273,8 +273,7 @@ def test_report_renders_in_headless_chromium(tiny_run):
         assert all(r[2].endswith(" M") and r[3].endswith(" M") for r in cost), cost
         # ... and in the comparison table itself: a cost row under the pair, every column.
         costs = driver.execute_script(
-            "const t = Array.from(document.querySelectorAll('table')).find(t => "
-            "t.innerText.includes('SDKD (tuned)'));"
+            "const t = document.querySelectorAll('#tables ~ table')[0];"
             "return Array.from(t.tBodies[0].rows).filter(r => r.cells[0].innerText == 'cost')"
             ".map(r => Array.from(r.cells).slice(1).map(c => c.innerText));")
         assert len(costs) == 1 and len(costs[0]) == 6, costs  # the teacher and five students

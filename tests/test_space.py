@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import ROOT, assert_usage_error, run_cli, tree
+from conftest import OWN_RAY, ROOT, assert_usage_error, run_cli, tree
 
 from study.load import load_study_file
 
@@ -252,7 +252,7 @@ def bad_runs(tmp_path_factory):
         where[case] = (path, out, cache)
     before = tree(tmp)
     # No GPU is visible to the command, so the GPU case holds on a GPU machine too.
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **OWN_RAY}  # a GPU check of this machine
     proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argvs)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

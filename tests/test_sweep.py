@@ -223,6 +223,8 @@ def test_sweep_end_to_end_through_ray_tune_optuna_and_asha(tiny_run):
     from study.load import load_study_file
 
     run, result = tiny_run.run, tiny_run.result
+    # It joined the running cluster given by --address (`ray start --head`, the session's).
+    assert "Started a local Ray instance" not in result.stderr + (run / "ray.log").read_text()
     results = check_run_folder(run, epochs=3, expected_trials=12)
     assert "Best drawn SDKD configurations" in result.stdout and "Baselines" in result.stdout
     assert f"report   {run / 'report' / 'index.html'}" in result.stdout

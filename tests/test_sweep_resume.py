@@ -1,21 +1,17 @@
-"""Real sweeps interrupted (SIGINT, SIGKILL) and resumed, and a sweep joining a running
-Ray cluster."""
+"""Real sweeps interrupted (SIGINT, SIGKILL) and resumed. (Joining a running cluster: every
+sweep of the suite joins the session's Ray head, tests/conftest.py.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT, SWEEP_TEACHERS
 from sweeps import (
     check_run_folder,
-    free_port,
-    port_open,
     result_lines,
     sweep,
     sweep_killed_when,
@@ -88,36 +84,3 @@ def test_sigkill_while_confirming_then_resume_continues_the_confirming_trial(int
     results = check_run_folder(t.run, epochs=EPOCHS, expected_trials=4)
     assert [(r["trial_id"], r["seed"]) for r in results if r["method"] == "sdkd"] == \
         [(DRAWN, "0"), (CONFIRM, "1")]
-
-
-@pytest.mark.slow
-def test_address_joins_a_running_cluster(tmp_path):
-    import shutil
-    import tempfile
-
-    port = free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
-    head_log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed in finally
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
-        stdout=head_log, stderr=subprocess.STDOUT, env=env)
-    try:
-        path = tiny_space(tmp_path, name="cluster", epochs=1, baselines="[vanilla]", samples=1)
-        run = tmp_path / "run"
-        wait_for(lambda: port_open(port), 120, "the Ray head to listen", head)
-        result = sweep("--space", str(path), "--output", str(run), "--address",
-                       f"127.0.0.1:{port}", "--no-report", cache=SWEEP_TEACHERS)
-        assert result is not None and result.returncode == 0, result.stderr[-3000:]
-        assert "Started a local Ray instance" not in result.stderr
-        check_run_folder(run, epochs=1, expected_trials=2)
-    finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        head_log.close()
-        shutil.rmtree(temp, ignore_errors=True)
