@@ -9,6 +9,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,8 +50,20 @@ resources: {{executor: {executor}, max_failures: 2}}
 """
 
 
+# The uninterrupted trial's history: the same for both executors (the space differs only in
+# its name and executor), so trained once.
+REFERENCES: dict[str, list[dict]] = {}
+
+
 def reference_history(space_path: Path, run: Path, cache: Path, trial: str) -> list[dict]:
     """The same trial, uninterrupted, through the same engine in this process."""
+    key = re.sub(r"^name: .*$|executor: \w+", "", space_path.read_text(), flags=re.M)
+    if key not in REFERENCES:
+        REFERENCES[key] = _train_reference(space_path, run, cache, trial)
+    return REFERENCES[key]
+
+
+def _train_reference(space_path: Path, run: Path, cache: Path, trial: str) -> list[dict]:
     from study.distill import prepare
     from study.load import load_study_file
     from study.runfolder import RunFolder
