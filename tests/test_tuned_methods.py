@@ -216,3 +216,27 @@ def test_two_tuned_methods_get_equal_budgets_and_studies_and_columns(two_run):
     assert shape["verdict"] in ("supported", "not supported") or (
         shape["verdict"] == "not tested here" and "were still gaining" in shape["numbers"]), shape
     assert "sdkd.proxy_arch=student" in shape["numbers"] and "(n=2) vs teacher" in shape["numbers"]
+
+
+@pytest.mark.slow
+def test_a_moved_run_folder_finds_its_mlflow_parent_again(two_run, tmp_path):
+    """The store inside the run folder moves with it, and so does the name of its parent run
+    (tracking/mlflow.json): reopened from the new place, the same parent, no new run."""
+    import shutil
+
+    from study.load import load_study_file
+    from study.runfolder import RunFolder
+    from study.study_object import make_study
+    from study.tracking.mlflow_tracker import MlflowTracker
+
+    run, _ = two_run
+    moved = tmp_path / "moved"
+    shutil.copytree(run / "tracking", moved / "tracking")
+    shutil.copy(run / "space.yaml", moved / "space.yaml")
+    parent, children, _ = mlflow_runs(run, "two")
+    study = make_study(load_study_file(moved / "space.yaml"), RunFolder(moved), tmp_path / "c")
+    tracker = MlflowTracker(study.file.tracking.mlflow, study)
+    assert tracker.parent == parent.info.run_id
+    assert sorted(tracker.children) == sorted(children)
+    again, again_children, _ = mlflow_runs(moved, "two")  # still one parent, no new child
+    assert again.info.run_id == parent.info.run_id and len(again_children) == len(children)

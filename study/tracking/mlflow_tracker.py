@@ -10,6 +10,7 @@ the last epoch logged by its `epoch` metric; so a resumed sweep adds what is new
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from sdkd_core.errors import UserError
+from sdkd_core.files import write_json
 from study.study_object import Study
 from study.tracking.section import MlflowSection
 from study.tracking.trackers import FAILED, TrackedTrial, study_key, study_params
@@ -43,6 +45,7 @@ class MlflowTracker:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = store_uri(section, study)
+        self.embedded = section.uri is None
         if section.uri is None:
             (study.folder.root / "tracking").mkdir(parents=True, exist_ok=True)
         else:  # a server that does not answer: told in seconds, not after minutes of retries
@@ -79,13 +82,34 @@ class MlflowTracker:
         return self.client.create_experiment(name, artifact_location=where)
 
     def _parent(self, study: Study) -> str:
-        key = study_key(study)
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{KEY_TAG}` = '{key}'",
-                                       max_results=1)
-        if runs:
-            run_id = runs[0].info.run_id
+        """The study's parent run: the one this run folder names (tracking/mlflow.json, so a
+        moved folder finds it), else the one tagged with the folder's key (a sweep killed
+        before it wrote the file), else a new one."""
+        noted = study.folder.root / "tracking" / "mlflow.json"
+        known = json.loads(noted.read_text()) if noted.exists() else {}
+        # The store inside the run folder moves with it; a server is the same by its URI.
+        store = "embedded" if self.embedded else self.uri
+        run_id = known.get("parent") if known.get("store") == store else None
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+            except MlflowException:  # deleted from the store since
+                run_id = None
+        if run_id is None:
+            runs = self.client.search_runs([self.experiment_id],
+                                           f"tags.`{KEY_TAG}` = '{study_key(study)}'",
+                                           max_results=1)
+            run_id = runs[0].info.run_id if runs else None
+        if run_id is None:
+            run_id = self._new_parent(study)
+        else:
             self.client.update_run(run_id, status="RUNNING")
-            return run_id
+        write_json(noted, {"store": store, "experiment_id": self.experiment_id,
+                           "parent": run_id})
+        return run_id
+
+    def _new_parent(self, study: Study) -> str:
+        key = study_key(study)
         run = self.client.create_run(self.experiment_id, run_name=study.name, tags={
             KEY_TAG: key, "sdkd.run_folder": str(study.folder.root),
             "sdkd.subject": study.subject, "sdkd.executor": study.executor})
