@@ -8,6 +8,7 @@ and `sdkd_core.loader.BatchLoader` turns the tensors into augmented batches on t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +310,15 @@ def sized_info(base: DatasetInfo, image_size: int | None) -> DatasetInfo:
 def _scenes(info: DatasetInfo, root, download: bool):
     """Fashion-MNIST scenes from the real items (`sdkd_core.scenes`) at `info.image_size`; the
     dataset's task picks the class maps or the depth maps."""
-    items = read_fashion_mnist("fashion_mnist", root, download)
-    train, test = fashion_scenes(*items, info.n_train, info.n_test, size=info.image_size)
+    train, test = _composed(root, download, info.n_train, info.n_test, info.image_size)
     pick = 1 if info.task == "segmentation" else 2
-    return train[0], train[pick], test[0], test[pick]
+    # Copies: the composed scenes stay as made for the next load in this process.
+    return train[0].clone(), train[pick].clone(), test[0].clone(), test[pick].clone()
+
+
+@functools.lru_cache(maxsize=1)  # one set of scenes (both tasks share it)
+def _composed(root, download: bool, n_train: int, n_test: int, size: int):
+    """The scenes, composed once per process (a second or two each time): a reused trial
+    process, or a segmentation and a depth run, load the same ones again."""
+    items = read_fashion_mnist("fashion_mnist", root, download)
+    return fashion_scenes(*items, n_train, n_test, size=size)

@@ -9,6 +9,7 @@ than on the model: the defaults are measured or stated in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 
 import torch
@@ -41,6 +42,18 @@ def shapes_only(info: DatasetInfo, count):
     return count()
 
 
+def fresh_model(arch: str, info: DatasetInfo) -> torch.nn.Module:
+    """A copy of one model built once per architecture and device: a plan counts many steps
+    of the same few models, and copying weights is far cheaper than initialising them."""
+    return copy.deepcopy(_built(arch, info.num_classes, info.in_channels,
+                                str(torch.get_default_device())))
+
+
+@cache
+def _built(arch: str, num_classes: int, in_channels: int, device: str) -> torch.nn.Module:
+    return build_model(arch, num_classes, in_channels)
+
+
 @cache
 def step_flops(method: str, teacher: str, student: str, info: DatasetInfo,
                params: tuple = (), n_train: int = 2) -> float:
@@ -53,8 +66,7 @@ def step_flops(method: str, teacher: str, student: str, info: DatasetInfo,
 def _step_flops(method: str, teacher: str, student: str, info: DatasetInfo, params: tuple,
                 n_train: int) -> float:
     torch.manual_seed(0)
-    s = build_model(student, info.num_classes, info.in_channels)
-    t = build_model(teacher, info.num_classes, info.in_channels)
+    s, t = fresh_model(student, info), fresh_model(teacher, info)
     distiller = build_distiller(method, s, t, dict(params), task=info.task)
     distiller.begin_epoch(10**6, 10**6 + 1, 1)  # late in training: every term is on
     labels = distiller.task.example_targets(max(n_train, 2), info.view_shape, info.num_classes)
@@ -74,7 +86,7 @@ def eval_flops(student: str, info: DatasetInfo) -> float:
 
 
 def _eval_flops(student: str, info: DatasetInfo) -> float:
-    model = build_model(student, info.num_classes, info.in_channels).eval()
+    model = fresh_model(student, info).eval()
     x = torch.randn(1, info.in_channels, *info.view_shape)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)

@@ -51,7 +51,8 @@ def train_epochs(trial: PlannedTrial, study: Study, report, checkpoint, *,
                  device: str = "auto", rank: int = 0, world_size: int = 1,
                  wrap=None) -> dict[str, Any] | None:
     """Run the remaining epochs of `trial`; `report(metrics, checkpoint_dir_or_None)` per
-    epoch. Returns the last result (None when there was no epoch left).
+    epoch. Returns the last result (None when there was no epoch left, or when the sweep
+    ended the trial meanwhile).
 
     `checkpoint` is the Tune/Train checkpoint to continue from, or None for a fresh start.
     Rank 0 writes every finished epoch's metrics into the run folder's history before it
@@ -75,6 +76,10 @@ def train_epochs(trial: PlannedTrial, study: Study, report, checkpoint, *,
             last = diverged_result(err, study.metric)
             report(last, None)
             return last
+        if rank == 0 and study.folder.end_of(trial.name) is not None:
+            # ASHA stopped the trial while this epoch ran (Tune hears of a Ray Train epoch a
+            # poll later): its end record stands and the history never goes past it.
+            return None
         with tempfile.TemporaryDirectory(prefix="sdkd-ckpt-") as folder:
             if rank == 0:
                 save_checkpoint(engine.state_dict(), Path(folder) / CHECKPOINT_FILE)

@@ -2,6 +2,7 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,19 +19,33 @@ SWEEP_TEACHERS = Path(tempfile.mkdtemp(prefix="sdkd-test-teachers-"))
 atexit.register(shutil.rmtree, SWEEP_TEACHERS, ignore_errors=True)
 
 
+# Ray Train V2's controller hears of a worker's epoch at its next poll, every 2 s by default:
+# the tests' epochs take under a second, so ASHA would judge a Ray Train trial at its rung
+# after the trial had trained on. Its preemption watcher (an actor per run) guards cloud
+# nodes, which the tests have none of. Set before any Ray starts, so its workers inherit both.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+def free_port() -> int:
+    """A port free a moment ago (the system's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_ray_head(tmp_path_factory):
     """One Ray head for the session's sweeps, which join it through RAY_ADDRESS (as `--address`)
     instead of each starting and stopping a Ray of its own: about 5 s a sweep. A test that
     needs a Ray of its own (its size, or its raylet's warnings) clears RAY_ADDRESS for it."""
     import signal
-    import socket
     import time
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
 
     port, client_port = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay under 108 bytes
@@ -49,10 +64,7 @@ def shared_ray_head(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
     deadline = time.monotonic() + 120
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+    while not port_open(port):
         assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
         time.sleep(0.2)
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"

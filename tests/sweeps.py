@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -125,17 +124,6 @@ def result_lines(run: Path, trial: str, experiment: str = "tune") -> list[dict]:
         with contextlib.suppress(json.JSONDecodeError):
             out.append(json.loads(line))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def mlflow_runs(run: Path, experiment: str):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, SWEEP_TEACHERS, assert_usage_error
-from sweeps import read_csv, result_lines, sweep, wait_for
+from sweeps import read_csv, result_lines, sweep, tiny_space, wait_for
 
 from sdkd_core.files import write_csv
 
@@ -226,3 +226,29 @@ def test_unwritable_output_is_one_line_before_anything_runs(tmp_path, where):
     assert "pass --output with a writable folder" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "space.yaml"]
     assert blocker.read_text() == "not a folder\n"
+
+
+def test_a_trial_stopped_while_its_epoch_ran_records_no_epoch_past_its_end(tmp_path):
+    """Tune hears of a Ray Train epoch a poll later: ASHA's stop may come while the next epoch
+    runs. The stop recorded first stands, and that epoch is neither in the history nor the end."""
+    from study.load import load_study_file
+    from study.runfolder import RunFolder
+    from study.runfolder.trials import PlannedTrial
+    from study.study_object import make_study
+    from study.trial import train_epochs
+
+    study = make_study(load_study_file(tiny_space(tmp_path, epochs=3)), RunFolder(tmp_path / "run"),
+                       tmp_path / "cache")
+    trial = PlannedTrial("kd", "resnet14", "resnet8")
+    reported = []
+
+    def report(metrics, folder):
+        reported.append(metrics["epoch"])
+        if metrics["epoch"] == 1:  # the stop, heard once epoch 2 has begun
+            study.folder.record_end(trial.name, "stopped", metrics)
+
+    assert train_epochs(trial, study, report, None, device="cpu") is None
+    assert reported == [1]
+    assert [r["epoch"] for r in study.folder.history(trial.name)] == [1]
+    end = study.folder.end_of(trial.name)
+    assert (end["how"], end["epoch"]) == ("stopped", 1)

@@ -8,8 +8,8 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import assert_usage_error, run_cli, run_mains
-from sweeps import check_run_folder, free_port, read_csv, sweep, tiny_space
+from conftest import assert_usage_error, free_port, run_cli, run_mains
+from sweeps import check_run_folder, read_csv, sweep, tiny_space
 
 # ---------------------------------------------------------------- fast: no Ray started
 

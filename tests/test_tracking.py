@@ -7,8 +7,8 @@ W&B offline, by flags, with the report)."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_usage_error, run_mains
-from sweeps import free_port, tiny_space
+from conftest import assert_usage_error, free_port, run_mains
+from sweeps import tiny_space
 
 from study.sweep_args import build_parser
 from study.tracking.section import MlflowSection, TrackingSection, WandbSection

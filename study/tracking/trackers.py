@@ -123,9 +123,6 @@ class Trackers:
                     from None
         return cls(opened, list(study.file.space))
 
-    def __bool__(self) -> bool:
-        return bool(self.trackers)
-
     def sync(self, results: list[dict], epochs: list[dict]) -> None:
         trials = tracked_trials(results, epochs, self.param_keys)
         self._each("sync", lambda t: t.sync(trials))
@@ -146,7 +143,7 @@ class Trackers:
             except Exception as err:  # noqa: BLE001 - tracking must not end a sweep
                 if name not in self.warned:  # once: the next sync retries anyway
                     self.warned.add(name)
-                    print(f"warning: {name} tracking failed ({type(err).__name__}: "
+                    print(f"warning: {name} tracking failed in {what} ({type(err).__name__}: "
                           f"{first_line(err)}); the sweep goes on and the next sync catches "
                           "up", file=sys.stderr, flush=True)
 
