@@ -19,12 +19,10 @@ import sys
 import time
 from typing import Any
 
-from analysis.report import build_report
 from sdkd_core.cli import clock, run_main
 from sdkd_core.errors import UserError
 from sdkd_core.tasks import get_task
 from study.cluster import check_address, ray_environment
-from study.dry_run import print_plan
 from study.interrupt import Interruption, SweepInterrupted, resume_command
 from study.plan import confirm_trials
 from study.runfolder import RunFolder
@@ -47,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         study = open_study(args)
         if args.dry_run:
+            from study.dry_run import print_plan  # FLOP counting: a second of imports
+
             print_plan(study, args.gpu_tflops)
             return 0
         if args.address:
@@ -199,6 +199,8 @@ def tabulate(folder: RunFolder, errors: set[str]) -> list[dict[str, Any]]:
 def run_analysis(study: Study) -> str | None:
     """The run's HTML report; None when it failed (the sweep's results are safe either way)."""
     try:
+        from analysis.report import build_report  # imported when a report is due
+
         return str(build_report(study.folder.root))
     except Exception as err:  # noqa: BLE001 - the report is extra; say how to rebuild it
         print(f"warning: the report failed ({type(err).__name__}: {err}); rebuild it with "
