@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 # torch is pinned here, before the project, so pip never swaps in another build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# Python writes a module's bytecode (.pyc) when it first imports it; where the environment
+# sets PYTHONDONTWRITEBYTECODE, every process (each Ray worker) would compile torch and Ray
+# again at each import. An empty value unsets it for everything make runs.
+export PYTHONDONTWRITEBYTECODE :=
 PYTEST_ARGS ?=
 
 .PHONY: setup data browser demo test lint bench clean
@@ -14,15 +18,12 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@# pip byte-compiles what it installs on one core (45 s of the 100 s here); compileall does
-	@# it on every core (20 s). The .pyc files must exist: where PYTHONDONTWRITEBYTECODE is set,
-	@# every process (each Ray worker) would compile torch and Ray again at each import.
+	@# --no-compile: pip byte-compiles every module it installs, on one core (45 s of 100 s
+	@# here); Python compiles the ones imported, on first import (see PYTHONDONTWRITEBYTECODE).
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet --no-compile $(TORCH_SPEC)
 	@# setuptools warns on every editable install (a BuildBackendWarning, a UserWarning) that
 	@# folders named like the package may shadow it; here they are the package itself.
 	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install --quiet --no-compile -e '.[dev]'
-	@# -qq: a few packages ship files for newer Pythons, which pip skips silently too
-	@$(PY) -m compileall -qq -j 0 $(VENV)/lib sdkd_core study analysis || true
 	@touch $(STAMP)
 
 # Fashion-MNIST ships as a Debian package; elsewhere torchvision downloads it when online.

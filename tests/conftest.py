@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import forked_python
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,8 @@ def shared_ray_head(tmp_path_factory):
 
 
 OWN_RAY = {"RAY_ADDRESS": ""}  # a subprocess's env: start a Ray of its own
+# The session's commands fork from one interpreter that has imported the dependencies once.
+FORKED = forked_python.forked(ROOT)
 
 
 def init_ray(**kwargs) -> None:
@@ -186,9 +189,8 @@ def run_mains(calls: list[tuple[str, list[str]]],
               env: dict | None = None) -> list[subprocess.CompletedProcess]:
     """`calls` as (module, argv) run by their `main` in one process (with `env` over this
     one's environment); a result per call, with the call's `seconds`."""
-    proc = subprocess.run([sys.executable, "-c", MAINS_RUNNER, json.dumps(calls)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    proc = FORKED.run(["-c", MAINS_RUNNER, json.dumps(calls)], cwd=ROOT, timeout=600,
+                      env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = []
     for (module, argv), (rc, out, err, seconds) in zip(calls, json.loads(
@@ -213,10 +215,14 @@ def run_cases_in_folders(tmp_path_factory, module: str, cases, argv_for):
     return dict(enumerate(zip(folders, results, strict=True)))
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT):
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT,
+            fresh: bool = False):
     """Run a project script as a user would: `python <script> args...` from the repository root
-    (or from `cwd`, a script then given by its full path)."""
+    (or from `cwd`, a script then given by its full path), forked from the session's waiting
+    interpreter (tests/forked_python.py); `fresh`: in an interpreter of its own."""
     full_env = {**os.environ, **(env or {})}
+    if not fresh:
+        return FORKED.run(list(args), cwd=cwd, env=full_env, timeout=timeout)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

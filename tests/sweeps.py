@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -108,10 +107,9 @@ def sweep_killed_after_draw(name: str, space: Path, run: Path, cache: Path,
     study.search)."""
     from study.search import KILL_AFTER_DRAW_ENV
 
-    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
-           "--cache-dir", str(cache), "--no-report"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, **(env or {}), KILL_AFTER_DRAW_ENV: name})
+    result = run_cli("study/sweep.py", "--space", str(space), "--output", str(run),
+                     "--cache-dir", str(cache), "--no-report",
+                     env={**(env or {}), KILL_AFTER_DRAW_ENV: name})
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
 

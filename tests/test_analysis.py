@@ -86,7 +86,8 @@ def test_a_folder_that_is_not_a_run_folder_is_one_line(tmp_path):
         assert_usage_error(result, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
     # And once as a user types it.
-    assert_usage_error(run_cli("-m", "analysis.report", str(tmp_path)), "is not a run folder")
+    assert_usage_error(run_cli("-m", "analysis.report", str(tmp_path), fresh=True),
+                       "is not a run folder")
 
 
 # (module, flags, fragment): each flag is checked before the run folder is read, so the line is
