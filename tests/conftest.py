@@ -215,6 +215,12 @@ def run_cases_in_folders(tmp_path_factory, module: str, cases, argv_for):
     return dict(enumerate(zip(folders, results, strict=True)))
 
 
+def start_cli(*args: str, env: dict | None = None, cwd: Path = ROOT):
+    """`python <script> args...` started (see run_cli), for a test that signals it: what the
+    tests use of a `subprocess.Popen`, its output read once it has ended."""
+    return FORKED.start(list(args), cwd=cwd, env={**os.environ, **(env or {})})
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT,
             fresh: bool = False):
     """Run a project script as a user would: `python <script> args...` from the repository root

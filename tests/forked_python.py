@@ -6,15 +6,18 @@ busy) importing them before a script's first line, and the suite runs a project 
 hundred times. From the fork on, the process is the command's own: its arguments, working
 folder, environment, standard streams and exit status (a death by signal N is -N, as
 `subprocess` reports it), run as `__main__` and ended as Python ends (threads joined, atexit
-handlers run). What differs from a fresh interpreter: modules imported before the fork took
-their import-time settings from the session's environment, not the call's (the project reads
-its own settings at run time), and a call's PYTHON* variables do not apply. Tests of signals and
-one test per command line as a user types it start real interpreters.
+handlers run, streams flushed) but for the teardown of every module. What differs from a fresh
+interpreter: modules imported before the fork took their import-time settings from the
+session's environment, not the call's (the project reads its own settings at run time), and of
+a call's PYTHON* variables only PYTHONPATH applies. A test that reads a command's output while
+it runs, and one test per command as a user types it (`run_cli(..., fresh=True)`), start an
+interpreter of their own; tests/test_forked_python.py holds the two kinds to the same results.
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import select
@@ -35,9 +38,13 @@ PRELOAD = ["torch", "torchvision", "optuna", "pandas", "matplotlib", "mlflow", "
 # The waiting interpreter: imports PRELOAD, then forks once per request line. The child leaves
 # the loop and runs the command at the top level, so it exits exactly as `python` would.
 SERVER = r"""
-import importlib, json, os, runpy, sys, threading
+import atexit, gc, importlib, json, os, runpy, signal, sys, threading
+# The collector kept off, then the imported objects frozen out of its reach: otherwise each
+# child's collections and its exit touch them all and copy the server's memory (1.6 s an exit).
+gc.disable()
 for name in json.loads(sys.argv[1]):
     importlib.import_module(name)
+gc.freeze()
 # A fork copies one thread only: a thread started by an import would be missing in the child.
 assert threading.active_count() == 1, threading.enumerate()
 requests = sys.stdin.buffer
@@ -53,6 +60,7 @@ def serve():
     sys.exit(0)
 
 request = serve()
+gc.enable()
 os.chdir(request["cwd"])
 os.environ.clear()
 os.environ.update(request["env"])
@@ -63,15 +71,42 @@ for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["out"], os.O_W
     os.close(opened)
 sys.stdin = open(0, closefd=False)
 args = request["args"]
-if args[0] == "-c":
-    sys.argv, sys.path[0] = ["-c", *args[2:]], ""
-    exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
-elif args[0] == "-m":
-    sys.argv, sys.path[0] = [args[1], *args[2:]], os.getcwd()
-    runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-else:
-    sys.argv, sys.path[0] = list(args), os.path.dirname(os.path.abspath(args[0]))
-    runpy.run_path(args[0], run_name="__main__")
+# PYTHONPATH's folders go after the script's, as Python puts them at its start.
+for entry in reversed(request["env"].get("PYTHONPATH", "").split(os.pathsep)):
+    if entry and entry not in sys.path:
+        sys.path.insert(1, entry)
+try:
+    if args[0] == "-c":
+        sys.argv, sys.path[0] = ["-c", *args[2:]], ""
+        exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+    elif args[0] == "-m":
+        sys.argv, sys.path[0] = [args[1], *args[2:]], os.getcwd()
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv, sys.path[0] = list(args), os.path.dirname(os.path.abspath(args[0]))
+        runpy.run_path(args[0], run_name="__main__")
+    code = 0
+except SystemExit as exit:
+    code = 0 if exit.code is None else exit.code
+    if not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+except BaseException as error:
+    sys.excepthook(type(error), error, error.__traceback__)
+    code = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
+# Python's exit, less the teardown of every module (half a second in a fork; nothing of the
+# command's is left to it): threads joined, atexit handlers run, streams flushed.
+threading._shutdown()
+atexit._run_exitfuncs()
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+if code == -signal.SIGINT:  # as Python ends on an uncaught KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+os._exit(code)
 """
 
 
@@ -105,26 +140,77 @@ class ForkedPython:
         line, self.pending = self.pending.split(b"\n", 1)
         return line.decode()
 
-    def run(self, args: list[str], cwd: Path, env: dict, timeout: float
-            ) -> subprocess.CompletedProcess:
-        """`python *args` in `cwd` with exactly `env`, as `subprocess.run(capture_output=True,
-        text=True, timeout=timeout)` would run it."""
-        with self.lock, tempfile.TemporaryDirectory(prefix="forked-") as tmp:
-            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+    def start(self, args: list[str], cwd: Path, env: dict) -> ForkedProcess:
+        """`python *args` in `cwd` with exactly `env`, started; its output goes to files. The
+        server takes the next call once this one has been waited for."""
+        self.lock.acquire()
+        try:
+            tmp = tempfile.TemporaryDirectory(prefix="forked-")
+            out, err = Path(tmp.name, "stdout"), Path(tmp.name, "stderr")
             out.touch()
             err.touch()
             server = self._start()
             server.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": env,
                                            "out": str(out), "err": str(err)}).encode() + b"\n")
             pid = int(self._line(None))
-            code = self._line(time.monotonic() + timeout)
-            if code is None:  # as subprocess.run: kill the command, then raise
-                os.kill(pid, signal.SIGKILL)
-                self._line(None)
-                raise subprocess.TimeoutExpired([sys.executable, *args], timeout,
-                                                out.read_text(), err.read_text())
-            return subprocess.CompletedProcess([sys.executable, *args], int(code),
-                                               out.read_text(), err.read_text())
+        except BaseException:
+            self.lock.release()
+            raise
+        return ForkedProcess(self, [sys.executable, *args], pid, tmp, out, err)
+
+    def run(self, args: list[str], cwd: Path, env: dict, timeout: float
+            ) -> subprocess.CompletedProcess:
+        """As `subprocess.run(capture_output=True, text=True, timeout=timeout)` would run it."""
+        proc = self.start(args, cwd, env)
+        try:
+            out, err = proc.communicate(timeout)
+        except subprocess.TimeoutExpired:  # as subprocess.run: kill the command, then raise
+            proc.kill()
+            raise subprocess.TimeoutExpired(proc.args, timeout, *proc.communicate()) from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+class ForkedProcess:
+    """What the tests use of `subprocess.Popen` (text output, read once it has ended)."""
+
+    def __init__(self, server: ForkedPython, args: list[str], pid: int,
+                 tmp: tempfile.TemporaryDirectory, out: Path, err: Path):
+        self.server, self.args, self.pid, self.tmp = server, args, pid, tmp
+        self.out, self.err = out, err
+        self.returncode: int | None = None
+        self.stdout = self.stderr = None
+
+    def _reaped(self, deadline: float | None) -> int | None:
+        if self.returncode is None:
+            code = self.server._line(deadline)
+            if code is not None:
+                self.returncode = int(code)
+                self.stdout = io.StringIO(self.out.read_text())
+                self.stderr = io.StringIO(self.err.read_text())
+                self.server.lock.release()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reaped(time.monotonic())
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._reaped(None if timeout is None else time.monotonic() + timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return code
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.out.read_text(), self.err.read_text()
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, and wait: the server takes no other call until this one is reaped."""
+        self.send_signal(signal.SIGKILL)
+        self.wait()
 
 
 _servers: dict[Path, ForkedPython] = {}

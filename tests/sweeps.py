@@ -6,13 +6,11 @@ import contextlib
 import csv
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import ROOT, run_cli
+from conftest import run_cli, start_cli
 
 TINY = """\
 name: {name}
@@ -87,10 +85,7 @@ def sweep_killed_when(predicate, what: str, space: Path | None, run: Path, cache
     """Start a sweep (or resume the one in `run`, with space None) and SIGKILL it once
     `predicate()` holds."""
     start = ["--space", str(space)] if space is not None else ["--resume"]
-    cmd = [sys.executable, "study/sweep.py", *start, "--output", str(run), "--cache-dir",
-           str(cache)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_cli("study/sweep.py", *start, "--output", str(run), "--cache-dir", str(cache))
     try:
         wait_for(predicate, 300, what, proc)
         proc.send_signal(signal.SIGKILL)

@@ -66,7 +66,8 @@ def test_distill_cli_writes_the_per_epoch_rows(tmp_path):
                      "--student", "resnet8", "--dataset", "synthetic", "--n-train", "2000",
                      "--n-test", "200", "--epochs", "2", "--teacher-epochs", "1",
                      "--set", "sdkd.lambda=2", "--set", "sdkd.phase_boundary=0.5",
-                     "--cache-dir", str(tmp_path / "cache"), "--output", str(out))
+                     "--cache-dir", str(tmp_path / "cache"), "--output", str(out),
+                     fresh=True)  # as a user types it
     assert result.returncode == 0, result.stderr
     assert "proxy" in result.stdout and "k 1" in result.stdout
     with open(out / "epochs.csv") as f:

@@ -77,7 +77,7 @@ def test_onnxruntime_and_torchscript_give_the_students_outputs(tiny_run, exporte
 
 def test_bad_run_folders_and_unknown_trials_are_one_line(tiny_run, tmp_path):
     before = tree(tiny_run.run)
-    result = run_cli("study/export.py", str(tmp_path))
+    result = run_cli("study/export.py", str(tmp_path), fresh=True)  # as a user types it
     assert_usage_error(result, "is not a run folder")
     result = run_cli("study/export.py", str(tiny_run.run), "--trial", "kd-nope",
                      "--out", str(tmp_path / "out"))

@@ -11,8 +11,6 @@ import multiprocessing
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SWEEP_TEACHERS, assert_usage_error
+from conftest import SWEEP_TEACHERS, assert_usage_error, start_cli
 from sweeps import read_csv, result_lines, sweep, tiny_space, wait_for
 
 from sdkd_core.files import write_csv
@@ -110,10 +108,8 @@ def test_worker_killed_mid_epoch_resumes_with_identical_metrics(tmp_path, execut
     space.write_text(KILL_SPACE.format(name=f"kill-{executor}", executor=executor))
     run, cache = tmp_path / "run", SWEEP_TEACHERS
     trial = "kd-resnet14-resnet8-s0"
-    cmd = [sys.executable, "study/sweep.py", "--space", str(space), "--output", str(run),
-           "--cache-dir", str(cache), "--no-report"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_cli("study/sweep.py", "--space", str(space), "--output", str(run),
+                     "--cache-dir", str(cache), "--no-report")
     try:
         if executor == "in_trial":
             # The Tune trial process runs the epochs itself and reports each one at once.

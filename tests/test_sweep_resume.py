@@ -4,12 +4,10 @@ sweep of the suite joins the session's Ray head, tests/conftest.py.)"""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT, SWEEP_TEACHERS
+from conftest import SWEEP_TEACHERS, start_cli
 from sweeps import (
     check_run_folder,
     result_lines,
@@ -33,10 +31,8 @@ def interrupted_twice(tmp_path_factory):
                       samples=1, resources="{max_concurrent: 1}")
     path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
     run, cache = tmp / "run", SWEEP_TEACHERS
-    cmd = [sys.executable, "study/sweep.py", "--space", str(path), "--output", str(run),
-           "--cache-dir", str(cache)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_cli("study/sweep.py", "--space", str(path), "--output", str(run),
+                     "--cache-dir", str(cache))
     try:
         wait_for(lambda: len(result_lines(run, "vanilla-resnet14-resnet8-s1")) >= 1,
                  300, "the second trial's first epoch", proc, every=0.1)
