@@ -159,10 +159,11 @@ def assert_quick_usage_error(result: subprocess.CompletedProcess, fragment: str)
 
 
 def tree(root: Path) -> dict[str, tuple[int, int] | None]:
-    """Every path under root, with each file's size and modification time."""
+    """Every path under root, with each file's size and modification time; Python's own
+    bytecode cache (`__pycache__`, written where a module such as a plugin is imported) apart."""
     return {str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size,
                                                                 p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
+            for p in sorted(root.rglob("*")) if "__pycache__" not in p.parts}
 
 
 # Runs `module.main(argv)` for each call in one fresh Python process: what the command line

@@ -9,9 +9,10 @@ folder, environment, standard streams and exit status (a death by signal N is -N
 handlers run, streams flushed) but for the teardown of every module. What differs from a fresh
 interpreter: modules imported before the fork took their import-time settings from the
 session's environment, not the call's (the project reads its own settings at run time), and of
-a call's PYTHON* variables only PYTHONPATH applies. A test that reads a command's output while
-it runs, and one test per command as a user types it (`run_cli(..., fresh=True)`), start an
-interpreter of their own; tests/test_forked_python.py holds the two kinds to the same results.
+a call's PYTHON* variables only PYTHONPATH and PYTHONDONTWRITEBYTECODE apply. A test that reads
+a command's output while it runs, and one test per command as a user types it
+(`run_cli(..., fresh=True)`), start an interpreter of their own; tests/test_forked_python.py
+holds the two kinds to the same results.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["out"], os.O_W
     os.close(opened)
 sys.stdin = open(0, closefd=False)
 args = request["args"]
+sys.dont_write_bytecode = bool(request["env"].get("PYTHONDONTWRITEBYTECODE"))
 # PYTHONPATH's folders go after the script's, as Python puts them at its start.
 for entry in reversed(request["env"].get("PYTHONPATH", "").split(os.pathsep)):
     if entry and entry not in sys.path:

@@ -19,7 +19,8 @@ PROGRAMS = {
     "thread joined": "import threading, time\n"
                      "threading.Thread(target=lambda: (time.sleep(0.2), print('joined'))).start()",
     "where": "import os, sys; print(os.getcwd(), os.environ['FORKED_TEST'], sys.argv[1:], "
-             "os.environ.get('PYTHONPATH', '').split(os.pathsep)[0] in sys.path)",
+             "os.environ.get('PYTHONPATH', '').split(os.pathsep)[0] in sys.path, "
+             "sys.dont_write_bytecode)",
     "script": None,
 }
 
