@@ -203,7 +203,7 @@ class ForkedProcess:
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
-        return self.out.read_text(), self.err.read_text()
+        return self.stdout.getvalue(), self.stderr.getvalue()
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
